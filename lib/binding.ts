@@ -1,0 +1,100 @@
+/**
+ * The whole native surface in one place, typed. Only this file loads the addon; everything user-facing
+ * (validation, defaults, error classes, retries) lives in the TypeScript built on top of it.
+ *
+ * Native promises reject with a plain Error carrying `code` (PEER_LOST, TIMEOUT, ABORTED, MISMATCH, PROTOCOL,
+ * AUTH, CLOSED, INVALID_ARGUMENT) and, for PEER_LOST, `peer` (the lost peer's id); `fromNativeError` in errors.ts
+ * turns them into the exported classes.
+ */
+import * as path from 'node:path';
+
+/** A member of a group as the data plane sees it. */
+export interface NativePeer {
+  /** Stable id used in error messages (e.g. `peer-3@10.0.0.5:41234`). */
+  id: string;
+  host: string;
+  port: number;
+}
+
+export interface NativeEngineOptions {
+  /** Address the data-plane listener binds (default 0.0.0.0). */
+  host: string;
+  /** Listen port; 0 lets the OS choose (read it back from `port`). */
+  port: number;
+  /** TCP connections per link (K). */
+  connections: number;
+  /** SO_SNDBUF/SO_RCVBUF per connection, bytes. */
+  socketBufferBytes: number;
+  /** Connect timeout per dial, ms. */
+  connectTimeoutMs: number;
+}
+
+export interface NativeQuantization {
+  /** 1 = uint8, 2 = uint4, 3 = float16, 4 = bfloat16 (native/core/codec.h). */
+  codec: number;
+  blockSize: number;
+  stochastic: boolean;
+  seed: number;
+}
+
+export interface NativeAllReduceArgs {
+  input: ArrayBufferView;
+  /** Same object as input for in-place. */
+  output: ArrayBufferView;
+  dtype: number;
+  op: number;
+  tag: number;
+  /** Fail with TIMEOUT after this many ms without progress; 0 = no deadline. */
+  timeoutMs: number;
+  quantization?: NativeQuantization;
+}
+
+export interface NativeOpResult {
+  bytesSent: number;
+  bytesReceived: number;
+  worldSize: number;
+}
+
+export interface NativeEngine {
+  /** The port the data-plane listener is bound to. */
+  readonly port: number;
+  /**
+   * Installs a group: `epoch` strictly increases with every call; `peers` lists every member in ring order,
+   * this process at `myIndex`; `ticket` (16 bytes) is what every member presents when dialling another, so a
+   * connection without it is refused. In-flight operations of an older epoch fail with PEER_LOST.
+   */
+  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array): void;
+  allReduce(args: NativeAllReduceArgs): Promise<NativeOpResult>;
+  /** Fails the in-flight operation with this tag here (ABORTED) and tells the other peers. */
+  abort(tag: number, message: string): void;
+  /** Rejects every pending operation with CLOSED, closes every socket and joins the threads. */
+  close(): Promise<void>;
+}
+
+export interface NativeAddon {
+  Engine: new (options: NativeEngineOptions) => NativeEngine;
+  /** dst = dst (op) src, element-wise; for tests and small arrays (runs on the calling thread). */
+  reduceInto(dtype: number, op: number, dst: ArrayBufferView, src: ArrayBufferView): void;
+  finishAverage(dtype: number, data: ArrayBufferView, divisor: number): void;
+  /** Content hash (native/core/hash.h) of the bytes of a view, on a native thread. */
+  contentHash(data: ArrayBufferView): Promise<bigint>;
+  contentHashSync(data: ArrayBufferView): bigint;
+  /** Codec round trip helpers (native/core/codec.h) for tests and benchmarks. */
+  encodedSize(codec: number, count: number, blockSize: number): number;
+  encode(codec: number, src: Float32Array, blockSize: number, stochastic: boolean, seed: number, out: Uint8Array): boolean;
+  decode(codec: number, src: Uint8Array, count: number, blockSize: number, out: Float32Array): void;
+  /** Build facts: compiler, whether CUDA support was compiled in. */
+  buildInfo(): { compiler: string; cuda: boolean; napiVersion: number };
+}
+
+let cached: NativeAddon | undefined;
+
+/** Loads the addon once (a prebuild from prebuilds/ or the local build/Release). */
+export function native(): NativeAddon {
+  if (!cached) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    cached = load(path.join(__dirname, '..'));
+  }
+  return cached;
+}

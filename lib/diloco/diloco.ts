@@ -1,0 +1,254 @@
+/**
+ * DiLoCo (Douillard et al., 2023) and its asynchronous variant over a TCCL communicator.
+ */
+import type { QuantizationOptions } from '../engine';
+import { countElements, normalizeParams, type NamedTensor } from './fragments';
+import { checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
+import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
+import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
+import { checkInt, checkKeys, describeValue } from './validate';
+
+/** Options of {@link DiLoCo}. */
+export interface DiLoCoOptions<S = unknown> extends ResilienceOptions {
+  /** The model's parameters (views into the model; the optimizer reads and writes them in place). */
+  params: ParamsInput;
+  /** Inner steps between outer steps, H (default 500, as in the paper; 10 to 1000 is common). */
+  innerSteps?: number;
+  /** Outer optimizer (default Nesterov, lr 0.7, momentum 0.9). */
+  outer?: OuterOptimizerOptions;
+  /** Send pseudo-gradients quantized (e.g. `{ codec: 'uint8' }`); outer state stays float32. */
+  quantization?: QuantizationOptions;
+  /**
+   * Overlap the all-reduce of outer step t with the inner steps of t+1 and apply it one outer step late
+   * (default false). See {@link DiLoCo} for the exact rule.
+   */
+  async?: boolean;
+  /** Builds the communicator's shared-state object over the optimizer's entries (default: a plain object). */
+  stateFactory?: StateFactory<S>;
+}
+
+/** What one outer step reports. */
+export interface OuterStepReport {
+  /** Outer steps done so far (this one included). */
+  outerStep: number;
+  /** Inner steps done so far. */
+  innerStep: number;
+  /** Peers that contributed to the all-reduce applied in this step (1 when alone). */
+  worldSize: number;
+  /** Bytes this peer sent / received during this outer step. */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Seconds this call spent waiting on communication. */
+  commSeconds: number;
+  /** Shared-state revision after the step. */
+  revision: number;
+}
+
+const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', 'stateFactory', 'maxRetries', 'tagBase'];
+
+/**
+ * DiLoCo: every `innerSteps` (H) inner optimizer steps, each peer computes the pseudo-gradient
+ * `outer - local`, the group averages it (an all-reduce, optionally quantized), every peer applies the same outer
+ * optimizer step to the outer parameters and resets its local parameters to them. The outer parameters and the
+ * momentum live in the shared state: a newcomer receives them, and the revision advances once per outer step.
+ *
+ * Asynchronous mode (`async: true`): at the end of round t the pseudo-gradient of round t is launched and runs
+ * while round t+1 trains; at the end of round t+1 its average is applied to the outer parameters (one outer step
+ * late) and the local parameters are reset to them. A newcomer syncs after the landed result has been applied
+ * (so it never receives a stale state) and contributes a zero pseudo-gradient to the round that is in flight
+ * when it joins; that round's average is then taken over one more peer.
+ *
+ * Churn: an all-reduce that fails with a retryable error (PeerLostError) is retried after `updateTopology()` with
+ * the survivors, from the same input (a failed all-reduce leaves its input intact). Pending peers are admitted
+ * at each outer step, just before the state sync.
+ *
+ * @example
+ * ```ts
+ * const comm = await Communicator.connect({ master: 'master.example.org:48148', token });
+ * const diloco = new DiLoCo(comm, { params: model.parameters(), innerSteps: 50 });
+ * await diloco.join();
+ * for (let step = 0; step < 5000; step++) {
+ *   innerOptimizer.step(model, nextBatch());   // any local optimizer, e.g. AdamW
+ *   const report = await diloco.step();         // an outer step every 50 calls
+ *   if (report) console.log(report.outerStep, report.bytesSent);
+ * }
+ * await diloco.finish();
+ * ```
+ */
+export class DiLoCo<S = unknown> {
+  readonly innerSteps: number;
+  readonly optimizer: OuterOptimizer;
+  readonly async: boolean;
+  /** Counters since construction. */
+  readonly stats: CommStats = emptyStats();
+
+  private readonly tensors: NamedTensor[];
+  private readonly binding: StateBinding<S>;
+  private readonly net: Retrying<S>;
+  private readonly tagBase: number;
+  private readonly size: number;
+  private delta: Float32Array;
+  private spare: Float32Array;
+  private pending: Promise<number> | undefined;
+  private pendingBuf: Float32Array | undefined;
+  private inner = 0;
+  private outerSteps = 0;
+  private joined = false;
+
+  constructor(
+    readonly comm: Collective<S>,
+    options: DiLoCoOptions<S>,
+  ) {
+    if (comm === null || typeof comm !== 'object' || typeof (comm as Collective<S>).allReduce !== 'function') {
+      throw new TypeError(`DiLoCo: the first argument must be a Communicator, got ${describeValue(comm)}`);
+    }
+    if (options === null || typeof options !== 'object') throw new TypeError('DiLoCo: options must be an object with at least { params }');
+    checkKeys('DiLoCo', options, OPTION_KEYS);
+    this.tensors = normalizeParams(options.params);
+    this.innerSteps = checkInt('innerSteps', options.innerSteps ?? 500, 1);
+    this.optimizer = createOuterOptimizer(options.outer ?? {});
+    if (options.async !== undefined && typeof options.async !== 'boolean') {
+      throw new TypeError(`DiLoCo option "async" must be a boolean, got ${describeValue(options.async)}`);
+    }
+    this.async = options.async ?? false;
+    const { maxRetries, tagBase } = resilience(options);
+    this.tagBase = tagBase;
+    this.net = new Retrying(comm, this.stats, maxRetries, checkQuantization(options.quantization));
+    this.size = countElements(this.tensors);
+    const outer = new Float32Array(this.size);
+    gather(this.tensors, outer);
+    const entries: Record<string, Float32Array> = { 'diloco.outer': outer, 'diloco.meta': new Float32Array(2) };
+    if (this.optimizer.hasMomentum) entries['diloco.momentum'] = new Float32Array(this.size);
+    const factory = options.stateFactory ?? (plainStateFactory as unknown as StateFactory<S>);
+    if (typeof factory !== 'function') throw new TypeError('DiLoCo option "stateFactory" must be a function');
+    this.binding = factory(entries, 0);
+    this.delta = new Float32Array(this.size);
+    this.spare = new Float32Array(this.size);
+  }
+
+  /** The shared-state object (outer parameters, momentum, step counters) as the communicator syncs it. */
+  get state(): S {
+    return this.binding.state;
+  }
+
+  /** The outer parameters (flat, in tensor order). Identical on every peer after each outer step. */
+  get outerParams(): Float32Array {
+    return this.binding.entries()['diloco.outer'];
+  }
+
+  /** Inner steps done so far (as counted by the group; a newcomer takes it from the shared state). */
+  get innerStep(): number {
+    return this.inner;
+  }
+
+  get outerStep(): number {
+    return this.outerSteps;
+  }
+
+  /** Number of parameters (elements). */
+  get parameterCount(): number {
+    return this.size;
+  }
+
+  /**
+   * Joins training: syncs the shared state so that every peer starts from the same outer parameters (a newcomer
+   * receives the group's; use `strategy: 'receiveOnly'` for a peer that must not offer its own), and sets the
+   * local parameters to them. In async mode a newcomer also takes part in the all-reduce in flight.
+   */
+  async join(options: { strategy?: SyncStrategy } = {}): Promise<void> {
+    if (this.joined) throw new Error('DiLoCo.join() was already called');
+    this.joined = true;
+    await this.sync(options.strategy ?? 'enforcePopular', false);
+    scatter(this.outerParams, this.tensors);
+    if (this.async) {
+      this.delta.fill(0);
+      this.launch();
+    }
+  }
+
+  /**
+   * Call after every inner optimizer step. Every `innerSteps` calls it runs an outer step (returns its report);
+   * otherwise it returns undefined at once.
+   */
+  async step(): Promise<OuterStepReport | undefined> {
+    if (!this.joined) throw new Error('Call DiLoCo.join() before the first step()');
+    this.inner++;
+    if (this.inner % this.innerSteps !== 0) return undefined;
+    return this.runOuterStep();
+  }
+
+  /** Async mode: waits for the all-reduce in flight, applies it and resets the local parameters. No-op otherwise. */
+  async finish(): Promise<void> {
+    if (!this.pending) return;
+    const p = this.pending;
+    this.pending = undefined;
+    await p;
+    this.applyOuter(this.pendingBuf!);
+    scatter(this.outerParams, this.tensors);
+  }
+
+  private async runOuterStep(): Promise<OuterStepReport> {
+    const t0 = performance.now();
+    const s0 = this.stats.bytesSent;
+    const r0 = this.stats.bytesReceived;
+    let worldSize = 1;
+    pseudoGradient(this.outerParams, this.tensors, this.delta);
+    if (!this.async) {
+      worldSize = await this.net.average(this.delta, this.tagBase);
+      this.applyOuter(this.delta);
+      this.outerSteps++;
+      await this.sync('enforcePopular', true);
+      scatter(this.outerParams, this.tensors);
+    } else {
+      if (this.pending) {
+        const p = this.pending;
+        this.pending = undefined;
+        worldSize = await p;
+        this.applyOuter(this.pendingBuf!);
+      }
+      this.outerSteps++;
+      await this.sync('enforcePopular', true);
+      scatter(this.outerParams, this.tensors);
+      this.launch();
+    }
+    return {
+      outerStep: this.outerSteps,
+      innerStep: this.inner,
+      worldSize,
+      bytesSent: this.stats.bytesSent - s0,
+      bytesReceived: this.stats.bytesReceived - r0,
+      commSeconds: (performance.now() - t0) / 1000,
+      revision: this.binding.revision,
+    };
+  }
+
+  /** Starts averaging `delta` in the background (async mode); swaps the buffers so the next round can fill one. */
+  private launch(): void {
+    const buf = this.delta;
+    this.delta = this.spare;
+    this.spare = buf;
+    this.pendingBuf = buf;
+    const tag = this.tagBase + 1 + (this.outerSteps % 2);
+    const p = this.net.average(buf, tag);
+    p.catch(() => undefined); // surfaced when awaited at the next outer step
+    this.pending = p;
+  }
+
+  private applyOuter(avg: Float32Array): void {
+    const e = this.binding.entries();
+    this.optimizer.step(e['diloco.outer'], avg, e['diloco.momentum']);
+  }
+
+  private async sync(strategy: SyncStrategy, advance: boolean): Promise<void> {
+    const e = this.binding.entries();
+    if (advance) {
+      this.binding.revision += 1;
+      e['diloco.meta'][0] = this.inner;
+      e['diloco.meta'][1] = this.outerSteps;
+    }
+    await this.net.syncState(this.binding, strategy);
+    const meta = this.binding.entries()['diloco.meta'];
+    this.inner = meta[0];
+    this.outerSteps = meta[1];
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * One control connection: frames in and out over a net.Socket, strict decoding, heartbeats both ways and a
+ * liveness deadline. Used by both the master and the communicator.
+ */
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { ProtocolError } from '../errors';
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
+import { validateMessage } from './messages';
+
+export interface ConnectionEvents {
+  message: [msg: Record<string, unknown>];
+  /** The connection is gone; `reason` says why (closed by the other side, protocol error, silence...). */
+  close: [reason: Error | undefined];
+}
+
+/** Strips the IPv4-mapped IPv6 prefix so peers see `127.0.0.2`, not `::ffff:127.0.0.2`. */
+export function plainAddress(addr: string | undefined): string {
+  if (!addr) return '';
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+export class Connection extends EventEmitter<ConnectionEvents> {
+  private readonly decoder: FrameDecoder;
+  private closed = false;
+  private lastRx = Date.now();
+  private lastTick = Date.now();
+  private hbTimer?: NodeJS.Timeout;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+
+  constructor(readonly socket: net.Socket, private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {
+    super();
+    this.decoder = new FrameDecoder(maxFrameBytes);
+    this.remoteAddress = plainAddress(socket.remoteAddress);
+    this.remotePort = socket.remotePort ?? 0;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.shutdown(err));
+    socket.on('close', () => this.shutdown(undefined));
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Sends one message; quietly does nothing once the connection is closed. */
+  send(message: { t: string } & Record<string, unknown>): void {
+    if (this.closed) return;
+    this.socket.write(encodeFrame(message, this.maxFrameBytes));
+  }
+
+  /** Sends a last message, then closes gracefully. */
+  sendAndClose(message: { t: string } & Record<string, unknown>, reason?: Error): void {
+    if (this.closed) return;
+    this.socket.end(encodeFrame(message, this.maxFrameBytes));
+    this.shutdown(reason, false);
+    // If the other side never reads, do not keep the socket forever.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /**
+   * Sends a heartbeat every `intervalMs` and declares the other side dead after `timeoutMs` without any frame.
+   * A tick that fires far too late means this process itself was frozen (SIGSTOP, a blocked event loop): the
+   * deadline restarts then, so buffered frames are read before the other side is judged.
+   */
+  startHeartbeat(intervalMs: number, timeoutMs: number): void {
+    this.stopHeartbeat();
+    this.lastRx = Date.now();
+    this.lastTick = Date.now();
+    const tick = Math.max(10, Math.min(intervalMs, Math.floor(timeoutMs / 4)));
+    this.hbTimer = setInterval(() => {
+      const now = Date.now();
+      const late = now - this.lastTick > Math.max(3 * tick, tick + 250);
+      this.lastTick = now;
+      this.send({ t: 'hb' });
+      if (late) {
+        this.lastRx = Math.max(this.lastRx, now - Math.floor(timeoutMs / 2));
+        return;
+      }
+      if (now - this.lastRx > timeoutMs) {
+        this.close(new Error(`no heartbeat for ${now - this.lastRx} ms (timeout ${timeoutMs} ms)`));
+      }
+    }, tick);
+    this.hbTimer.unref();
+  }
+
+  stopHeartbeat(): void {
+    if (this.hbTimer) clearInterval(this.hbTimer);
+    this.hbTimer = undefined;
+  }
+
+  /** Closes at once. */
+  close(reason?: Error): void {
+    this.shutdown(reason);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastRx = Date.now();
+    let messages: Record<string, unknown>[];
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      this.shutdown(err as Error);
+      return;
+    }
+    for (const m of messages) {
+      if (this.closed) return;
+      if (m.t === 'hb') {
+        try {
+          validateMessage(m, ['hb']);
+        } catch (err) {
+          this.shutdown(err as ProtocolError);
+          return;
+        }
+        continue;
+      }
+      this.emit('message', m);
+    }
+  }
+
+  private shutdown(reason: Error | undefined, destroy = true): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopHeartbeat();
+    if (destroy) this.socket.destroy();
+    this.emit('close', reason);
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Control-plane framing: every message is a 4-byte big-endian length followed by that many bytes of msgpack.
+ * The decoder refuses a frame above `maxFrameBytes` as soon as it reads the length, so a stranger cannot make a
+ * process buffer an arbitrary amount, and refuses bytes that do not decode to exactly one msgpack map.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { ProtocolError } from '../errors';
+
+/** Default largest control frame (1 MiB); a ring of thousands of peers fits in a few hundred KiB. */
+export const DEFAULT_MAX_FRAME_BYTES = 1 << 20;
+const HEADER_BYTES = 4;
+
+// Plain msgpack only: no records/structures, no extension types beyond msgpackr's basics; maps become objects.
+const packr = new Packr({ useRecords: false, moreTypes: false, structuredClone: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false });
+
+/** Encodes one message as a frame (length prefix + msgpack). */
+export function encodeFrame(message: object, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): Buffer {
+  const body = packr.pack(message);
+  if (body.length > maxFrameBytes) {
+    throw new ProtocolError(`Control message of ${body.length} bytes exceeds the maximum frame size of ${maxFrameBytes} bytes`);
+  }
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  body.copy(frame, HEADER_BYTES);
+  return frame;
+}
+
+/** Decodes one frame body; throws ProtocolError unless it is exactly one msgpack map. */
+export function decodeBody(body: Buffer): Record<string, unknown> {
+  let values: unknown[];
+  try {
+    values = unpackr.unpackMultiple(body) as unknown[];
+  } catch (err) {
+    throw new ProtocolError(`Control frame is not valid msgpack: ${(err as Error).message}`, { cause: err });
+  }
+  if (!values || values.length !== 1) throw new ProtocolError(`Control frame holds ${values?.length ?? 0} msgpack values, expected exactly 1`);
+  const v = values[0];
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || Buffer.isBuffer(v) || ArrayBuffer.isView(v)) {
+    throw new ProtocolError('Control frame is not a msgpack map');
+  }
+  return v as Record<string, unknown>;
+}
+
+/** Incremental frame decoder: feed it socket chunks, get whole message bodies back. */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+
+  /** Returns the complete messages in the bytes so far; throws ProtocolError on an oversized or bad frame. */
+  push(chunk: Buffer): Record<string, unknown>[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const out: Record<string, unknown>[] = [];
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) break;
+      const head = this.peek(HEADER_BYTES);
+      const len = head.readUInt32BE(0);
+      if (len > this.maxFrameBytes) {
+        throw new ProtocolError(`Control frame of ${len} bytes exceeds the maximum frame size of ${this.maxFrameBytes} bytes`);
+      }
+      if (len === 0) throw new ProtocolError('Empty control frame');
+      if (this.buffered < HEADER_BYTES + len) break;
+      const all = this.take(HEADER_BYTES + len);
+      out.push(decodeBody(all.subarray(HEADER_BYTES)));
+    }
+    return out;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0].subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks)];
+    const first = this.chunks[0];
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './frame';
+export * from './messages';
+export * from './auth';
+export * from './connection';

@@ -1,0 +1,381 @@
+// N-API glue: the only file that includes napi.h. Arguments are copied from JS values into plain C++ structs on
+// the main thread; native threads never touch a JS value; buffers are kept alive by references until the
+// operation's promise settles, which happens through a thread-safe function on the main thread.
+#include <napi.h>
+
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "codec.h"
+#include "dtype.h"
+#include "hash.h"
+#include "reduce.h"
+#include "ring.h"
+#include "transport.h"
+
+namespace {
+
+using namespace tccl;
+
+Napi::Error makeError(Napi::Env env, const OpError& e) {
+  Napi::Error err = Napi::Error::New(env, e.message.empty() ? errorCodeName(e.code) : e.message);
+  err.Set("code", Napi::String::New(env, errorCodeName(e.code)));
+  if (!e.peer.empty()) err.Set("peer", Napi::String::New(env, e.peer));
+  return err;
+}
+
+[[noreturn]] void throwInvalid(Napi::Env env, const std::string& msg) {
+  Napi::TypeError err = Napi::TypeError::New(env, msg);
+  err.Set("code", Napi::String::New(env, "INVALID_ARGUMENT"));
+  throw err;
+}
+
+struct View {
+  uint8_t* data = nullptr;
+  size_t bytes = 0;
+};
+
+View viewOf(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray()) throwInvalid(env, std::string("Expected \"") + what + "\" to be a TypedArray");
+  auto ta = v.As<Napi::TypedArray>();
+  auto ab = ta.ArrayBuffer();
+  return View{static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset(), ta.ByteLength()};
+}
+
+uint32_t uintArg(Napi::Env env, const Napi::Value& v, const char* what, uint32_t max) {
+  if (!v.IsNumber()) throwInvalid(env, std::string("Expected \"") + what + "\" to be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > max || d != static_cast<double>(static_cast<uint64_t>(d)))
+    throwInvalid(env, std::string("\"") + what + "\" out of range");
+  return static_cast<uint32_t>(d);
+}
+
+// Settles one promise from any thread, exactly once, keeping the JS buffers alive until then.
+class PendingOp {
+ public:
+  PendingOp(Napi::Env env, std::vector<Napi::Value> keep)
+      : deferred_(Napi::Promise::Deferred::New(env)) {
+    for (auto& v : keep) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function(), "tccl-op", 0, 1);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  // Called from a native thread (or the main thread) once.
+  static void settle(std::shared_ptr<PendingOp> self, OpError error, std::shared_ptr<Operation> op) {
+    auto payload = new std::tuple<std::shared_ptr<PendingOp>, OpError, std::shared_ptr<Operation>>(self, error, op);
+    napi_status st = self->tsfn_.BlockingCall(payload, [](Napi::Env env, Napi::Function, decltype(payload) p) {
+      auto& [pending, err, operation] = *p;
+      Napi::HandleScope scope(env);
+      if (err) {
+        pending->deferred_.Reject(makeError(env, err).Value());
+      } else {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("bytesSent", Napi::Number::New(env, static_cast<double>(operation->bytesSent.load())));
+        result.Set("bytesReceived", Napi::Number::New(env, static_cast<double>(operation->bytesReceived.load())));
+        result.Set("worldSize", Napi::Number::New(env, operation->worldSize));
+        pending->deferred_.Resolve(result);
+      }
+      for (auto& r : pending->refs_) r.Reset();
+      delete p;
+    });
+    if (st != napi_ok) delete payload;  // environment is shutting down
+    self->tsfn_.Release();
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> refs_;
+  Napi::ThreadSafeFunction tsfn_;
+};
+
+class Engine : public Napi::ObjectWrap<Engine> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Engine",
+                       {InstanceAccessor<&Engine::Port>("port"), InstanceMethod<&Engine::Configure>("configure"),
+                        InstanceMethod<&Engine::AllReduce>("allReduce"), InstanceMethod<&Engine::Abort>("abort"),
+                        InstanceMethod<&Engine::Close>("close")});
+  }
+
+  explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throwInvalid(env, "Engine options must be an object");
+    auto o = info[0].As<Napi::Object>();
+    TransportOptions opts;
+    if (o.Has("host")) opts.host = o.Get("host").ToString().Utf8Value();
+    opts.port = static_cast<uint16_t>(uintArg(env, o.Get("port"), "port", 65535));
+    opts.connections = static_cast<int>(uintArg(env, o.Get("connections"), "connections", 256));
+    if (opts.connections < 1) throwInvalid(env, "\"connections\" must be at least 1");
+    opts.socketBufferBytes = static_cast<int>(uintArg(env, o.Get("socketBufferBytes"), "socketBufferBytes", 1u << 30));
+    opts.connectTimeoutMs = static_cast<int>(uintArg(env, o.Get("connectTimeoutMs"), "connectTimeoutMs", 600000));
+    transport_ = std::make_shared<Transport>(opts);
+    try {
+      transport_->start();
+    } catch (const std::exception& e) {
+      Napi::Error err = Napi::Error::New(env, std::string("cannot start the data-plane listener: ") + e.what());
+      err.Set("code", Napi::String::New(env, "LISTEN_FAILED"));
+      throw err;
+    }
+  }
+
+  ~Engine() override {
+    // Garbage-collected without close(): close on a thread of its own, never on the JS thread.
+    if (transport_) {
+      auto t = transport_;
+      std::thread([t] { t->close(); }).detach();
+    }
+  }
+
+ private:
+  Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), transport_ ? transport_->port() : 0); }
+
+  Napi::Value Configure(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ensureOpen(env);
+    if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsArray() || !info[3].IsTypedArray())
+      throwInvalid(env, "configure(epoch, myIndex, peers, ticket)");
+    uint64_t epoch = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+    int myIndex = info[1].As<Napi::Number>().Int32Value();
+    auto arr = info[2].As<Napi::Array>();
+    std::vector<PeerInfo> peers;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsObject()) throwInvalid(env, "each peer must be an object {id, host, port}");
+      auto p = v.As<Napi::Object>();
+      PeerInfo pi;
+      pi.id = p.Get("id").ToString().Utf8Value();
+      pi.host = p.Get("host").ToString().Utf8Value();
+      pi.port = static_cast<uint16_t>(uintArg(env, p.Get("port"), "peer port", 65535));
+      peers.push_back(pi);
+    }
+    if (myIndex < 0 || myIndex >= static_cast<int>(peers.size())) throwInvalid(env, "myIndex out of range");
+    View t = viewOf(env, info[3], "ticket");
+    if (t.bytes != 16) throwInvalid(env, "the ticket must be 16 bytes");
+    std::array<uint8_t, 16> ticket;
+    std::memcpy(ticket.data(), t.data, 16);
+    try {
+      transport_->configure(epoch, myIndex, std::move(peers), ticket);
+    } catch (const std::invalid_argument& e) {
+      throwInvalid(env, e.what());
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throwInvalid(env, "allReduce(args) expects an object");
+    auto a = info[0].As<Napi::Object>();
+    Napi::Value inputV = a.Get("input");
+    Napi::Value outputV = a.Get("output");
+    View in = viewOf(env, inputV, "input");
+    View out = viewOf(env, outputV, "output");
+    uint32_t dtype = uintArg(env, a.Get("dtype"), "dtype", 255);
+    uint32_t op = uintArg(env, a.Get("op"), "op", 255);
+    if (!isValidDType(dtype)) throwInvalid(env, "unknown dtype code " + std::to_string(dtype));
+    if (!isValidReduceOp(op)) throwInvalid(env, "unknown reduce op code " + std::to_string(op));
+    size_t es = dtypeSize(static_cast<DType>(dtype));
+    if (in.bytes % es != 0) throwInvalid(env, "input byte length is not a multiple of the element size");
+    if (out.bytes != in.bytes) throwInvalid(env, "output and input differ in byte length");
+    if (in.data != out.data && in.data < out.data + out.bytes && out.data < in.data + in.bytes)
+      throwInvalid(env, "output overlaps input without being the same memory");
+    double tagD = a.Get("tag").ToNumber().DoubleValue();
+    if (!(tagD >= 0) || tagD > 9007199254740991.0) throwInvalid(env, "tag out of range");
+    uint32_t timeoutMs = uintArg(env, a.Get("timeoutMs"), "timeoutMs", 0x7fffffff);
+    if (a.Has("quantization") && !a.Get("quantization").IsUndefined()) {
+      throwInvalid(env, "quantized all-reduce is not built into this addon yet");
+    }
+
+    auto pending = std::make_shared<PendingOp>(env, std::vector<Napi::Value>{inputV, outputV});
+    Napi::Promise promise = pending->promise();
+    AllReduceBuffers b{in.data, out.data, in.bytes / es, static_cast<DType>(dtype), static_cast<ReduceOp>(op)};
+    auto ring = std::make_shared<RingAllReduce>(b, transport_ ? transport_->options().maxSegmentBytes : 262144);
+    ring->key.tag = static_cast<uint64_t>(tagD);
+    std::weak_ptr<Operation> weak = ring;
+    ring->onSettled = [pending, weak](const OpError& e) {
+      auto op = weak.lock();
+      PendingOp::settle(pending, e, op);
+    };
+    if (!transport_) {
+      ring->markDone();
+      PendingOp::settle(pending, {ErrorCode::Closed, "the engine is closed", ""}, ring);
+      return promise;
+    }
+    transport_->submit(ring, static_cast<int>(timeoutMs));
+    return promise;
+  }
+
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!transport_) return env.Undefined();
+    double tag = info[0].ToNumber().DoubleValue();
+    std::string msg = info.Length() > 1 ? info[1].ToString().Utf8Value() : "aborted";
+    // abortTag sends best-effort control frames with a short bound; run it off the JS thread.
+    auto t = transport_;
+    std::thread([t, tag, msg] { t->abortTag(static_cast<uint64_t>(tag), msg); }).detach();
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (!transport_) {
+      deferred.Resolve(env.Undefined());
+      return deferred.Promise();
+    }
+    auto t = std::move(transport_);
+    transport_.reset();
+    auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "tccl-close", 0, 1);
+    auto d = new Napi::Promise::Deferred(deferred);
+    std::thread([t, tsfn, d]() mutable {
+      t->close();
+      tsfn.BlockingCall(d, [](Napi::Env env, Napi::Function, Napi::Promise::Deferred* dd) {
+        dd->Resolve(env.Undefined());
+        delete dd;
+      });
+      tsfn.Release();
+    }).detach();
+    return deferred.Promise();
+  }
+
+  void ensureOpen(Napi::Env env) {
+    if (!transport_) {
+      Napi::Error err = Napi::Error::New(env, "the engine is closed");
+      err.Set("code", Napi::String::New(env, "CLOSED"));
+      throw err;
+    }
+  }
+
+  std::shared_ptr<Transport> transport_;
+};
+
+// ---- kernels exposed for tests and benchmarks ----
+
+Napi::Value ReduceIntoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t dtype = uintArg(env, info[0], "dtype", 255), op = uintArg(env, info[1], "op", 255);
+  if (!isValidDType(dtype) || !isValidReduceOp(op)) throwInvalid(env, "bad dtype or op code");
+  View dst = viewOf(env, info[2], "dst"), src = viewOf(env, info[3], "src");
+  size_t es = dtypeSize(static_cast<DType>(dtype));
+  if (dst.bytes != src.bytes || dst.bytes % es) throwInvalid(env, "dst and src must have the same size, a multiple of the element size");
+  reduceInto(static_cast<DType>(dtype), static_cast<ReduceOp>(op), dst.data, src.data, dst.bytes / es);
+  return env.Undefined();
+}
+
+Napi::Value FinishAverageJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t dtype = uintArg(env, info[0], "dtype", 255);
+  if (!isValidDType(dtype)) throwInvalid(env, "bad dtype code");
+  View d = viewOf(env, info[1], "data");
+  uint32_t divisor = uintArg(env, info[2], "divisor", 0xffffffffu);
+  if (divisor == 0) throwInvalid(env, "divisor must be positive");
+  size_t es = dtypeSize(static_cast<DType>(dtype));
+  finishAverage(static_cast<DType>(dtype), d.data, d.bytes / es, divisor);
+  return env.Undefined();
+}
+
+Napi::Value ContentHashSyncJs(const Napi::CallbackInfo& info) {
+  View d = viewOf(info.Env(), info[0], "data");
+  return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(contentHash(d.data, d.bytes)));
+}
+
+class HashWorker : public Napi::AsyncWorker {
+ public:
+  HashWorker(Napi::Env env, Napi::Object keep, View v)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), view_(v) {
+    keep_ = Napi::Persistent(keep);
+  }
+  void Execute() override { result_ = contentHashParallel(view_.data, view_.bytes, 2); }
+  void OnOK() override { deferred_.Resolve(Napi::BigInt::New(Env(), static_cast<uint64_t>(result_))); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  View view_;
+  uint64_t result_ = 0;
+};
+
+Napi::Value ContentHashJs(const Napi::CallbackInfo& info) {
+  View d = viewOf(info.Env(), info[0], "data");
+  auto* w = new HashWorker(info.Env(), info[0].As<Napi::Object>(), d);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value EncodedSizeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t codec = uintArg(env, info[0], "codec", 4);
+  double count = info[1].ToNumber().DoubleValue();
+  uint32_t block = uintArg(env, info[2], "blockSize", 1u << 24);
+  return Napi::Number::New(env, static_cast<double>(encodedSize(static_cast<Codec>(codec), static_cast<size_t>(count), block)));
+}
+
+Napi::Value EncodeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t codec = uintArg(env, info[0], "codec", 4);
+  View src = viewOf(env, info[1], "src");
+  uint32_t block = uintArg(env, info[2], "blockSize", 1u << 24);
+  CodecParams p;
+  p.blockSize = block;
+  p.stochastic = info[3].ToBoolean().Value();
+  p.seed = static_cast<uint64_t>(info[4].ToNumber().DoubleValue());
+  View out = viewOf(env, info[5], "out");
+  size_t n = src.bytes / 4;
+  if (out.bytes < encodedSize(static_cast<Codec>(codec), n, block)) throwInvalid(env, "output too small for the encoding");
+  bool ok = encode(static_cast<Codec>(codec), reinterpret_cast<const float*>(src.data), n, p, out.data);
+  return Napi::Boolean::New(env, ok);
+}
+
+Napi::Value DecodeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t codec = uintArg(env, info[0], "codec", 4);
+  View src = viewOf(env, info[1], "src");
+  size_t n = static_cast<size_t>(info[2].ToNumber().DoubleValue());
+  uint32_t block = uintArg(env, info[3], "blockSize", 1u << 24);
+  View out = viewOf(env, info[4], "out");
+  if (out.bytes < n * 4 || src.bytes < encodedSize(static_cast<Codec>(codec), n, block)) throwInvalid(env, "buffer sizes do not match the count");
+  decode(static_cast<Codec>(codec), src.data, n, block, reinterpret_cast<float*>(out.data));
+  return env.Undefined();
+}
+
+Napi::Value BuildInfoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#if defined(__clang__)
+  o.Set("compiler", "clang " __clang_version__);
+#elif defined(__GNUC__)
+  o.Set("compiler", "gcc " __VERSION__);
+#elif defined(_MSC_VER)
+  o.Set("compiler", "msvc " + std::to_string(_MSC_VER));
+#else
+  o.Set("compiler", "unknown");
+#endif
+#ifdef TCCL_WITH_CUDA
+  o.Set("cuda", true);
+#else
+  o.Set("cuda", false);
+#endif
+  o.Set("napiVersion", NAPI_VERSION);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  net::initSockets();
+  exports.Set("Engine", Engine::Init(env));
+  exports.Set("reduceInto", Napi::Function::New(env, ReduceIntoJs));
+  exports.Set("finishAverage", Napi::Function::New(env, FinishAverageJs));
+  exports.Set("contentHash", Napi::Function::New(env, ContentHashJs));
+  exports.Set("contentHashSync", Napi::Function::New(env, ContentHashSyncJs));
+  exports.Set("encodedSize", Napi::Function::New(env, EncodedSizeJs));
+  exports.Set("encode", Napi::Function::New(env, EncodeJs));
+  exports.Set("decode", Napi::Function::New(env, DecodeJs));
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfoJs));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tccl, Init)

@@ -1,0 +1,220 @@
+#include "ring.h"
+
+#include <cstring>
+#include <string>
+
+#include "reduce.h"
+
+namespace tccl {
+
+namespace {
+enum Phase : uint8_t { kReduceScatter = 0, kAllGather = 1 };
+
+std::vector<uint8_t>& scratchBuffer(size_t bytes) {
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  return scratch;
+}
+}  // namespace
+
+RingAllReduce::RingAllReduce(const AllReduceBuffers& buffers, uint32_t maxSegmentBytes)
+    : buf_(buffers), inPlace_(buffers.input == buffers.output), elem_(dtypeSize(buffers.dtype)) {
+  segBytes_ = static_cast<uint32_t>(maxSegmentBytes / elem_ * elem_);
+  if (segBytes_ == 0) segBytes_ = static_cast<uint32_t>(elem_);
+}
+
+void RingAllReduce::setupGeometry(int worldSize, int myIndex) {
+  n_ = worldSize;
+  r_ = myIndex;
+  right_ = (r_ + 1) % n_;
+  chunkStart_.resize(static_cast<size_t>(n_) + 1);
+  firstSeg_.resize(static_cast<size_t>(n_) + 1);
+  uint32_t seg = 0;
+  for (int c = 0; c <= n_; ++c) {
+    // Element-aligned split; chunk sizes differ by at most one element.
+    uint64_t startElem = buf_.count * static_cast<uint64_t>(c) / static_cast<uint64_t>(n_);
+    chunkStart_[static_cast<size_t>(c)] = startElem * elem_;
+    firstSeg_[static_cast<size_t>(c)] = seg;
+    if (c < n_) {
+      uint64_t endElem = buf_.count * static_cast<uint64_t>(c + 1) / static_cast<uint64_t>(n_);
+      uint64_t bytes = (endElem - startElem) * elem_;
+      // An empty chunk still travels as one empty segment, so every peer sees a frame and can check its header.
+      seg += bytes == 0 ? 1 : static_cast<uint32_t>((bytes + segBytes_ - 1) / segBytes_);
+    }
+  }
+  received_.assign(2 * static_cast<size_t>(seg), 0);
+  if (inPlace_) {
+    backedUp_.assign(seg, 0);
+    backup_.reset(new uint8_t[buf_.count * elem_ + 1]);
+  }
+  // Reduce-scatter receives every chunk but our own; all-gather every chunk but the one we own at the end.
+  recvExpected_ = 0;
+  for (int c = 0; c < n_; ++c) {
+    uint64_t nseg = firstSeg_[static_cast<size_t>(c) + 1] - firstSeg_[static_cast<size_t>(c)];
+    if (c != r_) recvExpected_ += nseg;
+    if (c != right_) recvExpected_ += nseg;
+  }
+}
+
+int RingAllReduce::chunkOf(int step, int phase) const {
+  // Reduce-scatter step s (1..n-1) carries chunk r-s; all-gather step g (1..n-1) carries chunk r-g+1.
+  int c = phase == kReduceScatter ? r_ - step : r_ - step + 1;
+  return ((c % n_) + n_) % n_;
+}
+
+bool RingAllReduce::findSegment(int chunk, uint64_t offset, uint32_t length, Segment& out) const {
+  uint64_t start = chunkStart_[static_cast<size_t>(chunk)];
+  uint64_t end = chunkStart_[static_cast<size_t>(chunk) + 1];
+  if (offset < start || offset > end || (offset - start) % segBytes_ != 0) return false;
+  uint64_t k = (offset - start) / segBytes_;
+  uint32_t nseg = firstSeg_[static_cast<size_t>(chunk) + 1] - firstSeg_[static_cast<size_t>(chunk)];
+  if (k >= nseg) return false;
+  uint64_t expectLen = std::min<uint64_t>(segBytes_, end - offset);
+  if (length != expectLen) return false;
+  out = Segment{offset, length, firstSeg_[static_cast<size_t>(chunk)] + static_cast<uint32_t>(k)};
+  return true;
+}
+
+void RingAllReduce::queueSend(Transport& t, int phase, int step, const Segment& seg) {
+  SendItem item;
+  item.header.type = FrameType::Data;
+  item.header.dtype = static_cast<uint8_t>(buf_.dtype);
+  item.header.op = static_cast<uint8_t>(buf_.op);
+  item.header.phase = static_cast<uint8_t>(phase);
+  item.header.step = static_cast<uint16_t>(step);
+  item.header.count = buf_.count;
+  item.header.offset = seg.offset;
+  item.header.length = seg.length;
+  // The first reduce-scatter step sends our input; everything later sends values already in the output.
+  const uint8_t* base = (phase == kReduceScatter && step == 1) ? buf_.input : buf_.output;
+  item.payload = base + seg.offset;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++sendsQueued_;
+  }
+  if (!t.send(right_, std::move(item), shared_from_this())) {
+    t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[right_] + " is down", peerIds[right_]}, false);
+  }
+}
+
+void RingAllReduce::prepare() { setupGeometry(worldSize, myIndex); }
+
+void RingAllReduce::start(Transport& t) {
+  if (n_ == 1) {
+    auto me = self();
+    t.post([me, &t] {
+      if (me->buf_.output != me->buf_.input && me->buf_.count)
+        std::memcpy(me->buf_.output, me->buf_.input, me->buf_.count * me->elem_);
+      t.complete(me);
+    });
+    return;
+  }
+  uint32_t first = firstSeg_[static_cast<size_t>(r_)];
+  uint32_t last = firstSeg_[static_cast<size_t>(r_) + 1];
+  uint64_t start = chunkStart_[static_cast<size_t>(r_)];
+  uint64_t end = chunkStart_[static_cast<size_t>(r_) + 1];
+  for (uint32_t i = first; i < last; ++i) {
+    uint64_t off = start + static_cast<uint64_t>(i - first) * segBytes_;
+    Segment seg{off, static_cast<uint32_t>(std::min<uint64_t>(segBytes_, end - off)), i};
+    queueSend(t, kReduceScatter, 1, seg);
+    if (isDone()) return;
+  }
+}
+
+void RingAllReduce::backupOnce(const Segment& seg) {
+  if (!inPlace_ || backedUp_[seg.index]) return;  // each segment index is handled by one thread at a time
+  if (seg.length) std::memcpy(backup_.get() + seg.offset, buf_.output + seg.offset, seg.length);
+  backedUp_[seg.index] = 1;
+}
+
+bool RingAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
+  auto fail = [&](ErrorCode code, const std::string& msg) {
+    t.fail(shared_from_this(), {code, msg, ""}, true);
+    return in.discard(h.length);
+  };
+  if (h.count != buf_.count || h.dtype != static_cast<uint8_t>(buf_.dtype) || h.op != static_cast<uint8_t>(buf_.op) ||
+      h.codec != 0) {
+    return fail(ErrorCode::Mismatch,
+                "peers disagree on all-reduce tag " + std::to_string(key.tag) + ": " + peerIds[from] + " has " +
+                    std::to_string(h.count) + " x " + (isValidDType(h.dtype) ? dtypeName(static_cast<DType>(h.dtype)) : "?") +
+                    " op " + (isValidReduceOp(h.op) ? reduceOpName(static_cast<ReduceOp>(h.op)) : "?") +
+                    (h.codec ? " quantized" : "") + ", " + peerIds[r_] + " has " + std::to_string(buf_.count) +
+                    " x " + dtypeName(buf_.dtype) + " op " + reduceOpName(buf_.op) +
+                    ": every peer must pass the same element count, dtype, op and quantization for the same tag");
+  }
+  int leftPeer = (r_ - 1 + n_) % n_;
+  if (from != leftPeer || (h.phase != kReduceScatter && h.phase != kAllGather) || h.step < 1 || h.step >= n_) {
+    return fail(ErrorCode::Protocol, "unexpected all-reduce frame from " + peerIds[from]);
+  }
+  int phase = h.phase;
+  int step = h.step;
+  Segment seg;
+  if (!findSegment(chunkOf(step, phase), h.offset, h.length, seg)) {
+    return fail(ErrorCode::Protocol, "all-reduce frame from " + peerIds[from] + " does not match the chunk layout");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint8_t& seen = received_[static_cast<size_t>(phase) * (received_.size() / 2) + seg.index];
+    if (seen) return fail(ErrorCode::Protocol, "duplicate all-reduce frame from " + peerIds[from]);
+    seen = 1;
+  }
+  size_t elems = seg.length / elem_;
+  if (phase == kReduceScatter) {
+    auto& scratch = scratchBuffer(segBytes_);
+    if (!in.read(scratch.data(), seg.length)) return false;
+    if (isDone()) return true;
+    backupOnce(seg);
+    uint8_t* dst = buf_.output + seg.offset;
+    if (inPlace_) reduceInto(buf_.dtype, buf_.op, dst, scratch.data(), elems);
+    else reduceTo(buf_.dtype, buf_.op, dst, buf_.input + seg.offset, scratch.data(), elems);
+    bool final = step == n_ - 1;
+    if (final && buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, dst, elems, static_cast<uint32_t>(n_));
+    if (final) queueSend(t, kAllGather, 1, seg);
+    else queueSend(t, kReduceScatter, step + 1, seg);
+  } else {
+    if (chunkOf(step, phase) == r_) backupOnce(seg);
+    if (!in.read(buf_.output + seg.offset, seg.length)) return false;
+    if (step < n_ - 1) queueSend(t, kAllGather, step + 1, seg);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++recvDone_;
+  }
+  maybeComplete(t);
+  return true;
+}
+
+void RingAllReduce::onSent(Transport& t, const SendItem&) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++sendsDone_;
+  }
+  maybeComplete(t);
+}
+
+void RingAllReduce::maybeComplete(Transport& t) {
+  bool done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done = recvDone_ == recvExpected_ && sendsDone_ == sendsQueued_;
+  }
+  if (done && !isDone()) t.complete(shared_from_this());
+}
+
+void RingAllReduce::onFailed(const OpError&) {
+  if (!inPlace_) return;
+  // Put back the input bytes of every segment that was overwritten.
+  uint32_t total = static_cast<uint32_t>(backedUp_.size());
+  for (int c = 0; c < n_; ++c) {
+    uint64_t start = chunkStart_[static_cast<size_t>(c)];
+    uint64_t end = chunkStart_[static_cast<size_t>(c) + 1];
+    for (uint32_t i = firstSeg_[static_cast<size_t>(c)]; i < firstSeg_[static_cast<size_t>(c) + 1] && i < total; ++i) {
+      if (!backedUp_[i]) continue;
+      uint64_t off = start + static_cast<uint64_t>(i - firstSeg_[static_cast<size_t>(c)]) * segBytes_;
+      uint64_t len = std::min<uint64_t>(segBytes_, end - off);
+      if (len) std::memcpy(buf_.output + off, backup_.get() + off, len);
+    }
+  }
+}
+
+}  // namespace tccl

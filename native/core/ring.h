@@ -1,0 +1,66 @@
+// Ring all-reduce: reduce-scatter then all-gather around the ring of the current group, chunked into segments
+// that are pipelined (a segment is forwarded as soon as it is reduced) and striped over all connections of a link.
+//
+// Determinism: chunk c is reduced along the ring starting at peer c (its input first, then each following
+// peer's input is combined into the running value in ring order), and its final value is computed once by its
+// owner (peer c-1) and copied to everyone, so every peer ends with the same bits.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "dtype.h"
+#include "transport.h"
+
+namespace tccl {
+
+struct AllReduceBuffers {
+  const uint8_t* input = nullptr;
+  uint8_t* output = nullptr;  // == input for in-place
+  uint64_t count = 0;         // elements
+  DType dtype = DType::F32;
+  ReduceOp op = ReduceOp::Sum;
+};
+
+class RingAllReduce : public Operation {
+ public:
+  RingAllReduce(const AllReduceBuffers& buffers, uint32_t maxSegmentBytes);
+
+  void prepare() override;
+  void start(Transport& t) override;
+  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  void onSent(Transport& t, const SendItem& item) override;
+  void onFailed(const OpError& error) override;
+
+ private:
+  struct Segment {
+    uint64_t offset;  // bytes into the buffer
+    uint32_t length;  // bytes
+    uint32_t index;   // global segment index
+  };
+  void setupGeometry(int worldSize, int myIndex);
+  int chunkOf(int step, int phase) const;
+  bool findSegment(int chunk, uint64_t offset, uint32_t length, Segment& out) const;
+  void queueSend(Transport& t, int phase, int step, const Segment& seg);
+  void backupOnce(const Segment& seg);
+  void maybeComplete(Transport& t);
+  std::shared_ptr<RingAllReduce> self() { return std::static_pointer_cast<RingAllReduce>(shared_from_this()); }
+
+  AllReduceBuffers buf_;
+  bool inPlace_;
+  size_t elem_;
+  uint32_t segBytes_;
+  int n_ = 1;
+  int r_ = 0;
+  int right_ = 0;
+  std::vector<uint64_t> chunkStart_;  // n_+1 byte offsets
+  std::vector<uint32_t> firstSeg_;    // n_+1 global segment indices
+  std::unique_ptr<uint8_t[]> backup_;  // in-place only: the input of each segment before it is first overwritten
+
+  std::mutex mu_;
+  std::vector<uint8_t> received_;  // [phase * totalSegments + index]
+  std::vector<uint8_t> backedUp_;
+  uint64_t recvExpected_ = 0, recvDone_ = 0, sendsQueued_ = 0, sendsDone_ = 0;
+};
+
+}  // namespace tccl

@@ -1,0 +1,293 @@
+#include "socket.h"
+
+#include <cstring>
+
+#ifdef _WIN32
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <arpa/inet.h>
+#include <csignal>
+#include <cerrno>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#endif
+
+namespace tccl::net {
+
+#ifdef _WIN32
+static constexpr NativeSocket kInvalid = INVALID_SOCKET;
+static int closeNative(NativeSocket s) { return closesocket(s); }
+static int pollOne(NativeSocket s, short events, int timeoutMs) {
+  WSAPOLLFD p{};
+  p.fd = s;
+  p.events = events;
+  return WSAPoll(&p, 1, timeoutMs) > 0 && (p.revents & (events | POLLHUP | POLLERR)) ? 1 : 0;
+}
+#else
+static constexpr NativeSocket kInvalid = -1;
+static int closeNative(NativeSocket s) { return ::close(s); }
+static int pollOne(NativeSocket s, short events, int timeoutMs) {
+  pollfd p{};
+  p.fd = s;
+  p.events = events;
+  int r;
+  do {
+    r = ::poll(&p, 1, timeoutMs);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 && (p.revents & (events | POLLHUP | POLLERR)) ? 1 : 0;
+}
+#endif
+
+void initSockets() {
+#ifdef _WIN32
+  static bool done = [] {
+    WSADATA data;
+    return WSAStartup(MAKEWORD(2, 2), &data) == 0;
+  }();
+  (void)done;
+#else
+  // A write to a peer that has gone away must fail with EPIPE, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+#endif
+}
+
+std::string lastSocketError() {
+#ifdef _WIN32
+  return "winsock error " + std::to_string(WSAGetLastError());
+#else
+  return std::strerror(errno);
+#endif
+}
+
+NativeSocket Socket::invalidSocket() { return kInvalid; }
+
+Socket::~Socket() { close(); }
+Socket::Socket(Socket&& other) noexcept : fd_(other.fd_) { other.fd_ = kInvalid; }
+Socket& Socket::operator=(Socket&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.fd_;
+    other.fd_ = kInvalid;
+  }
+  return *this;
+}
+
+bool Socket::valid() const { return fd_ != kInvalid; }
+
+static bool setBlocking(NativeSocket s, bool blocking) {
+#ifdef _WIN32
+  u_long mode = blocking ? 0 : 1;
+  return ioctlsocket(s, FIONBIO, &mode) == 0;
+#else
+  int flags = fcntl(s, F_GETFL, 0);
+  if (flags < 0) return false;
+  flags = blocking ? (flags & ~O_NONBLOCK) : (flags | O_NONBLOCK);
+  return fcntl(s, F_SETFL, flags) == 0;
+#endif
+}
+
+Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port);
+  int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve " + host + ": " + gai_strerror(rc);
+    return Socket();
+  }
+  Socket out;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (s == kInvalid) {
+      error = "socket(): " + lastSocketError();
+      continue;
+    }
+    setBlocking(s, false);
+    int r = ::connect(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen));
+    bool ok = r == 0;
+    if (!ok) {
+#ifdef _WIN32
+      bool inProgress = WSAGetLastError() == WSAEWOULDBLOCK;
+#else
+      bool inProgress = errno == EINPROGRESS;
+#endif
+      if (inProgress && pollOne(s, POLLOUT, timeoutMs)) {
+        int soError = 0;
+        socklen_t len = sizeof(soError);
+        getsockopt(s, SOL_SOCKET, SO_ERROR, reinterpret_cast<char*>(&soError), &len);
+        ok = soError == 0;
+        if (!ok) error = "connect to " + host + ":" + service + ": " + std::strerror(soError);
+      } else if (inProgress) {
+        error = "connect to " + host + ":" + service + " timed out after " + std::to_string(timeoutMs) + " ms";
+      } else {
+        error = "connect to " + host + ":" + service + ": " + lastSocketError();
+      }
+    }
+    if (ok) {
+      setBlocking(s, true);
+      out = Socket(s);
+      break;
+    }
+    closeNative(s);
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
+void Socket::applyOptions(const SocketOptions& o) {
+  if (!valid()) return;
+  int one = 1;
+  if (o.noDelay) setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one), sizeof(one));
+  if (o.keepAlive) setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, reinterpret_cast<const char*>(&one), sizeof(one));
+  if (o.bufferBytes > 0) {
+    int b = o.bufferBytes;
+    setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, reinterpret_cast<const char*>(&b), sizeof(b));
+    setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, reinterpret_cast<const char*>(&b), sizeof(b));
+  }
+#ifdef __APPLE__
+  setsockopt(fd_, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+}
+
+bool Socket::sendAll(const void* data, size_t len) {
+  const char* p = static_cast<const char*>(data);
+  while (len > 0) {
+    int chunk = static_cast<int>(len > (1u << 30) ? (1u << 30) : len);
+#if defined(_WIN32)
+    int n = ::send(fd_, p, chunk, 0);
+#elif defined(MSG_NOSIGNAL)
+    ssize_t n = ::send(fd_, p, chunk, MSG_NOSIGNAL);
+#else
+    ssize_t n = ::send(fd_, p, chunk, 0);
+#endif
+    if (n <= 0) {
+#ifndef _WIN32
+      if (n < 0 && errno == EINTR) continue;
+#endif
+      return false;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool Socket::recvAll(void* data, size_t len) {
+  char* p = static_cast<char*>(data);
+  while (len > 0) {
+    int chunk = static_cast<int>(len > (1u << 30) ? (1u << 30) : len);
+#ifdef _WIN32
+    int n = ::recv(fd_, p, chunk, 0);
+#else
+    ssize_t n = ::recv(fd_, p, chunk, 0);
+#endif
+    if (n <= 0) {
+#ifndef _WIN32
+      if (n < 0 && errno == EINTR) continue;
+#endif
+      return false;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool Socket::waitReadable(int timeoutMs) { return valid() && pollOne(fd_, POLLIN, timeoutMs) == 1; }
+bool Socket::waitWritable(int timeoutMs) { return valid() && pollOne(fd_, POLLOUT, timeoutMs) == 1; }
+
+void Socket::shutdownBoth() {
+  if (!valid()) return;
+#ifdef _WIN32
+  ::shutdown(fd_, SD_BOTH);
+#else
+  ::shutdown(fd_, SHUT_RDWR);
+#endif
+}
+
+void Socket::close() {
+  if (valid()) {
+    closeNative(fd_);
+    fd_ = kInvalid;
+  }
+}
+
+std::string Socket::peerAddress() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char host[INET6_ADDRSTRLEN] = {0};
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+
+Listener::~Listener() { close(); }
+
+bool Listener::listen(const std::string& host, uint16_t port, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
+    return false;
+  }
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (s == kInvalid) continue;
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&one), sizeof(one));
+    if (::bind(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) == 0 && ::listen(s, 256) == 0) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof(ss);
+      getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len);
+      port_ = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                       : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      fd_ = s;
+      break;
+    }
+    error = "cannot listen on " + host + ":" + service + ": " + lastSocketError();
+    closeNative(s);
+  }
+  freeaddrinfo(res);
+  return fd_ != kInvalid;
+}
+
+Socket Listener::accept(int timeoutMs) {
+  if (fd_ == kInvalid || !pollOne(fd_, POLLIN, timeoutMs)) return Socket();
+  NativeSocket s = ::accept(fd_, nullptr, nullptr);
+  if (s == kInvalid) return Socket();
+  return Socket(s);
+}
+
+void Listener::close() {
+  if (fd_ != kInvalid) {
+    closeNative(fd_);
+    fd_ = kInvalid;
+  }
+}
+
+}  // namespace tccl::net

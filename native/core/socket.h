@@ -1,0 +1,74 @@
+// The one small socket layer: POSIX sockets and Winsock behind the same blocking API.
+// Every other file of the core talks to the network only through this header.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tccl::net {
+
+#ifdef _WIN32
+using NativeSocket = uintptr_t;
+#else
+using NativeSocket = int;
+#endif
+
+// Must be called once before any socket is used (WSAStartup on Windows; ignores SIGPIPE elsewhere).
+void initSockets();
+// Text of the last socket error of this thread (errno / WSAGetLastError).
+std::string lastSocketError();
+
+struct SocketOptions {
+  int bufferBytes = 4 << 20;  // SO_SNDBUF and SO_RCVBUF; large so one connection can fill a long fat pipe
+  bool noDelay = true;
+  bool keepAlive = true;
+};
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(NativeSocket fd) : fd_(fd) {}
+  ~Socket();
+  Socket(Socket&& other) noexcept;
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  // Connects within timeoutMs (non-blocking connect + poll). Returns an invalid socket and sets `error` on failure.
+  static Socket connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error);
+
+  bool valid() const;
+  void applyOptions(const SocketOptions& options);
+  // Blocking send/receive of exactly len bytes; false on error or end of stream.
+  bool sendAll(const void* data, size_t len);
+  bool recvAll(void* data, size_t len);
+  // Waits until readable/writable for at most timeoutMs; false on timeout or error.
+  bool waitReadable(int timeoutMs);
+  bool waitWritable(int timeoutMs);
+  // Wakes any thread blocked in send/recv on this socket (they return false); the descriptor stays open.
+  void shutdownBoth();
+  void close();
+  std::string peerAddress() const;
+
+ private:
+  NativeSocket fd_ = invalidSocket();
+  static NativeSocket invalidSocket();
+};
+
+class Listener {
+ public:
+  Listener() = default;
+  ~Listener();
+  // Binds and listens; port 0 asks the OS for a free port. Returns false and sets `error` on failure.
+  bool listen(const std::string& host, uint16_t port, std::string& error);
+  uint16_t port() const { return port_; }
+  // Waits at most timeoutMs for a connection; returns an invalid Socket on timeout or when closed.
+  Socket accept(int timeoutMs);
+  void close();
+
+ private:
+  NativeSocket fd_ = static_cast<NativeSocket>(-1);
+  uint16_t port_ = 0;
+};
+
+}  // namespace tccl::net

@@ -1,0 +1,256 @@
+// The data plane's transport: one listener, and per peer a link of K TCP connections. Frames carry an operation
+// key (tag, sequence), so many operations share the connections; each connection has a reader thread that hands
+// frames to the operation they belong to, and every outgoing connection has a writer thread that takes the next
+// segment from the link's queue, round-robin over operations, so one operation is striped over all K connections
+// and concurrent operations share them fairly.
+#pragma once
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "socket.h"
+
+namespace tccl {
+
+// Stable error codes; the addon turns them into the JS error classes of lib/errors.ts.
+enum class ErrorCode { None = 0, PeerLost, Timeout, Aborted, Mismatch, Protocol, Auth, Closed, InvalidArgument };
+const char* errorCodeName(ErrorCode code);
+
+struct OpError {
+  ErrorCode code = ErrorCode::None;
+  std::string message;
+  std::string peer;  // id of the lost peer for PeerLost
+  explicit operator bool() const { return code != ErrorCode::None; }
+};
+
+// Frame types on a data connection.
+enum class FrameType : uint8_t { Data = 1, Abort = 2, Broken = 3 };
+
+// Fixed 48-byte frame header, little-endian on the wire.
+struct FrameHeader {
+  static constexpr uint32_t kMagic = 0x31464354;  // "TCF1"
+  static constexpr size_t kWireSize = 48;
+  FrameType type = FrameType::Data;
+  uint8_t dtype = 0;
+  uint8_t op = 0;
+  uint8_t phase = 0;   // algorithm-defined
+  uint16_t step = 0;   // algorithm-defined
+  uint16_t codec = 0;  // quantization codec, 0 = none
+  uint32_t seq = 0;    // how many earlier operations used the same tag
+  uint64_t tag = 0;
+  uint64_t count = 0;   // elements in the whole operation: a mismatch between peers is caught on the first frame
+  uint64_t offset = 0;  // algorithm-defined (usually a byte offset)
+  uint32_t length = 0;  // payload bytes following the header
+  uint32_t aux = 0;     // algorithm-defined; for Abort/Broken: the ErrorCode
+
+  void encode(uint8_t* out) const;
+  // False when the magic does not match (garbage on the socket).
+  bool decode(const uint8_t* in);
+};
+
+struct OpKey {
+  uint64_t tag = 0;
+  uint32_t seq = 0;
+  bool operator<(const OpKey& o) const { return tag != o.tag ? tag < o.tag : seq < o.seq; }
+  bool operator==(const OpKey& o) const { return tag == o.tag && seq == o.seq; }
+};
+
+struct PeerInfo {
+  std::string id;
+  std::string host;
+  uint16_t port = 0;
+};
+
+struct TransportOptions {
+  std::string host = "0.0.0.0";
+  uint16_t port = 0;
+  int connections = 8;
+  int socketBufferBytes = 4 << 20;
+  int connectTimeoutMs = 5000;
+  // Largest payload of one data frame; bigger transfers are split into segments of at most this size.
+  uint32_t maxSegmentBytes = 256 << 10;
+};
+
+class Transport;
+class Connection;
+
+// Where an operation reads a frame's payload from: a socket (zero-copy into op memory) or a frame that arrived
+// before the op was submitted here and was kept in memory.
+class PayloadReader {
+ public:
+  virtual ~PayloadReader() = default;
+  virtual bool read(void* dst, size_t len) = 0;
+  virtual bool discard(size_t len) = 0;
+};
+
+// A unit of work queued on a link: one frame, its payload borrowed from operation memory.
+struct SendItem {
+  FrameHeader header;
+  const uint8_t* payload = nullptr;
+  std::shared_ptr<void> keepAlive;  // keeps owned payload storage alive until written
+};
+
+// Base of every collective running on the transport. Callbacks come from reader and writer threads.
+class Operation : public std::enable_shared_from_this<Operation> {
+ public:
+  virtual ~Operation() = default;
+  OpKey key;
+  uint64_t epoch = 0;
+
+  // Called once before the op becomes visible to reader threads (worldSize, myIndex and peerIds are set):
+  // size bookkeeping here. Must be cheap: it runs under the transport lock.
+  virtual void prepare() {}
+  // Called once after it is registered (on the caller's thread): queue the first sends.
+  virtual void start(Transport& t) = 0;
+  // A data frame for this op arrived from peer `from`; its payload (h.length bytes) must be consumed from `in`
+  // exactly (read / discard). Return false if reading failed (the connection broke).
+  virtual bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) = 0;
+  // A send item of this op was fully written.
+  virtual void onSent(Transport& t, const SendItem& item) {}
+  // The op failed (any reason). Called once, without transport locks held, after no thread still touches op
+  // memory; restore the caller's buffers here.
+  virtual void onFailed(const OpError& error) {}
+  // Completion notification to the owner (addon): called exactly once with success (error.code None) or failure.
+  std::function<void(const OpError&)> onSettled;
+
+  // Progress bookkeeping for deadlines (ms since steady epoch of the transport clock).
+  std::atomic<int64_t> lastProgressMs{0};
+  int timeoutMs = 0;
+
+  // Returns true the first time (the caller then settles).
+  bool markDone() { return !done_.exchange(true); }
+  bool isDone() const { return done_.load(); }
+  // Transfers in progress that read or write op memory; failure waits for them to drain.
+  std::atomic<int> activeTransfers{0};
+  std::atomic<uint64_t> bytesSent{0};
+  std::atomic<uint64_t> bytesReceived{0};
+  // Group facts of the op's epoch, copied at submit so an op never reads a group that configure() replaced.
+  int worldSize = 1;
+  int myIndex = 0;
+  std::vector<std::string> peerIds;
+
+ private:
+  std::atomic<bool> done_{false};
+};
+
+// One TCP connection of a link. Outgoing connections (we dialled) have a writer thread; every connection has a
+// reader thread.
+class Connection : public PayloadReader {
+ public:
+  net::Socket sock;
+  int peer = -1;
+  uint64_t epoch = 0;
+  bool outgoing = false;
+  std::mutex writeMutex;  // one frame at a time on the wire
+  std::atomic<bool> dead{false};
+  // Op whose payload is being moved on this connection right now (for stall teardown).
+  std::atomic<Operation*> busyWith{nullptr};
+
+  bool read(void* dst, size_t len) override { return sock.recvAll(dst, len); }
+  bool discard(size_t len) override;
+  // Writes a small control frame under the write mutex.
+  bool writeFrame(const FrameHeader& h, const void* payload);
+};
+
+class Transport {
+ public:
+  explicit Transport(const TransportOptions& options);
+  ~Transport();
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Throws std::runtime_error when the listener cannot start.
+  void start();
+  uint16_t port() const { return listener_.port(); }
+  const TransportOptions& options() const { return options_; }
+
+  // Installs a group (see lib/binding.ts). Fails in-flight ops of older epochs with PeerLost.
+  void configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> peers, std::array<uint8_t, 16> ticket);
+
+  // Group facts for algorithms (stable for an op's epoch).
+  int myIndex() const { return myIndex_; }
+  int worldSize() const { return static_cast<int>(peers_.size()); }
+  uint64_t epoch() const { return epoch_; }
+  const PeerInfo& peer(int i) const { return peers_[static_cast<size_t>(i)]; }
+
+  // Registers and starts an op; its key.seq is assigned here. On failure to start, settles it with the error.
+  void submit(std::shared_ptr<Operation> op, int timeoutMs);
+  // Queues a frame to peer `to` (dialling the link if needed). False if that link is dead.
+  bool send(int to, SendItem item, const std::shared_ptr<Operation>& op);
+  // Fails an op (any thread). Tells the other peers with an Abort frame when `propagate`.
+  void fail(const std::shared_ptr<Operation>& op, OpError error, bool propagate);
+  // Completes an op successfully (any thread) once its last transfer is done.
+  void complete(const std::shared_ptr<Operation>& op);
+  // Aborts the in-flight op with this tag (from the user).
+  void abortTag(uint64_t tag, const std::string& message);
+  // Rejects everything with Closed, closes sockets, joins threads. Idempotent.
+  void close();
+
+  static int64_t nowMs();
+  // Runs a task on the transport's service thread (never on the caller's thread).
+  void post(std::function<void()> task);
+
+ private:
+  struct Link;
+  struct OpQueue {
+    std::shared_ptr<Operation> op;
+    std::deque<SendItem> items;
+  };
+
+  void acceptLoop();
+  void handleIncoming(std::shared_ptr<Connection> conn);
+  void readerLoop(std::shared_ptr<Connection> conn);
+  void writerLoop(std::shared_ptr<Connection> conn, std::shared_ptr<Link> link);
+  void serviceLoop();
+  std::shared_ptr<Link> linkTo(int peer, std::string& error);
+  bool dispatch(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
+  void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why);
+  void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate);
+  void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
+  void finishFailure(std::shared_ptr<Operation> op, OpError error);
+  std::shared_ptr<Operation> findOp(const OpKey& key);
+
+  TransportOptions options_;
+  net::Listener listener_;
+  std::atomic<bool> closing_{false};
+  std::thread acceptThread_;
+  std::thread serviceThread_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable configured_;
+  uint64_t epoch_ = 0;
+  int myIndex_ = 0;
+  std::vector<PeerInfo> peers_;
+  std::array<uint8_t, 16> ticket_{};
+  std::string brokenReason_;  // non-empty once a member of the current epoch is lost
+  std::string brokenPeer_;
+  std::map<int, std::shared_ptr<Link>> links_;                   // outgoing links of the current epoch
+  std::vector<std::shared_ptr<Connection>> connections_;          // every live connection (both directions)
+  std::map<OpKey, std::shared_ptr<Operation>> ops_;               // in flight
+  std::map<uint64_t, uint32_t> nextSeq_;                          // per tag
+  struct EarlyFrame { int from; FrameHeader header; std::vector<uint8_t> payload; };
+  std::map<OpKey, std::vector<EarlyFrame>> early_;                // frames for ops not yet submitted here
+  size_t earlyBytes_ = 0;
+  std::map<OpKey, OpError> earlyAborts_;
+  std::vector<std::shared_ptr<Operation>> draining_;              // failed, waiting for transfers to finish
+  // Reader, writer, dialler and handshake threads are detached and counted; close() waits for the count to reach 0.
+  void spawn(std::function<void()> body);
+  std::mutex threadsMu_;
+  std::condition_variable threadsCv_;
+  int activeThreads_ = 0;
+  std::vector<std::shared_ptr<Connection>> handshaking_;
+  std::condition_variable serviceCv_;
+  std::deque<std::function<void()>> tasks_;
+};
+
+}  // namespace tccl
