@@ -49,6 +49,13 @@ export interface NativeAllReduceArgs {
   quantization?: NativeQuantization;
 }
 
+export interface NativeExchangeArgs {
+  tag: number;
+  timeoutMs: number;
+  sends: { to: number; stream: number; data: ArrayBufferView }[];
+  recvs: { from: number; stream: number; data: ArrayBufferView }[];
+}
+
 export interface NativeOpResult {
   bytesSent: number;
   bytesReceived: number;
@@ -65,6 +72,12 @@ export interface NativeEngine {
    */
   configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array): void;
   allReduce(args: NativeAllReduceArgs): Promise<NativeOpResult>;
+  /**
+   * Point-to-point transfer under one tag: every `send` goes to peer index `to` as stream `stream`; every `recv`
+   * expects stream `stream` from peer index `from` and is written straight into `data` (its byte length must match
+   * the sender's). Both sides submit the same tag. Rejects like allReduce (PEER_LOST, TIMEOUT, MISMATCH, ...).
+   */
+  exchange(args: NativeExchangeArgs): Promise<NativeOpResult>;
   /** Fails the in-flight operation with this tag here (ABORTED) and tells the other peers. */
   abort(tag: number, message: string): void;
   /** Rejects every pending operation with CLOSED, closes every socket and joins the threads. */
@@ -79,6 +92,8 @@ export interface NativeAddon {
   /** Content hash (native/core/hash.h) of the bytes of a view, on a native thread. */
   contentHash(data: ArrayBufferView): Promise<bigint>;
   contentHashSync(data: ArrayBufferView): bigint;
+  /** memmove(dst, src) on a worker thread (same byte length). */
+  copyAsync(dst: ArrayBufferView, src: ArrayBufferView): Promise<void>;
   /** Codec round trip helpers (native/core/codec.h) for tests and benchmarks. */
   encodedSize(codec: number, count: number, blockSize: number): number;
   encode(codec: number, src: Float32Array, blockSize: number, stochastic: boolean, seed: number, out: Uint8Array): boolean;

@@ -1,1 +1,18 @@
-export const version = "0.1.0";
+/**
+ * TCCL: fault-tolerant collective communications for Node.js.
+ *
+ * @example
+ * ```ts
+ * import { Master, Communicator } from 'tccl';
+ * const master = new Master({ port: 48148 });
+ * await master.listen();
+ * const comm = await Communicator.connect({ master: '127.0.0.1:48148' });
+ * const grad = new Float32Array(1024).fill(1);
+ * await comm.allReduce(grad, { op: 'avg' });
+ * ```
+ */
+export * from './errors';
+export { DType, ReduceOp, TensorArray, dtypeBytes } from './dtype';
+export { Engine, EngineOptions, AllReduceOptions, AllReduceResult, QuantizationOptions } from './engine';
+export { RingGroup, RingGroupOptions, parseAddress } from './group';
+export const version = '0.1.0';

@@ -9,6 +9,7 @@
 
 #include "codec.h"
 #include "dtype.h"
+#include "exchange.h"
 #include "hash.h"
 #include "reduce.h"
 #include "ring.h"
@@ -94,7 +95,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Engine",
                        {InstanceAccessor<&Engine::Port>("port"), InstanceMethod<&Engine::Configure>("configure"),
-                        InstanceMethod<&Engine::AllReduce>("allReduce"), InstanceMethod<&Engine::Abort>("abort"),
+                        InstanceMethod<&Engine::AllReduce>("allReduce"), InstanceMethod<&Engine::Exchange>("exchange"),
+                        InstanceMethod<&Engine::Abort>("abort"),
                         InstanceMethod<&Engine::Close>("close")});
   }
 
@@ -205,6 +207,49 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return promise;
   }
 
+  Napi::Value Exchange(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throwInvalid(env, "exchange(args) expects an object");
+    auto a = info[0].As<Napi::Object>();
+    double tagD = a.Get("tag").ToNumber().DoubleValue();
+    if (!(tagD >= 0) || tagD > 9007199254740991.0) throwInvalid(env, "tag out of range");
+    uint32_t timeoutMs = uintArg(env, a.Get("timeoutMs"), "timeoutMs", 0x7fffffff);
+    if (!a.Get("sends").IsArray() || !a.Get("recvs").IsArray()) throwInvalid(env, "exchange needs sends and recvs arrays");
+    std::vector<Napi::Value> keep;
+    std::vector<ExchangeSend> sends;
+    std::vector<ExchangeRecv> recvs;
+    auto sa = a.Get("sends").As<Napi::Array>();
+    for (uint32_t i = 0; i < sa.Length(); ++i) {
+      if (!sa.Get(i).IsObject()) throwInvalid(env, "each send must be {to, stream, data}");
+      auto o = sa.Get(i).As<Napi::Object>();
+      View v = viewOf(env, o.Get("data"), "send data");
+      keep.push_back(o.Get("data"));
+      sends.push_back({static_cast<int>(uintArg(env, o.Get("to"), "to", 1u << 20)), uintArg(env, o.Get("stream"), "stream", 0xffffffffu), v.data, v.bytes});
+    }
+    auto ra = a.Get("recvs").As<Napi::Array>();
+    for (uint32_t i = 0; i < ra.Length(); ++i) {
+      if (!ra.Get(i).IsObject()) throwInvalid(env, "each recv must be {from, stream, data}");
+      auto o = ra.Get(i).As<Napi::Object>();
+      View v = viewOf(env, o.Get("data"), "recv data");
+      keep.push_back(o.Get("data"));
+      recvs.push_back({static_cast<int>(uintArg(env, o.Get("from"), "from", 1u << 20)), uintArg(env, o.Get("stream"), "stream", 0xffffffffu), v.data, v.bytes});
+    }
+    auto pending = std::make_shared<PendingOp>(env, keep);
+    Napi::Promise promise = pending->promise();
+    auto op = std::make_shared<tccl::Exchange>(std::move(sends), std::move(recvs),
+                                               transport_ ? transport_->options().maxSegmentBytes : 262144);
+    op->key.tag = static_cast<uint64_t>(tagD);
+    std::weak_ptr<Operation> weak = op;
+    op->onSettled = [pending, weak](const OpError& e) { PendingOp::settle(pending, e, weak.lock()); };
+    if (!transport_) {
+      op->markDone();
+      PendingOp::settle(pending, {ErrorCode::Closed, "the engine is closed", ""}, op);
+      return promise;
+    }
+    transport_->submit(op, static_cast<int>(timeoutMs));
+    return promise;
+  }
+
   Napi::Value Abort(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!transport_) return env.Undefined();
@@ -305,6 +350,37 @@ Napi::Value ContentHashJs(const Napi::CallbackInfo& info) {
   return p;
 }
 
+class CopyWorker : public Napi::AsyncWorker {
+ public:
+  CopyWorker(Napi::Env env, Napi::Object dst, Napi::Object src, View d, View s)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), d_(d), s_(s) {
+    dstRef_ = Napi::Persistent(dst);
+    srcRef_ = Napi::Persistent(src);
+  }
+  void Execute() override {
+    if (s_.bytes) std::memmove(d_.data, s_.data, s_.bytes);
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference dstRef_, srcRef_;
+  View d_, s_;
+};
+
+// Copies src into dst on a worker thread, so large state updates do not stall the event loop.
+Napi::Value CopyAsyncJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View d = viewOf(env, info[0], "dst"), s = viewOf(env, info[1], "src");
+  if (d.bytes != s.bytes) throwInvalid(env, "copyAsync: dst and src differ in byte length");
+  auto* w = new CopyWorker(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), d, s);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Value EncodedSizeJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t codec = uintArg(env, info[0], "codec", 4);
@@ -369,6 +445,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("finishAverage", Napi::Function::New(env, FinishAverageJs));
   exports.Set("contentHash", Napi::Function::New(env, ContentHashJs));
   exports.Set("contentHashSync", Napi::Function::New(env, ContentHashSyncJs));
+  exports.Set("copyAsync", Napi::Function::New(env, CopyAsyncJs));
   exports.Set("encodedSize", Napi::Function::New(env, EncodedSizeJs));
   exports.Set("encode", Napi::Function::New(env, EncodeJs));
   exports.Set("decode", Napi::Function::New(env, DecodeJs));

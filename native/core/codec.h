@@ -20,6 +20,7 @@ struct CodecParams {
   uint64_t seed = 0;         // stochastic rounding: same seed + same data => same bytes
 };
 
+// float* arguments are ordinary float32 arrays (4-byte aligned); the encoded byte buffers need no alignment.
 // Bytes needed to encode n elements (includes the per-block min/scale for U8/U4). None: 4*n; F16/BF16: 2*n.
 size_t encodedSize(Codec c, size_t n, uint32_t blockSize);
 // Quantize n float32 values into out (encodedSize bytes). Returns false if an input is NaN or +-Inf (or, for

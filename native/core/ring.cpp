@@ -45,7 +45,7 @@ void RingAllReduce::setupGeometry(int worldSize, int myIndex) {
   received_.assign(2 * static_cast<size_t>(seg), 0);
   if (inPlace_) {
     backedUp_.assign(seg, 0);
-    backup_.reset(new uint8_t[buf_.count * elem_ + 1]);
+    backup_ = BufferPool::acquire(buf_.count * elem_);
   }
   // Reduce-scatter receives every chunk but our own; all-gather every chunk but the one we own at the end.
   recvExpected_ = 0;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "buffer_pool.h"
 #include "dtype.h"
 #include "transport.h"
 
@@ -55,7 +56,7 @@ class RingAllReduce : public Operation {
   int right_ = 0;
   std::vector<uint64_t> chunkStart_;  // n_+1 byte offsets
   std::vector<uint32_t> firstSeg_;    // n_+1 global segment indices
-  std::unique_ptr<uint8_t[]> backup_;  // in-place only: the input of each segment before it is first overwritten
+  BufferPool::Buffer backup_;  // in-place only: the input of each segment before it is first overwritten
 
   std::mutex mu_;
   std::vector<uint8_t> received_;  // [phase * totalSegments + index]

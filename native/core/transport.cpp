@@ -278,6 +278,7 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
   for (int c = 0; c < k; ++c) {
     spawn([this, link, target, epoch, me, ticket, k, c] {
       std::string err;
+      ErrorCode failCode = ErrorCode::PeerLost;
       net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, err);
       if (s.valid()) {
         s.applyOptions({options_.socketBufferBytes, true, true});
@@ -297,6 +298,7 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
           err = "handshake with " + target.id + " (" + target.host + ":" + std::to_string(target.port) + ") failed";
           s.close();
         } else if (get<uint32_t>(reply + 4) != kOk) {
+          if (get<uint32_t>(reply + 4) == kBadTicket) failCode = ErrorCode::Auth;
           err = target.id + " refused the connection: " + helloStatusText(get<uint32_t>(reply + 4));
           s.close();
         }
@@ -317,7 +319,7 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
         std::lock_guard<std::mutex> lock(mu_);
         if (epoch_ == epoch && !closing_.load()) {
           // Not holding mu_ in breakEpoch's callbacks: post it.
-          tasks_.push_back([this, epoch, peer = link->peer, err] { breakEpoch(epoch, peer, err, true); });
+          tasks_.push_back([this, epoch, peer = link->peer, err, failCode] { breakEpoch(epoch, peer, err, failCode != ErrorCode::Auth, failCode); });
           serviceCv_.notify_all();
         }
         return;
@@ -404,7 +406,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
       uint32_t& seq = nextSeq_[op->key.tag];
       op->key.seq = seq++;
       if (!brokenReason_.empty()) {
-        early = {ErrorCode::PeerLost, brokenReason_, brokenPeer_};
+        early = {brokenCode_, brokenReason_, brokenPeer_};
       } else if (ops_.count(op->key)) {
         early = {ErrorCode::InvalidArgument, "an operation with tag " + std::to_string(op->key.tag) + " is already in flight", ""};
       } else {
@@ -621,16 +623,14 @@ void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const 
   bool wasDead = conn->dead.exchange(true);
   conn->sock.shutdownBoth();
   if (wasDead || closing_.load()) return;
-  uint64_t epoch;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    epoch = epoch_;
     if (conn->epoch != epoch_ || conn->peer < 0) return;
   }
   breakEpoch(conn->epoch, conn->peer, why, true);
 }
 
-void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate) {
+void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code) {
   std::vector<std::shared_ptr<Operation>> victims;
   std::string peerId;
   std::string reason;
@@ -638,8 +638,9 @@ void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why,
     std::lock_guard<std::mutex> lock(mu_);
     if (epoch != epoch_ || !brokenReason_.empty() || closing_.load()) return;
     peerId = lostPeer >= 0 && lostPeer < static_cast<int>(peers_.size()) ? peers_[static_cast<size_t>(lostPeer)].id : "?";
-    reason = "lost peer " + peerId + ": " + why;
+    reason = code == ErrorCode::Auth ? why : "lost peer " + peerId + ": " + why;
     brokenReason_ = reason;
+    brokenCode_ = code;
     brokenPeer_ = peerId;
     for (auto& [key, op] : ops_) victims.push_back(op);
   }
@@ -650,7 +651,7 @@ void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why,
     h.aux = static_cast<uint32_t>(ErrorCode::PeerLost);
     broadcastControl(h, why, lostPeer);
   }
-  for (auto& op : victims) fail(op, {ErrorCode::PeerLost, reason, peerId}, false);
+  for (auto& op : victims) fail(op, {code, reason, peerId}, false);
 }
 
 void Transport::broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer) {

@@ -215,7 +215,7 @@ class Transport {
   std::shared_ptr<Link> linkTo(int peer, std::string& error);
   bool dispatch(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
   void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why);
-  void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate);
+  void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
   void finishFailure(std::shared_ptr<Operation> op, OpError error);
   std::shared_ptr<Operation> findOp(const OpKey& key);
@@ -234,6 +234,7 @@ class Transport {
   std::array<uint8_t, 16> ticket_{};
   std::string brokenReason_;  // non-empty once a member of the current epoch is lost
   std::string brokenPeer_;
+  ErrorCode brokenCode_ = ErrorCode::PeerLost;
   std::map<int, std::shared_ptr<Link>> links_;                   // outgoing links of the current epoch
   std::vector<std::shared_ptr<Connection>> connections_;          // every live connection (both directions)
   std::map<OpKey, std::shared_ptr<Operation>> ops_;               // in flight

@@ -1,0 +1,99 @@
+#include "exchange.h"
+
+#include <algorithm>
+#include <string>
+
+namespace tccl {
+
+namespace {
+constexpr uint8_t kExchangePhase = 2;
+}
+
+Exchange::Exchange(std::vector<ExchangeSend> sends, std::vector<ExchangeRecv> recvs, uint32_t maxSegmentBytes)
+    : sends_(std::move(sends)), recvs_(std::move(recvs)), segBytes_(maxSegmentBytes) {}
+
+void Exchange::prepare() {
+  seen_.resize(recvs_.size());
+  recvExpected_ = 0;
+  for (size_t i = 0; i < recvs_.size(); ++i) {
+    uint64_t n = segmentsOf(recvs_[i].length);
+    seen_[i].assign(n, 0);
+    recvExpected_ += n;
+  }
+}
+
+void Exchange::start(Transport& t) {
+  for (auto& s : sends_) {
+    uint64_t nseg = segmentsOf(s.length);
+    for (uint64_t k = 0; k < nseg; ++k) {
+      SendItem item;
+      item.header.type = FrameType::Data;
+      item.header.phase = kExchangePhase;
+      item.header.count = s.length;
+      item.header.offset = k * segBytes_;
+      item.header.length = static_cast<uint32_t>(std::min<uint64_t>(segBytes_, s.length - std::min(s.length, k * segBytes_)));
+      item.header.aux = s.stream;
+      item.payload = s.data + item.header.offset;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++sendsQueued_;
+      }
+      if (!t.send(s.to, std::move(item), shared_from_this())) {
+        std::string who = s.to >= 0 && static_cast<size_t>(s.to) < peerIds.size() ? peerIds[static_cast<size_t>(s.to)] : "?";
+        t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + who + " is down", who}, false);
+        return;
+      }
+    }
+  }
+  maybeComplete(t);
+}
+
+bool Exchange::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
+  auto fail = [&](ErrorCode code, const std::string& msg) {
+    t.fail(shared_from_this(), {code, msg, ""}, true);
+    return in.discard(h.length);
+  };
+  const std::string& who = peerIds[static_cast<size_t>(from)];
+  if (h.phase != kExchangePhase) return fail(ErrorCode::Mismatch, who + " runs a different operation under tag " + std::to_string(key.tag));
+  auto it = std::find_if(recvs_.begin(), recvs_.end(), [&](const ExchangeRecv& r) { return r.from == from && r.stream == h.aux; });
+  if (it == recvs_.end()) return fail(ErrorCode::Mismatch, who + " sent stream " + std::to_string(h.aux) + " that this peer does not expect");
+  if (it->length != h.count)
+    return fail(ErrorCode::Mismatch, who + " sends " + std::to_string(h.count) + " bytes for stream " + std::to_string(h.aux) +
+                                         ", this peer expects " + std::to_string(it->length));
+  size_t idx = static_cast<size_t>(it - recvs_.begin());
+  uint64_t k = h.offset / segBytes_;
+  uint64_t expectLen = it->length == 0 ? 0 : std::min<uint64_t>(segBytes_, it->length - std::min(it->length, h.offset));
+  if (h.offset % segBytes_ != 0 || k >= seen_[idx].size() || h.length != expectLen)
+    return fail(ErrorCode::Protocol, who + " sent a segment outside stream " + std::to_string(h.aux));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (seen_[idx][k]) return fail(ErrorCode::Protocol, who + " sent a segment twice");
+    seen_[idx][k] = 1;
+  }
+  if (h.length && !in.read(it->data + h.offset, h.length)) return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++recvDone_;
+  }
+  maybeComplete(t);
+  return true;
+}
+
+void Exchange::onSent(Transport& t, const SendItem&) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++sendsDone_;
+  }
+  maybeComplete(t);
+}
+
+void Exchange::maybeComplete(Transport& t) {
+  bool done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done = recvDone_ == recvExpected_ && sendsDone_ == sendsQueued_;
+  }
+  if (done && !isDone()) t.complete(shared_from_this());
+}
+
+}  // namespace tccl
