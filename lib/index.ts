@@ -16,3 +16,11 @@ export { DType, ReduceOp, TensorArray, dtypeBytes } from './dtype';
 export { Engine, EngineOptions, AllReduceOptions, AllReduceResult, QuantizationOptions } from './engine';
 export { RingGroup, RingGroupOptions, parseAddress } from './group';
 export const version = '0.1.0';
+export { Master, MasterOptions } from './master/master';
+export {
+  Communicator, CommunicatorOptions, CommunicatorAllReduceResult, AllReduceManyOptions, ManyItem, UpdateTopologyResult,
+} from './peer/communicator';
+export { init, allReduce, defaultCommunicator, shutdown, InitOptions } from './default';
+export { Logger, LogLevel } from './log';
+export { PROTOCOL_VERSION } from './protocol';
+export * from './diloco';

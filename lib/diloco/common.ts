@@ -75,14 +75,15 @@ export class Retrying<S> {
     readonly quantization: QuantizationOptions | undefined,
   ) {}
 
-  /** Average of `buf` over the group, in place. Alone in the group, `buf` is the average and nothing is sent. */
+  /**
+   * Average of `buf` over the group, in place (a group of one returns its input). A retryable failure (a lost
+   * peer) is retried from the same input once the group has re-formed, which the communicator does by itself.
+   */
   async average(buf: Float32Array, tag: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
-      if (this.comm.worldSize < 2) return 1;
       try {
         const r = await this.comm.allReduce(buf, { op: 'avg', tag, ...(this.quantization ? { quantization: this.quantization } : {}) });
-        this.stats.bytesSent += r.bytesSent;
-        this.stats.bytesReceived += r.bytesReceived;
+        this.count(r.bytesSent, r.bytesReceived);
         this.stats.allReduces++;
         this.stats.peakBytesPerSync = Math.max(this.stats.peakBytesPerSync, r.bytesSent);
         if (r.data !== buf) buf.set(r.data);
@@ -90,29 +91,84 @@ export class Retrying<S> {
       } catch (err) {
         if (!isRetryable(err) || attempt >= this.maxRetries) throw err;
         this.stats.retries++;
-        await this.comm.updateTopology();
       }
     }
   }
 
-  /** Admits pending peers, then syncs the state (retrying after a lost peer). */
-  async syncState(binding: StateBinding<S>, strategy: SyncStrategy): Promise<void> {
+  private count(sent: number | undefined, received: number | undefined): void {
+    this.stats.bytesSent += sent ?? 0;
+    this.stats.bytesReceived += received ?? 0;
+  }
+
+  /**
+   * Admits pending peers (updateTopology is a group-wide barrier, called at every sync so that all peers take
+   * the same decision), then syncs the state, retrying after a lost peer. Without `syncSharedState` on the
+   * communicator it falls back to {@link syncByAllReduce}.
+   */
+  async syncState(binding: StateBinding<S>, strategy: SyncStrategy, stateTag: number, vote = true): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        if (await this.comm.arePeersPending()) await this.comm.updateTopology();
-        const r = await this.comm.syncSharedState(binding.state, { strategy });
-        if (r) {
-          this.stats.bytesSent += r.bytesSent ?? 0;
-          this.stats.bytesReceived += r.bytesReceived ?? 0;
+        if (vote) await this.comm.updateTopology();
+        if (typeof this.comm.syncSharedState === 'function') {
+          const r = await this.comm.syncSharedState(binding.state, { strategy });
+          if (r) this.count(r.bytesSent, r.bytesReceived);
+        } else {
+          const r = await syncByAllReduce(this.comm, binding, strategy, stateTag);
+          this.count(r.bytesSent, r.bytesReceived);
         }
         return;
       } catch (err) {
         if (!isRetryable(err) || attempt >= this.maxRetries) throw err;
         this.stats.retries++;
-        await this.comm.updateTopology();
       }
     }
   }
+}
+
+/**
+ * Shared-state sync over plain all-reduces, for communicators without `syncSharedState`:
+ * 1. max-reduce [revision] over the peers that offer their state;
+ * 2. max-reduce [someone-behind, ticket]: a peer is behind when it offers nothing (receiveOnly) or holds an older
+ *    revision; each up-to-date peer draws a random ticket and the largest elects the source;
+ * 3. only when someone is behind: sum-reduce the state, where only the source contributes (x + 0 is exact, so
+ *    every peer receives the source's bits).
+ * Up-to-date peers pay two one-float messages. It trusts that peers at the same revision agree (they apply
+ * identical steps); the real shared state (issue 4) also verifies content hashes.
+ */
+export async function syncByAllReduce<S>(
+  comm: Collective<S>,
+  binding: StateBinding<S>,
+  strategy: SyncStrategy,
+  tag: number,
+): Promise<{ bytesSent: number; bytesReceived: number }> {
+  let sent = 0;
+  let received = 0;
+  const ar = async (data: Float32Array, op: 'max' | 'sum') => {
+    const r = await comm.allReduce(data, { op, tag } as never);
+    sent += r.bytesSent;
+    received += r.bytesReceived;
+  };
+  const offers = strategy !== 'receiveOnly';
+  const rev = new Float32Array([offers ? binding.revision : -1]);
+  await ar(rev, 'max');
+  const revision = rev[0];
+  if (revision < 0) throw new TypeError('Shared-state sync: no peer offers its state (every peer used receiveOnly)');
+  const upToDate = offers && binding.revision === revision;
+  const ticket = upToDate ? 1 + Math.floor(Math.random() * (1 << 23)) : 0;
+  const flags = new Float32Array([upToDate ? 0 : 1, ticket]);
+  await ar(flags, 'max');
+  if (flags[0] === 0) return { bytesSent: sent, bytesReceived: received };
+  const source = upToDate && flags[1] === ticket;
+  const entries = binding.entries();
+  const keys = Object.keys(entries).sort();
+  const flat = new Float32Array(keys.reduce((n, k) => n + entries[k].length, 0));
+  let o = 0;
+  if (source) for (const k of keys) (flat.set(entries[k], o), (o += entries[k].length));
+  await ar(flat, 'sum');
+  o = 0;
+  for (const k of keys) (entries[k].set(flat.subarray(o, o + entries[k].length)), (o += entries[k].length));
+  binding.revision = revision;
+  return { bytesSent: sent, bytesReceived: received };
 }
 
 export function isRetryable(err: unknown): boolean {

@@ -52,9 +52,12 @@ const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', '
  * optimizer step to the outer parameters and resets its local parameters to them. The outer parameters and the
  * momentum live in the shared state: a newcomer receives them, and the revision advances once per outer step.
  *
- * Asynchronous mode (`async: true`): at the end of round t the pseudo-gradient of round t is launched and runs
- * while round t+1 trains; at the end of round t+1 its average is applied to the outer parameters (one outer step
- * late) and the local parameters are reset to them. A newcomer syncs after the landed result has been applied
+ * Asynchronous mode (`async: true`): at the end of round t the pseudo-gradient of round t (its own progress,
+ * start - local) is launched and runs while round t+1 trains; at the end of round t+1 its average is applied to
+ * the outer parameters (one outer step late). Meanwhile each peer keeps its own progress of the round in flight:
+ * round t+1 starts from `outer - own delta of round t`, so no inner step is wasted and no average is applied
+ * twice. The outer parameters are bit-identical on every peer; the local ones differ by each peer's own
+ * in-flight progress until `finish()` applies the last average and resets them. A newcomer syncs after the landed result has been applied
  * (so it never receives a stale state) and contributes a zero pseudo-gradient to the round that is in flight
  * when it joins; that round's average is then taken over one more peer.
  *
@@ -89,6 +92,8 @@ export class DiLoCo<S = unknown> {
   private readonly size: number;
   private delta: Float32Array;
   private spare: Float32Array;
+  /** Async mode: where the current round started (outer params minus the own progress still in flight). */
+  private start: Float32Array;
   private pending: Promise<number> | undefined;
   private pendingBuf: Float32Array | undefined;
   private inner = 0;
@@ -124,6 +129,7 @@ export class DiLoCo<S = unknown> {
     this.binding = factory(entries, 0);
     this.delta = new Float32Array(this.size);
     this.spare = new Float32Array(this.size);
+    this.start = new Float32Array(this.async ? this.size : 0);
   }
 
   /** The shared-state object (outer parameters, momentum, step counters) as the communicator syncs it. */
@@ -159,11 +165,11 @@ export class DiLoCo<S = unknown> {
     if (this.joined) throw new Error('DiLoCo.join() was already called');
     this.joined = true;
     await this.sync(options.strategy ?? 'enforcePopular', false);
-    scatter(this.outerParams, this.tensors);
     if (this.async) {
       this.delta.fill(0);
+      this.restartFromOuter(this.delta);
       this.launch();
-    }
+    } else scatter(this.outerParams, this.tensors);
   }
 
   /**
@@ -192,7 +198,7 @@ export class DiLoCo<S = unknown> {
     const s0 = this.stats.bytesSent;
     const r0 = this.stats.bytesReceived;
     let worldSize = 1;
-    pseudoGradient(this.outerParams, this.tensors, this.delta);
+    pseudoGradient(this.async ? this.start : this.outerParams, this.tensors, this.delta);
     if (!this.async) {
       worldSize = await this.net.average(this.delta, this.tagBase);
       this.applyOuter(this.delta);
@@ -200,6 +206,7 @@ export class DiLoCo<S = unknown> {
       await this.sync('enforcePopular', true);
       scatter(this.outerParams, this.tensors);
     } else {
+      // delta holds this round's own progress (start - local), computed above from `start`
       if (this.pending) {
         const p = this.pending;
         this.pending = undefined;
@@ -208,7 +215,7 @@ export class DiLoCo<S = unknown> {
       }
       this.outerSteps++;
       await this.sync('enforcePopular', true);
-      scatter(this.outerParams, this.tensors);
+      this.restartFromOuter(this.delta);
       this.launch();
     }
     return {
@@ -220,6 +227,14 @@ export class DiLoCo<S = unknown> {
       commSeconds: (performance.now() - t0) / 1000,
       revision: this.binding.revision,
     };
+  }
+
+  /** Async mode: local = start = outer - own (the own progress of the round in flight stays applied locally). */
+  private restartFromOuter(own: Float32Array): void {
+    const outer = this.outerParams;
+    const start = this.start;
+    for (let i = 0; i < start.length; i++) start[i] = outer[i] - own[i];
+    scatter(start, this.tensors);
   }
 
   /** Starts averaging `delta` in the background (async mode); swaps the buffers so the next round can fill one. */
@@ -246,7 +261,7 @@ export class DiLoCo<S = unknown> {
       e['diloco.meta'][0] = this.inner;
       e['diloco.meta'][1] = this.outerSteps;
     }
-    await this.net.syncState(this.binding, strategy);
+    await this.net.syncState(this.binding, strategy, this.tagBase + 3, advance);
     const meta = this.binding.entries()['diloco.meta'];
     this.inner = meta[0];
     this.outerSteps = meta[1];

@@ -261,7 +261,7 @@ export class StreamingDiLoCo<S = unknown> {
       this.binding.revision += 1;
       e['streaming.meta'][0] = this.inner;
     }
-    await this.net.syncState(this.binding, strategy);
+    await this.net.syncState(this.binding, strategy, this.tagBase + this.fragmentCount, advance);
     this.inner = this.binding.entries()['streaming.meta'][0];
   }
 }

@@ -15,7 +15,8 @@ export interface CollectiveAllReduceResult {
 
 /** Options the optimizers pass to an all-reduce. */
 export interface CollectiveAllReduceOptions {
-  op: 'avg';
+  /** 'avg' for pseudo-gradients; 'sum' and 'max' for the fallback state sync. */
+  op: 'avg' | 'sum' | 'max';
   /** Distinguishes concurrent operations; all peers use the same tag for the same operation. */
   tag: number;
   quantization?: QuantizationOptions;
@@ -39,8 +40,8 @@ export interface Collective<S = unknown> {
   /** In-place all-reduce; rejects with a retryable error (`retryable: true`, e.g. PeerLostError) when a peer dies. */
   allReduce(data: Float32Array, options: CollectiveAllReduceOptions): Promise<CollectiveAllReduceResult>;
   /** Makes `state` identical on every peer (the popular state wins); the revision advances by one per sync. */
-  syncSharedState(state: S, options: { strategy: SyncStrategy }): Promise<CollectiveSyncResult | void>;
-  /** Admits pending peers and re-forms the group after a loss (a group-wide vote). */
+  syncSharedState?(state: S, options: { strategy: SyncStrategy }): Promise<CollectiveSyncResult | void>;
+  /** Admits pending peers (a group-wide vote and barrier). */
   updateTopology(): Promise<unknown>;
   /** True when peers wait to be admitted. */
   arePeersPending(): boolean | Promise<boolean>;

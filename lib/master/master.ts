@@ -277,7 +277,10 @@ export class Master {
       peerTimeoutMs: this.peerTimeoutMs,
       resumed,
     });
-    conn.startHeartbeat(this.heartbeatIntervalMs, this.peerTimeoutMs);
+    conn.startHeartbeat(this.heartbeatIntervalMs, this.peerTimeoutMs, (reason) => {
+      if (rec.conn === conn && !rec.dropped) this.drop(rec, reason.message);
+      else conn.close(reason);
+    });
   }
 
   private admit(conn: Connection, hello: Hello, m: Register, nonce: Buffer): PeerRecord {

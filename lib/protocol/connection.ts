@@ -62,9 +62,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /**
    * Sends a heartbeat every `intervalMs` and declares the other side dead after `timeoutMs` without any frame.
    * A tick that fires far too late means this process itself was frozen (SIGSTOP, a blocked event loop): the
-   * deadline restarts then, so buffered frames are read before the other side is judged.
+   * deadline restarts then, so buffered frames are read before the other side is judged. `onSilent` replaces
+   * the default action (closing the connection).
    */
-  startHeartbeat(intervalMs: number, timeoutMs: number): void {
+  startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void): void {
     this.stopHeartbeat();
     this.lastRx = Date.now();
     this.lastTick = Date.now();
@@ -79,7 +80,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         return;
       }
       if (now - this.lastRx > timeoutMs) {
-        this.close(new Error(`no heartbeat for ${now - this.lastRx} ms (timeout ${timeoutMs} ms)`));
+        const reason = new Error(`no heartbeat for ${now - this.lastRx} ms (timeout ${timeoutMs} ms)`);
+        this.stopHeartbeat();
+        if (onSilent) onSilent(reason);
+        else this.close(reason);
       }
     }, tick);
     this.hbTimer.unref();

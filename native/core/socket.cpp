@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #endif
 
@@ -181,6 +182,41 @@ bool Socket::sendAll(const void* data, size_t len) {
     len -= static_cast<size_t>(n);
   }
   return true;
+}
+
+bool Socket::sendAll2(const void* head, size_t headLen, const void* payload, size_t payloadLen) {
+#ifdef _WIN32
+  return sendAll(head, headLen) && (payloadLen == 0 || sendAll(payload, payloadLen));
+#else
+  iovec iov[2];
+  iov[0].iov_base = const_cast<void*>(head);
+  iov[0].iov_len = headLen;
+  iov[1].iov_base = const_cast<void*>(payload);
+  iov[1].iov_len = payloadLen;
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = payloadLen ? 2 : 1;
+#ifdef MSG_NOSIGNAL
+  const int flags = MSG_NOSIGNAL;
+#else
+  const int flags = 0;
+#endif
+  size_t total = headLen + payloadLen;
+  size_t done = 0;
+  while (done < total) {
+    ssize_t n = ::sendmsg(fd_, &msg, flags);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+    if (done >= total) break;
+    // Partial write: continue with plain sends from where it stopped.
+    if (done < headLen) {
+      return sendAll(static_cast<const char*>(head) + done, headLen - done) && (payloadLen == 0 || sendAll(payload, payloadLen));
+    }
+    return sendAll(static_cast<const char*>(payload) + (done - headLen), total - done);
+  }
+  return true;
+#endif
 }
 
 bool Socket::recvAll(void* data, size_t len) {

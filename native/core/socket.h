@@ -42,6 +42,8 @@ class Socket {
   // Blocking send/receive of exactly len bytes; false on error or end of stream.
   bool sendAll(const void* data, size_t len);
   bool recvAll(void* data, size_t len);
+  // Sends a header and a payload as one gathered write when the OS allows (one syscall per frame).
+  bool sendAll2(const void* head, size_t headLen, const void* payload, size_t payloadLen);
   // Waits until readable/writable for at most timeoutMs; false on timeout or error.
   bool waitReadable(int timeoutMs);
   bool waitWritable(int timeoutMs);

@@ -131,7 +131,7 @@ bool Connection::writeFrame(const FrameHeader& h, const void* payload) {
   h.encode(head);
   std::lock_guard<std::mutex> lock(writeMutex);
   if (dead.load()) return false;
-  return sock.sendAll(head, sizeof(head)) && (h.length == 0 || sock.sendAll(payload, h.length));
+  return sock.sendAll2(head, sizeof(head), payload, h.length);
 }
 
 struct Transport::Link {
@@ -498,8 +498,7 @@ void Transport::writerLoop(std::shared_ptr<Connection> conn, std::shared_ptr<Lin
     {
       std::lock_guard<std::mutex> lock(conn->writeMutex);
       conn->busyWith = op.get();
-      ok = !conn->dead.load() && conn->sock.sendAll(head, sizeof(head)) &&
-           (item.header.length == 0 || conn->sock.sendAll(item.payload, item.header.length));
+      ok = !conn->dead.load() && conn->sock.sendAll2(head, sizeof(head), item.payload, item.header.length);
       conn->busyWith = nullptr;
     }
     if (!ok) {

@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+/**
+ * Churn recovery bench: `node --import tsx bench/churn/run.ts [--trials 20] [--frozen-trials 5] [--mib 16]`.
+ *
+ * 3 peers all-reduce `--mib` MiB of float32 in a loop (voting every step so replacements get in). Each trial
+ * SIGKILLs a random peer at a random moment and measures the time from the kill to the next successful
+ * all-reduce on the survivors (in a newer epoch), then starts a replacement and measures from its process start
+ * to its first successful all-reduce. Frozen trials SIGSTOP a peer instead (master peer timeout 2 s). Prints
+ * JSON with medians and worst cases.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as readline from 'node:readline';
+import { Master } from '../../lib/master/master';
+import { Communicator } from '../../lib/peer/communicator';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+async function peer(master: string, mib: number): Promise<void> {
+  const comm = await Communicator.connect({ master, connections: 4, listenHost: '127.0.0.1', logLevel: 'error' });
+  const data = new Float32Array((mib << 20) / 4).fill(1);
+  for (;;) {
+    try {
+      const r = await comm.allReduce(data, { timeoutMs: 20_000 });
+      process.stdout.write(JSON.stringify({ ev: 'op', t: Date.now(), epoch: r.epoch, world: r.worldSize }) + '\n');
+      data.fill(1);
+    } catch {
+      // retryable failures: the group re-forms; the vote below waits for it
+    }
+    await comm.updateTopology({ timeoutMs: 60_000 });
+  }
+}
+
+interface P {
+  proc: ChildProcess;
+  started: number;
+  firstOp?: number;
+  lastEpoch: number;
+}
+
+const median = (a: number[]) => {
+  const s = [...a].sort((x, y) => x - y);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+};
+
+async function main(): Promise<void> {
+  const trials = Number(arg('trials', '20'));
+  const frozenTrials = Number(arg('frozen-trials', '5'));
+  const mib = Number(arg('mib', '16'));
+  const master = new Master({ logLevel: 'error', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
+  const port = await master.listen();
+  const peers = new Set<P>();
+  let opListeners: ((t: number, epoch: number, p: P) => void)[] = [];
+  const start = () => {
+    const p: P = { proc: spawn(process.execPath, ['--import', 'tsx', __filename, '--peer', `127.0.0.1:${port}`, '--mib', String(mib)], { stdio: ['ignore', 'pipe', 'inherit'] }), started: Date.now(), lastEpoch: 0 };
+    peers.add(p);
+    readline.createInterface({ input: p.proc.stdout! }).on('line', (line) => {
+      const m = JSON.parse(line) as { t: number; epoch: number };
+      p.firstOp ??= m.t;
+      p.lastEpoch = m.epoch;
+      for (const l of opListeners) l(m.t, m.epoch, p);
+    });
+    p.proc.on('exit', () => peers.delete(p));
+    return p;
+  };
+  const nextOp = (after: number, minEpoch: number, not?: P) =>
+    new Promise<number>((resolve) => {
+      const l = (t: number, epoch: number, p: P) => {
+        if (t >= after && epoch >= minEpoch && p !== not) {
+          opListeners = opListeners.filter((x) => x !== l);
+          resolve(t);
+        }
+      };
+      opListeners.push(l);
+    });
+  const firstOpOf = (p: P) => new Promise<number>((resolve) => {
+    const l = (t: number, _e: number, q: P) => {
+      if (q === p) { opListeners = opListeners.filter((x) => x !== l); resolve(t - p.started); }
+    };
+    opListeners.push(l);
+  });
+  const joins: number[] = [];
+  const spawnAndWait = async () => {
+    const p = start();
+    joins.push(await firstOpOf(p));
+  };
+  start();
+  await new Promise((r) => setTimeout(r, 1500));
+  await Promise.all([spawnAndWait(), spawnAndWait()]);
+  const kills: number[] = [];
+  const frozen: number[] = [];
+  for (let i = 0; i < trials + frozenTrials; i++) {
+    await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
+    const list = [...peers];
+    const victim = list[Math.floor(Math.random() * list.length)];
+    const epochNow = Math.max(...master.groupsInfo().map((g) => g.epoch));
+    const t0 = Date.now();
+    const recovered = nextOp(t0, epochNow + 1, victim);
+    if (i < trials) victim.proc.kill('SIGKILL');
+    else victim.proc.kill('SIGSTOP');
+    const t1 = await recovered;
+    (i < trials ? kills : frozen).push(t1 - t0);
+    if (i >= trials) {
+      victim.proc.kill('SIGKILL');
+      victim.proc.kill('SIGCONT');
+    }
+    await spawnAndWait();
+  }
+  for (const p of peers) p.proc.kill('SIGKILL');
+  await master.close();
+  const summary = {
+    mib, peers: 3, trials, frozenTrials, peerTimeoutMs: 2000,
+    killToNextAllReduceMs: { median: median(kills), worst: Math.max(...kills), all: kills },
+    frozenToNextAllReduceMs: { median: median(frozen), worst: Math.max(...frozen), all: frozen },
+    startToFirstAllReduceMs: { median: median(joins), worst: Math.max(...joins) },
+  };
+  process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  process.exit(0);
+}
+
+if (process.argv.includes('--peer')) {
+  void peer(arg('peer', ''), Number(arg('mib', '16')));
+} else {
+  void main();
+}

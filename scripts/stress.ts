@@ -1,0 +1,166 @@
+#!/usr/bin/env node
+/**
+ * Churn stress: `npm run stress -- --duration S --max-peers N [--seed X] [--elements E]`.
+ *
+ * An in-process master and peer processes. It starts 2 peers, then every 0.5-2 s spawns a peer (60%) or SIGKILLs
+ * one (40%, only while at least 3 are alive). Every peer loops: all-reduce a vector derived from (its id, step),
+ * check the result against the sum over the participants of that operation, report a hash; then vote
+ * (updateTopology) so newcomers get in. The run fails on any wrong result, any two participants holding
+ * different bytes for one operation, any survivor crashing or being dropped, or 30 s without a completed
+ * operation. Prints a JSON summary (operations, kills survived, longest stall).
+ *
+ * With `--peer host:port` this file is a peer process instead (used by the orchestrator).
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as readline from 'node:readline';
+import { Master } from '../lib/master/master';
+import { Communicator } from '../lib/peer/communicator';
+import { TcclError } from '../lib/errors';
+
+function arg(name: string, fallback?: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+/** Element i of peer `id`'s contribution at `step`: small integers, so float32 sums are exact. */
+function contribution(id: number, step: number, i: number): number {
+  return (id * 7919 + step * 104729 + i * 31) % 1000;
+}
+
+async function runPeer(master: string): Promise<void> {
+  const n = Number(arg('elements', '4096'));
+  const say = (m: object) => process.stdout.write(JSON.stringify(m) + '\n');
+  const comm = await Communicator.connect({ master, connections: 2, listenHost: '127.0.0.1', logLevel: 'error', timeoutMs: 120_000 });
+  const me = Number(comm.id.slice(1));
+  say({ ev: 'ready', id: comm.id });
+  // Every member of an epoch agrees on (epoch, iteration since the epoch began): that is the step.
+  let epoch = comm.currentEpoch;
+  let iter = 0;
+  for (;;) {
+    const step = epoch * 1_000_000 + iter;
+    const members = comm.members;
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = contribution(me, step, i);
+    // Elements 0 and 1 carry (iteration, epoch): a participant that started the operation with another view of
+    // the step (a re-form raced with the vote) shows up there, and that operation is counted as unverified.
+    data[0] = iter % 4096;
+    data[1] = epoch % 4096;
+    try {
+      const r = await comm.allReduce(data, { timeoutMs: 20_000 });
+      const agreed = data[0] === r.worldSize * (iter % 4096) && data[1] === r.worldSize * (epoch % 4096);
+      const ids = (r.epoch === comm.currentEpoch ? comm.members : members).map((m) => Number(m.slice(1)));
+      if (agreed && ids.length === r.worldSize) {
+        let bad = -1;
+        for (let i = 2; i < n && bad < 0; i++) {
+          let want = 0;
+          for (const id of ids) want += contribution(id, step, i);
+          if (data[i] !== want) bad = i;
+        }
+        if (bad >= 0) say({ ev: 'wrong', id: comm.id, epoch: r.epoch, step, index: bad, got: data[bad], members: ids });
+      } else {
+        say({ ev: 'unverified', id: comm.id });
+      }
+      say({ ev: 'op', id: comm.id, epoch: r.epoch, step, world: r.worldSize, hash: createHash('sha256').update(data).digest('hex').slice(0, 16) });
+    } catch (err) {
+      if (!(err instanceof TcclError) || !err.retryable) throw err;
+      say({ ev: 'retry', id: comm.id, code: err.code });
+    }
+    const e = (await comm.updateTopology({ timeoutMs: 60_000 })).epoch;
+    iter = e === epoch ? iter + 1 : 0;
+    epoch = e;
+  }
+}
+
+interface Child {
+  proc: ChildProcess;
+  id?: string;
+  killed: boolean;
+}
+
+async function orchestrate(): Promise<number> {
+  const durationS = Number(arg('duration', '60'));
+  const maxPeers = Number(arg('max-peers', '6'));
+  let seed = Number(arg('seed', String(Date.now() % 100000)));
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const master = new Master({ logLevel: (arg('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
+  const port = await master.listen();
+  const children = new Set<Child>();
+  const hashes = new Map<string, string>();
+  const failures: string[] = [];
+  let ops = 0, kills = 0, spawns = 0, retries = 0, unverified = 0;
+  let lastOp = Date.now();
+  let longestStallMs = 0;
+  const start = Date.now();
+
+  const spawnPeer = () => {
+    const proc = spawn(process.execPath, ['--import', 'tsx', __filename, '--peer', `127.0.0.1:${port}`, '--elements', arg('elements', '4096')!], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const c: Child = { proc, killed: false };
+    children.add(c);
+    spawns++;
+    readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
+      let m: { ev: string; id: string; epoch?: number; step?: number; hash?: string; world?: number };
+      try { m = JSON.parse(line); } catch { return; }
+      if (m.ev === 'ready') c.id = m.id;
+      else if (m.ev === 'retry') retries++;
+      else if (m.ev === 'unverified') unverified++;
+      else if (m.ev === 'wrong') failures.push(`wrong result: ${line}`);
+      else if (m.ev === 'op') {
+        ops++;
+        const now = Date.now();
+        longestStallMs = Math.max(longestStallMs, now - lastOp);
+        lastOp = now;
+        const key = `${m.epoch}/${m.step}`;
+        const seen = hashes.get(key);
+        if (seen === undefined) hashes.set(key, m.hash!);
+        else if (seen !== m.hash) failures.push(`peers hold different bytes for epoch ${m.epoch} step ${m.step}`);
+      }
+    });
+    proc.on('exit', (code, signal) => {
+      children.delete(c);
+      if (!c.killed) failures.push(`peer ${c.id ?? proc.pid} died on its own (code ${code}, signal ${signal})`);
+    });
+  };
+
+  spawnPeer();
+  spawnPeer();
+  const deadline = start + durationS * 1000;
+  while (Date.now() < deadline && failures.length === 0) {
+    await new Promise((r) => setTimeout(r, 500 + rand() * 1500));
+    const alive = [...children].filter((c) => !c.killed);
+    if (rand() < 0.6) {
+      if (alive.length < maxPeers) spawnPeer();
+    } else if (alive.length >= 3) {
+      const victim = alive[Math.floor(rand() * alive.length)];
+      victim.killed = true;
+      victim.proc.kill('SIGKILL');
+      kills++;
+    }
+    if (Date.now() - lastOp > 30_000) failures.push('no completed operation for 30 s');
+  }
+  longestStallMs = Math.max(longestStallMs, Date.now() - lastOp);
+  for (const c of children) {
+    c.killed = true;
+    c.proc.kill('SIGKILL');
+  }
+  await master.close();
+  const summary = { durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, failures };
+  process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  process.stdout.write(failures.length === 0 && ops > 0 ? 'stress: PASS\n' : 'stress: FAIL\n');
+  return failures.length === 0 && ops > 0 ? 0 : 1;
+}
+
+const peerMaster = arg('peer');
+if (peerMaster) {
+  runPeer(peerMaster).catch((err: Error) => {
+    process.stderr.write(`stress peer failed: ${err.stack}\n`);
+    process.exit(1);
+  });
+} else {
+  orchestrate().then((code) => process.exit(code), (err: Error) => {
+    process.stderr.write(`${err.stack}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,162 @@
+// The optimizers' logic on simulated peers in one process (exact averaging): outer-step rules, async delay,
+// streaming schedule, newcomers, lost peers. Training across processes uses the real Communicator
+// (test/integration/diloco*.test.ts).
+import t from 'tap';
+import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
+import { InProcessGroup, InProcessMember } from '../helpers/diloco-in-process';
+
+/** A fake inner step: deterministic drift depending on the peer and the step. */
+function drift(p: Float32Array, peer: number, step: number) {
+  for (let i = 0; i < p.length; i++) p[i] += 0.01 * (peer + 1) * Math.sin(i + step);
+}
+
+t.test('DiLoCo with SGD lr 1 is model averaging; all peers bit-identical; revision +1 per outer step', async (t) => {
+  const { members } = InProcessGroup.create(3);
+  const params = members.map(() => new Float32Array([1, 2, 3, 4]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 5, outer: { type: 'sgd', lr: 1 } }));
+  await Promise.all(opts.map((o) => o.join()));
+  for (let s = 1; s <= 10; s++) {
+    params.forEach((p, i) => drift(p, i, s));
+    const expected = s % 5 === 0 ? Float32Array.from(params[0], (_, k) => (params[0][k] + params[1][k] + params[2][k]) / 3) : undefined;
+    const reports = await Promise.all(opts.map((o) => o.step()));
+    if (expected) {
+      t.equal(reports[0]!.worldSize, 3);
+      t.equal(reports[0]!.revision, s / 5);
+      for (const p of params) for (let k = 0; k < 4; k++) t.ok(Math.abs(p[k] - expected[k]) < 1e-6);
+      t.same([...params[1]], [...params[0]]);
+      t.same([...params[2]], [...params[0]]);
+    } else t.equal(reports[0], undefined);
+  }
+  t.equal(opts[0].outerStep, 2);
+  t.ok(opts[0].stats.bytesSent > 0);
+});
+
+t.test('DiLoCo Nesterov: outer params follow the reference rule on the average pseudo-gradient', async (t) => {
+  const { members } = InProcessGroup.create(2);
+  const params = members.map(() => new Float32Array([0.5, -0.5]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 2 }));
+  await Promise.all(opts.map((o) => o.join()));
+  const outer = new Float64Array([0.5, -0.5]);
+  const mom = new Float64Array(2);
+  for (let s = 1; s <= 6; s++) {
+    params.forEach((p, i) => drift(p, i, s));
+    if (s % 2 === 0) {
+      for (let k = 0; k < 2; k++) {
+        const g = outer[k] - (params[0][k] + params[1][k]) / 2;
+        mom[k] = 0.9 * mom[k] + g;
+        outer[k] -= 0.7 * (g + 0.9 * mom[k]);
+      }
+    }
+    await Promise.all(opts.map((o) => o.step()));
+  }
+  for (let k = 0; k < 2; k++) t.ok(Math.abs(params[0][k] - outer[k]) < 1e-5, `param ${k}: ${params[0][k]} vs ${outer[k]}`);
+  t.same([...opts[0].outerParams], [...opts[1].outerParams]);
+});
+
+t.test('async DiLoCo applies each average one outer step late', async (t) => {
+  const { members } = InProcessGroup.create(2);
+  const params = members.map(() => new Float32Array([0, 0]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 1, outer: { type: 'sgd', lr: 1 }, async: true }));
+  await Promise.all(opts.map((o) => o.join()));
+  // round 1: peer i moves +1*(i+1) -> avg pseudo-grad -1.5, applied at the end of round 2
+  const move = async (k: number) => {
+    params.forEach((p, i) => p.fill(p[0] + k * (i + 1)));
+    await Promise.all(opts.map((o) => o.step()));
+  };
+  await move(1);
+  t.same([...params[0]], [1, 1], 'after round 1 nothing landed: each peer keeps its own progress');
+  t.same([...params[1]], [2, 2]);
+  t.same([...opts[0].outerParams], [0, 0]);
+  await move(2);
+  t.same([...opts[0].outerParams], [1.5, 1.5], 'after round 2 the round-1 average landed');
+  t.same([...params[0]], [3.5, 3.5], 'outer + own round-2 progress');
+  t.same([...params[1]], [5.5, 5.5]);
+  await Promise.all(opts.map((o) => o.finish()));
+  t.same([...params[0]], [4.5, 4.5], 'finish() applies the round-2 average');
+  t.same([...params[1]], [...params[0]]);
+});
+
+for (const sharedState of [true, false]) t.test(`DiLoCo: a newcomer receives the outer state and momentum, then all peers stay identical (${sharedState ? 'syncSharedState' : 'all-reduce fallback'})`, async (t) => {
+  const group = new InProcessGroup({ sharedState });
+  const a = group.join(true);
+  const b = group.join(true);
+  const pa = new Float32Array(6).fill(1);
+  const pb = new Float32Array(6).fill(1);
+  const da = new DiLoCo(a, { params: pa, innerSteps: 3 });
+  const db = new DiLoCo(b, { params: pb, innerSteps: 3 });
+  await Promise.all([da.join(), db.join()]);
+  const run = async (list: [DiLoCo, Float32Array][], from: number, to: number) => {
+    for (let s = from; s <= to; s++) {
+      list.forEach(([, p], i) => drift(p, i, s));
+      await Promise.all(list.map(([o]) => o.step()));
+    }
+  };
+  await run([[da, pa], [db, pb]], 1, 5);
+  // a newcomer with different local params asks to join; it is admitted at the next outer step
+  const c = group.join(false);
+  const pc = new Float32Array(6).fill(42);
+  const dc = new DiLoCo(c, { params: pc, innerSteps: 3 });
+  const joining = c.accepted.then(() => dc.join({ strategy: 'receiveOnly' }));
+  await run([[da, pa], [db, pb]], 6, 6); // outer step 2: admits c and syncs it
+  await joining;
+  t.equal(c.worldSize, 3);
+  t.same([...pc], [...pa], 'newcomer starts from the outer params');
+  t.equal(dc.innerStep, 6);
+  t.equal(dc.outerStep, 2);
+  t.same([...(dc.state.entries['diloco.momentum'])], [...(da.state.entries['diloco.momentum'])], 'momentum received');
+  t.equal(dc.state.revision, da.state.revision);
+  await run([[da, pa], [db, pb], [dc, pc]], 7, 12);
+  t.same([...pc], [...pa]);
+  t.same([...pb], [...pa]);
+  t.equal(da.state.revision, 4);
+});
+
+t.test('DiLoCo survives a peer lost during the all-reduce (retry with the survivors)', async (t) => {
+  const { group, members } = InProcessGroup.create(3);
+  const params = members.map(() => new Float32Array([1, 1, 1]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 2, outer: { type: 'sgd', lr: 1 } }));
+  await Promise.all(opts.map((o) => o.join()));
+  params.forEach((p, i) => drift(p, i, 1));
+  await Promise.all(opts.map((o) => o.step()));
+  params.forEach((p, i) => drift(p, i, 2));
+  const expected = Float32Array.from(params[0], (_, k) => (params[0][k] + params[1][k]) / 2);
+  // peers 0 and 1 enter the all-reduce; peer 2 dies before arriving
+  const steps = [opts[0].step(), opts[1].step()];
+  await new Promise((r) => setImmediate(r));
+  group.kill(members[2] as InProcessMember);
+  const reports = await Promise.all(steps);
+  t.equal(reports[0]!.worldSize, 2);
+  t.equal(opts[0].stats.retries, 1);
+  for (let k = 0; k < 3; k++) t.ok(Math.abs(params[0][k] - expected[k]) < 1e-6);
+  t.same([...params[1]], [...params[0]]);
+});
+
+t.test('StreamingDiLoCo: staggered fragments, tau overlap, alpha mixing, bytes per sync ~ 1/P', async (t) => {
+  const { members } = InProcessGroup.create(2);
+  const mk = () => [0, 1, 2, 3, 4, 5, 6, 7].map(() => new Float32Array(16));
+  const tensors = members.map(mk);
+  const sds = members.map((m, i) =>
+    new StreamingDiLoCo(m, { params: tensors[i], fragments: 4, innerSteps: 8, overlapSteps: 1, alpha: 0, outer: { type: 'sgd', lr: 1 } }),
+  );
+  t.same(sds[0].fragmentTensors, [['t0', 't1'], ['t2', 't3'], ['t4', 't5'], ['t6', 't7']]);
+  t.same(sds[0].offsets, [0, 2, 4, 6]);
+  await Promise.all(sds.map((s) => s.join()));
+  const launchedAt: Record<number, number[]> = {};
+  const landedAt: Record<number, number[]> = {};
+  for (let s = 1; s <= 16; s++) {
+    tensors.forEach((ts, i) => ts.forEach((x, j) => drift(x, i, s + j)));
+    const rs = await Promise.all(sds.map((sd) => sd.step()));
+    if (rs[0]) {
+      if (rs[0].launched.length) launchedAt[s] = rs[0].launched;
+      if (rs[0].landed.length) landedAt[s] = rs[0].landed;
+    }
+  }
+  t.same(launchedAt, { 2: [1], 4: [2], 6: [3], 8: [0], 10: [1], 12: [2], 14: [3], 16: [0] });
+  t.same(landedAt, { 3: [1], 5: [2], 7: [3], 9: [0], 11: [1], 13: [2], 15: [3] });
+  t.same([...sds[0].outerParams(3)], [...sds[1].outerParams(3)]);
+  t.equal(sds[0].stats.peakBytesPerSync, 2 * 16 * 4, 'one fragment (a quarter of the model) per sync');
+  await Promise.all(sds.map((s) => s.finish()));
+  // with alpha = 0, a fragment that just landed equals the outer params on both peers
+  t.same([...tensors[0][0]], [...tensors[1][0]]);
+  t.same([...tensors[0][0]], [...sds[0].outerParams(0).subarray(0, 16)]);
+});
