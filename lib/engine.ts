@@ -52,6 +52,44 @@ export interface AllReduceResult<T extends TensorArray = TensorArray> {
   bytesReceived: number;
 }
 
+/** One outgoing stream of {@link Engine.exchange}. */
+export interface ExchangeSend {
+  /** Index of the destination peer in the configured group. */
+  to: number;
+  /** Stream id, agreed with the receiver; unique per destination within one exchange. */
+  stream: number;
+  /** The bytes to send (any TypedArray or Buffer; kept alive until the exchange settles). */
+  data: ArrayBufferView;
+}
+
+/** One incoming stream of {@link Engine.exchange}. */
+export interface ExchangeRecv {
+  /** Index of the source peer in the configured group. */
+  from: number;
+  /** Stream id, agreed with the sender; unique per source within one exchange. */
+  stream: number;
+  /** Written in place as the bytes arrive; its byte length must equal the sender's. */
+  data: ArrayBufferView;
+}
+
+/** Options of one point-to-point exchange. */
+export interface ExchangeOptions {
+  sends?: ExchangeSend[];
+  recvs?: ExchangeRecv[];
+  /** Every peer taking part submits the same tag (default 0); concurrent operations use different tags. */
+  tag?: number;
+  /** Fails with TimeoutError when the exchange makes no progress for this long (default 30000; 0 = never). */
+  timeoutMs?: number;
+  /** Aborts the exchange (AbortError here and on the peers taking part). */
+  signal?: AbortSignal;
+}
+
+/** What an exchange reports. */
+export interface ExchangeResult {
+  bytesSent: number;
+  bytesReceived: number;
+}
+
 export interface EngineOptions {
   /** Address the data-plane listener binds (default '0.0.0.0'). */
   host?: string;
@@ -166,6 +204,89 @@ export class Engine {
         quantization,
       });
       return { data: output, worldSize: r.worldSize, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived };
+    } catch (err) {
+      throw fromNativeError(err, stack);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Point-to-point transfer under one tag: each send goes to peer `to` as stream `stream`, striped over every
+   * connection of the link; each recv is written straight into its `data` as the bytes arrive. Every peer that
+   * takes part submits the same tag. Rejects with PeerLostError (a peer of the group died), TimeoutError,
+   * AbortError or MismatchError (a sender and a receiver disagree on a stream's length); after a rejection the
+   * receive buffers hold unspecified bytes.
+   *
+   * @example
+   * ```ts
+   * // peer 0                                             // peer 1
+   * await engine.exchange({ tag: 9, sends: [{ to: 1, stream: 0, data: weights }] });
+   *                                                       await engine.exchange({ tag: 9, recvs: [{ from: 0, stream: 0, data: scratch }] });
+   * ```
+   */
+  async exchange(options: ExchangeOptions): Promise<ExchangeResult> {
+    const stack = new Error().stack;
+    if (this.closed) throw new ClosedError('The engine is closed');
+    if (typeof options !== 'object' || options === null) throw new TypeError('Expected exchange options {sends, recvs, tag}');
+    const sends = options.sends ?? [];
+    const recvs = options.recvs ?? [];
+    if (!Array.isArray(sends)) throw new TypeError('Expected "sends" to be an array of {to, stream, data}');
+    if (!Array.isArray(recvs)) throw new TypeError('Expected "recvs" to be an array of {from, stream, data}');
+    const tag = checkInteger('tag', options.tag ?? 0, 0, Number.MAX_SAFE_INTEGER);
+    const timeoutMs = checkInteger('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 0, 2 ** 31 - 1);
+    const checkView = (v: unknown, what: string): ArrayBufferView => {
+      if (!ArrayBuffer.isView(v)) throw new TypeError(`Expected ${what} to be a TypedArray or Buffer, got ${v === null ? 'null' : typeof v}`);
+      return v;
+    };
+    const seenSend = new Set<string>();
+    const nativeSends = sends.map((s, i) => {
+      if (typeof s !== 'object' || s === null) throw new TypeError(`Expected sends[${i}] to be {to, stream, data}`);
+      const to = checkInteger(`sends[${i}].to`, s.to, 0, 1 << 20);
+      const stream = checkInteger(`sends[${i}].stream`, s.stream, 0, 2 ** 32 - 1);
+      const key = `${to}/${stream}`;
+      if (seenSend.has(key)) throw new TypeError(`sends[${i}] repeats stream ${stream} to peer ${to}`);
+      seenSend.add(key);
+      return { to, stream, data: checkView(s.data, `sends[${i}].data`) };
+    });
+    const seenRecv = new Set<string>();
+    const nativeRecvs = recvs.map((r, i) => {
+      if (typeof r !== 'object' || r === null) throw new TypeError(`Expected recvs[${i}] to be {from, stream, data}`);
+      const from = checkInteger(`recvs[${i}].from`, r.from, 0, 1 << 20);
+      const stream = checkInteger(`recvs[${i}].stream`, r.stream, 0, 2 ** 32 - 1);
+      const key = `${from}/${stream}`;
+      if (seenRecv.has(key)) throw new TypeError(`recvs[${i}] repeats stream ${stream} from peer ${from}`);
+      seenRecv.add(key);
+      return { from, stream, data: checkView(r.data, `recvs[${i}].data`) };
+    });
+    // Receive buffers are written by native threads while the exchange runs: none may overlap another receive
+    // buffer or a send buffer (checked per underlying ArrayBuffer, sorted by offset).
+    const byBuffer = new Map<ArrayBufferLike, { start: number; end: number; what: string; recv: boolean }[]>();
+    const addRange = (v: ArrayBufferView, what: string, recv: boolean) => {
+      if (v.byteLength === 0) return;
+      let list = byBuffer.get(v.buffer);
+      if (!list) byBuffer.set(v.buffer, (list = []));
+      list.push({ start: v.byteOffset, end: v.byteOffset + v.byteLength, what, recv });
+    };
+    nativeRecvs.forEach((r, i) => addRange(r.data, `recvs[${i}].data`, true));
+    nativeSends.forEach((s, i) => addRange(s.data, `sends[${i}].data`, false));
+    for (const list of byBuffer.values()) {
+      if (!list.some((x) => x.recv)) continue;
+      list.sort((a, b) => a.start - b.start);
+      let widest = list[0];
+      for (let i = 1; i < list.length; i++) {
+        const cur = list[i];
+        if (cur.start < widest.end && (cur.recv || widest.recv)) throw new TypeError(`${widest.what} and ${cur.what} overlap`);
+        if (cur.end > widest.end || (cur.recv && !widest.recv && cur.end === widest.end)) widest = cur;
+      }
+    }
+    const signal = options.signal;
+    if (signal?.aborted) throw new AbortError(`Exchange (tag ${tag}) aborted before it started`, { cause: signal.reason });
+    const onAbort = () => this.impl.abort(tag, abortMessage(signal?.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const r = await this.impl.exchange({ tag, timeoutMs, sends: nativeSends, recvs: nativeRecvs });
+      return { bytesSent: r.bytesSent, bytesReceived: r.bytesReceived };
     } catch (err) {
       throw fromNativeError(err, stack);
     } finally {

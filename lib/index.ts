@@ -24,3 +24,4 @@ export { init, allReduce, defaultCommunicator, shutdown, InitOptions } from './d
 export { Logger, LogLevel } from './log';
 export { PROTOCOL_VERSION } from './protocol';
 export * from './diloco';
+export * from './shared-state';

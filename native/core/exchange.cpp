@@ -23,6 +23,12 @@ void Exchange::prepare() {
 }
 
 void Exchange::start(Transport& t) {
+  // Count every segment before queueing the first: a writer may finish sending it before the loop ends, and the
+  // op must not look complete while segments are still to be queued.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& s : sends_) sendsQueued_ += segmentsOf(s.length);
+  }
   for (auto& s : sends_) {
     uint64_t nseg = segmentsOf(s.length);
     for (uint64_t k = 0; k < nseg; ++k) {
@@ -34,10 +40,6 @@ void Exchange::start(Transport& t) {
       item.header.length = static_cast<uint32_t>(std::min<uint64_t>(segBytes_, s.length - std::min(s.length, k * segBytes_)));
       item.header.aux = s.stream;
       item.payload = s.data + item.header.offset;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++sendsQueued_;
-      }
       if (!t.send(s.to, std::move(item), shared_from_this())) {
         std::string who = s.to >= 0 && static_cast<size_t>(s.to) < peerIds.size() ? peerIds[static_cast<size_t>(s.to)] : "?";
         t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + who + " is down", who}, false);

@@ -437,6 +437,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
     post([this, op, frames = std::make_shared<std::vector<EarlyFrame>>(std::move(replay))] {
       for (auto& f : *frames) {
         if (op->isDone()) break;
+        op->bytesReceived += FrameHeader::kWireSize + f.payload.size();
         MemoryPayload in(f.payload);
         op->onData(*this, f.from, f.header, in);
       }
@@ -596,6 +597,7 @@ bool Transport::dispatch(const std::shared_ptr<Connection>& conn, const FrameHea
       late->activeTransfers++;
       tasks_.push_back([this, late, f = std::move(f)] {
         MemoryPayload in(f.payload);
+        late->bytesReceived += FrameHeader::kWireSize + f.payload.size();
         if (!late->isDone()) late->onData(*this, f.from, f.header, in);
         late->activeTransfers--;
       });
@@ -606,14 +608,13 @@ bool Transport::dispatch(const std::shared_ptr<Connection>& conn, const FrameHea
     return true;
   }
   conn->busyWith = op.get();
+  // Counted before onData, which may complete the op and report the total.
+  op->bytesReceived += FrameHeader::kWireSize + h.length;
   bool ok;
   if (op->isDone()) ok = conn->discard(h.length);
   else ok = op->onData(*this, conn->peer, h, *conn);
   conn->busyWith = nullptr;
-  if (ok) {
-    op->bytesReceived += FrameHeader::kWireSize + h.length;
-    op->lastProgressMs = nowMs();
-  }
+  if (ok) op->lastProgressMs = nowMs();
   op->activeTransfers--;
   return ok;
 }
