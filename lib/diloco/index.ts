@@ -8,4 +8,4 @@ export type { OuterOptimizer, OuterOptimizerOptions } from './outer-optimizer';
 export { partitionTensors, fragmentOffsets, fragmentsDueAt, normalizeParams } from './fragments';
 export type { FragmentPattern, NamedTensor } from './fragments';
 export { plainStateFactory } from './types';
-export type { Collective, CommStats, ParamsInput, PlainState, StateBinding, StateFactory, SyncStrategy } from './types';
+export type { Collective, CommStats, ParamsInput, PlainState, StateBinding, StateFactory } from './types';

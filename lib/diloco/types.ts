@@ -29,7 +29,8 @@ export interface CollectiveSyncResult {
   bytesReceived?: number;
 }
 
-export type SyncStrategy = 'enforcePopular' | 'sendOnly' | 'receiveOnly';
+export type { SyncStrategy } from '../shared-state/election';
+import type { SyncStrategy } from '../shared-state/election';
 
 /**
  * The part of a communicator DiLoCo uses. `S` is the communicator's shared-state type.
