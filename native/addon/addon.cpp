@@ -3,6 +3,7 @@
 // operation's promise settles, which happens through a thread-safe function on the main thread.
 #include <napi.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "exchange.h"
 #include "hash.h"
 #include "reduce.h"
+#include "quantized.h"
 #include "ring.h"
 #include "transport.h"
 
@@ -184,14 +186,38 @@ class Engine : public Napi::ObjectWrap<Engine> {
     double tagD = a.Get("tag").ToNumber().DoubleValue();
     if (!(tagD >= 0) || tagD > 9007199254740991.0) throwInvalid(env, "tag out of range");
     uint32_t timeoutMs = uintArg(env, a.Get("timeoutMs"), "timeoutMs", 0x7fffffff);
-    if (a.Has("quantization") && !a.Get("quantization").IsUndefined()) {
-      throwInvalid(env, "quantized all-reduce is not built into this addon yet");
+    // Quantized all-reduce (native/core/quantized.h): {codec: 1..4, blockSize, stochastic, seed}.
+    bool quantized = false;
+    QuantizationParams qp;
+    if (a.Has("quantization") && !a.Get("quantization").IsUndefined() && !a.Get("quantization").IsNull()) {
+      if (!a.Get("quantization").IsObject()) throwInvalid(env, "\"quantization\" must be an object");
+      auto q = a.Get("quantization").As<Napi::Object>();
+      uint32_t codec = uintArg(env, q.Get("codec"), "quantization.codec", 255);
+      if (codec == 0 || !isValidCodec(codec)) throwInvalid(env, "unknown quantization codec code " + std::to_string(codec));
+      if (!isFloat(static_cast<DType>(dtype)))
+        throwInvalid(env, std::string("quantization needs float data (float32, float64, float16, bfloat16), got ") + dtypeName(static_cast<DType>(dtype)));
+      if (op != static_cast<uint32_t>(ReduceOp::Sum) && op != static_cast<uint32_t>(ReduceOp::Avg))
+        throwInvalid(env, std::string("quantization supports the sum and avg ops only, got ") + reduceOpName(static_cast<ReduceOp>(op)));
+      qp.codec = static_cast<Codec>(codec);
+      qp.blockSize = q.Has("blockSize") && !q.Get("blockSize").IsUndefined() ? uintArg(env, q.Get("blockSize"), "quantization.blockSize", 1u << 24) : 256;
+      if (qp.blockSize == 0) throwInvalid(env, "\"quantization.blockSize\" must be at least 1");
+      qp.stochastic = q.Get("stochastic").ToBoolean().Value();
+      Napi::Value seedV = q.Get("seed");
+      if (!seedV.IsUndefined()) {
+        double sd = seedV.ToNumber().DoubleValue();
+        if (!(sd >= 0) || sd > 9007199254740991.0 || sd != std::floor(sd)) throwInvalid(env, "\"quantization.seed\" out of range");
+        qp.seed = static_cast<uint64_t>(sd);
+      }
+      quantized = true;
     }
 
     auto pending = std::make_shared<PendingOp>(env, std::vector<Napi::Value>{inputV, outputV});
     Napi::Promise promise = pending->promise();
     AllReduceBuffers b{in.data, out.data, in.bytes / es, static_cast<DType>(dtype), static_cast<ReduceOp>(op)};
-    auto ring = std::make_shared<RingAllReduce>(b, transport_ ? transport_->options().maxSegmentBytes : 262144);
+    uint32_t segBytes = transport_ ? transport_->options().maxSegmentBytes : 262144;
+    std::shared_ptr<Operation> ring;
+    if (quantized) ring = std::make_shared<QuantizedAllReduce>(b, qp, segBytes);
+    else ring = std::make_shared<RingAllReduce>(b, segBytes);
     ring->key.tag = static_cast<uint64_t>(tagD);
     std::weak_ptr<Operation> weak = ring;
     ring->onSettled = [pending, weak](const OpError& e) {

@@ -433,7 +433,8 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
   }
   op->start(*this);
   if (!replay.empty()) {
-    op->activeTransfers++;
+    // Replays run on the service thread, like finishFailure, so they never overlap a failing op's restore and
+    // need no activeTransfers count (counting would make finishFailure wait for a task queued behind it).
     post([this, op, frames = std::make_shared<std::vector<EarlyFrame>>(std::move(replay))] {
       for (auto& f : *frames) {
         if (op->isDone()) break;
@@ -441,7 +442,6 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
         MemoryPayload in(f.payload);
         op->onData(*this, f.from, f.header, in);
       }
-      op->activeTransfers--;
     });
   }
 }
@@ -594,12 +594,10 @@ bool Transport::dispatch(const std::shared_ptr<Connection>& conn, const FrameHea
     if (late) {
       // Submitted while we were reading: hand it over through the service thread.
       earlyBytes_ -= h.length;
-      late->activeTransfers++;
       tasks_.push_back([this, late, f = std::move(f)] {
         MemoryPayload in(f.payload);
         late->bytesReceived += FrameHeader::kWireSize + f.payload.size();
         if (!late->isDone()) late->onData(*this, f.from, f.header, in);
-        late->activeTransfers--;
       });
       serviceCv_.notify_all();
     } else {
