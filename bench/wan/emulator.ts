@@ -21,6 +21,8 @@ export interface LinkSpec {
   connMbps?: number;
   /** Aggregate cap of the link in Mbit/s (0 or undefined = none). */
   aggMbps?: number;
+  /** Shared caps (see setShared) this link's bytes also draw on, e.g. the source's uplink. */
+  shared?: number[];
 }
 
 export interface RouteSpec {
@@ -30,6 +32,7 @@ export interface RouteSpec {
   /** 0 (default) = any free port. */
   listenPort?: number;
   targetHost: string;
+  /** 0 = the port the route listens on (so a process can bind targetHost on the port it will advertise). */
   targetPort: number;
   /** Link for client -> server bytes. */
   fwdLink: number;
@@ -46,6 +49,7 @@ export interface WanStats {
   open: number;
   queuedBytes: number;
   links: Record<string, { bytes: number; connections: number }>;
+  routes: Record<string, { port: number; accepted: number; open: number }>;
 }
 
 /** Compiles a C++ tool of bench/wan (g++ -O2) unless an up-to-date build exists; returns its path. */
@@ -133,7 +137,12 @@ export class WanEmulator {
 
   /** Defines or updates a directed link; existing connections pick up the new caps at once. */
   async setLink(id: number, spec: LinkSpec): Promise<void> {
-    await this.command(`link ${id} ${spec.delayMs} ${spec.connMbps ?? 0} ${spec.aggMbps ?? 0}`);
+    await this.command(`link ${id} ${spec.delayMs} ${spec.connMbps ?? 0} ${spec.aggMbps ?? 0} ${(spec.shared ?? []).join(' ')}`.trim());
+  }
+
+  /** Defines or updates a cap shared by several links (e.g. a host's uplink), Mbit/s (0 = none). */
+  async setShared(id: number, mbps: number): Promise<void> {
+    await this.command(`shared ${id} ${mbps}`);
   }
 
   /** Opens a route; returns its id and the port it listens on. */
@@ -187,6 +196,10 @@ export function linkId(src: number, dst: number, n: number): number {
   return 1 + src * n + dst;
 }
 
+/** Shared-cap ids of host i's uplink and downlink in a WanMesh. */
+export const uplinkId = (i: number) => 10_000 + i;
+export const downlinkId = (i: number) => 20_000 + i;
+
 /**
  * A full mesh among n hosts: a link per ordered pair, and a route per ordered pair (i dials j), so that what
  * host i sends to host j crosses link i->j whichever side dialled. `addresses[i][j]` is where host i must dial
@@ -208,16 +221,33 @@ export class WanMesh {
 
   /**
    * `targets[j]` is the real address host j listens on. Every link gets `link` (or `linkFor(src, dst)`).
+   * With `hostMbps`, every host also has an uplink and a downlink of that capacity shared by all its links
+   * (shared caps `uplinkId(i)` and `downlinkId(i)`), so an algorithm that talks to all peers at once gets no more
+   * per host than a ring.
    */
   static async create(
     emu: WanEmulator,
     targets: Array<{ host: string; port: number }>,
     link: LinkSpec | ((src: number, dst: number) => LinkSpec),
-    emulatedHostOf: (i: number) => string = (i) => emulatedHost(i),
+    options: { emulatedHostOf?: (i: number) => string; hostMbps?: number } = {},
   ): Promise<WanMesh> {
     const n = targets.length;
+    const emulatedHostOf = options.emulatedHostOf ?? ((i: number) => emulatedHost(i));
     const spec = typeof link === 'function' ? link : () => link;
-    for (let s = 0; s < n; s++) for (let d = 0; d < n; d++) if (s !== d) await emu.setLink(linkId(s, d, n), spec(s, d));
+    if (options.hostMbps !== undefined) {
+      for (let i = 0; i < n; i++) {
+        await emu.setShared(uplinkId(i), options.hostMbps);
+        await emu.setShared(downlinkId(i), options.hostMbps);
+      }
+    }
+    for (let s = 0; s < n; s++) {
+      for (let d = 0; d < n; d++) {
+        if (s === d) continue;
+        const l = spec(s, d);
+        const shared = options.hostMbps !== undefined ? [...(l.shared ?? []), uplinkId(s), downlinkId(d)] : l.shared;
+        await emu.setLink(linkId(s, d, n), { ...l, shared });
+      }
+    }
     const addresses: Array<Array<{ host: string; port: number }>> = [];
     const routeIds: number[][] = [];
     for (let s = 0; s < n; s++) {
@@ -243,9 +273,9 @@ export class WanMesh {
     return new WanMesh(emu, n, addresses, routeIds);
   }
 
-  /** Changes every link of the mesh. */
-  async setAllLinks(link: LinkSpec): Promise<void> {
-    for (let s = 0; s < this.n; s++)
-      for (let d = 0; d < this.n; d++) if (s !== d) await this.emu.setLink(linkId(s, d, this.n), link);
+  /** Closes the mesh's routes (and resets their connections); the links stay defined. */
+  async close(): Promise<void> {
+    for (const row of this.routeIds) for (const id of row) if (id >= 0) await this.emu.removeRoute(id);
   }
+
 }

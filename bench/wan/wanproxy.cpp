@@ -13,10 +13,14 @@
 //
 // One thread, epoll, level-triggered, a timerfd for the next deadline. Controlled by line commands on stdin,
 // answered one line each on stdout, in order:
-//   link ID DELAY_MS CONN_MBPS AGG_MBPS           define or update a directed link (0 Mbit/s = no cap)
+//   link ID DELAY_MS CONN_MBPS AGG_MBPS [SHARED...]
+//                                                  define or update a directed link (0 Mbit/s = no cap); its
+//                                                  bytes also draw on the named shared caps
+//   shared ID MBPS                                 define or update a shared cap (e.g. one host's uplink,
+//                                                  drawn on by all its outgoing links)
 //   route ID LHOST LPORT THOST TPORT FWD REV       listen on LHOST:LPORT (0 = any), forward to THOST:TPORT;
 //                                                  client->server bytes use link FWD, server->client link REV
-//                                                  -> "ok route ID PORT"
+//                                                  -> "ok route ID PORT"; TPORT 0 = the same port as PORT
 //   unroute ID                                     close the listener and reset its connections
 //   cut ID                                         reset every connection of route ID (keep listening)
 //   stats                                          -> "stats {json}"
@@ -51,7 +55,7 @@
 
 namespace {
 
-constexpr size_t kBlock = 64 * 1024;           // read size and chunk size
+constexpr size_t kBlock = 256 * 1024;          // read size and chunk size
 constexpr size_t kSlack = 256 * 1024;          // queue slack above rate x delay
 constexpr size_t kUncappedQueue = 4 << 20;     // queue limit when a pipe has no rate cap at all
 constexpr int64_t kBurstNs = 2'000'000;        // token bucket depth, in time at the bucket's rate
@@ -97,6 +101,7 @@ struct Link {
   int64_t delayNs = 0;
   double connRate = 0;  // bytes/s per connection, 0 = none
   Bucket agg;
+  std::vector<Bucket*> shared;  // caps shared with other links (host uplink / downlink)
   uint64_t bytes = 0;
   uint64_t connections = 0;
   uint64_t vclock = 0;  // 'served' of the last pipe that wrote on this link (fair queueing between connections)
@@ -159,6 +164,7 @@ int timerFd = -1;
 int64_t armedAt = -1;
 bool running = true;
 std::map<int, std::unique_ptr<Link>> links;
+std::map<int, std::unique_ptr<Bucket>> sharedCaps;
 std::map<int, std::unique_ptr<Route>> routes;
 std::vector<Conn*> conns;  // live connections
 std::string stdinBuf;
@@ -195,8 +201,16 @@ bool parseAddr(const std::string& host, int port, sockaddr_in& out) {
   return inet_pton(AF_INET, host.c_str(), &out.sin_addr) == 1;
 }
 
+constexpr uint32_t kRemoved = ~0u;  // the fd is out of epoll: both of its directions are finished
+
 void updateMask(Conn* c, int side, uint32_t want) {
-  if (c->fd[side] < 0 || c->mask[side] == want) return;
+  if (c->fd[side] < 0 || c->mask[side] == want || c->mask[side] == kRemoved) return;
+  if (want == 0 && c->pipe[side].srcEof && c->pipe[1 - side].dstShut) {
+    // Read EOF and write side shut: epoll would report EPOLLHUP on every wait. Nothing more to do with it.
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd[side], nullptr);
+    c->mask[side] = kRemoved;
+    return;
+  }
   epoll_event ev{};
   ev.events = want;
   ev.data.ptr = &c->ref[side];
@@ -245,6 +259,8 @@ void killConn(Conn* c, bool abortive) {
 void sizePipe(Pipe& p) {
   double rate = p.bucket.rate;
   if (p.link->agg.rate > 0 && (rate <= 0 || p.link->agg.rate < rate)) rate = p.link->agg.rate;
+  for (Bucket* b : p.link->shared)
+    if (b->rate > 0 && (rate <= 0 || b->rate < rate)) rate = b->rate;
   if (rate <= 0) {
     p.limit = kUncappedQueue;
   } else {
@@ -271,8 +287,15 @@ void service(Pipe& p, int64_t now) {
     }
     p.bucket.refill(now);
     p.link->agg.refill(now);
-    if (!p.bucket.ready() || !p.link->agg.ready()) {
-      p.wakeAt = std::max(p.bucket.readyAt(now), p.link->agg.readyAt(now));
+    bool ok = p.bucket.ready() && p.link->agg.ready();
+    for (Bucket* b : p.link->shared) {
+      b->refill(now);
+      ok = ok && b->ready();
+    }
+    if (!ok) {
+      int64_t at = std::max(p.bucket.readyAt(now), p.link->agg.readyAt(now));
+      for (Bucket* b : p.link->shared) at = std::max(at, b->readyAt(now));
+      p.wakeAt = at;
       return;
     }
     ssize_t w = send(p.dst, ch.buf.get() + ch.off, ch.len - ch.off, MSG_NOSIGNAL);
@@ -287,6 +310,7 @@ void service(Pipe& p, int64_t now) {
     }
     p.bucket.consume(size_t(w));
     p.link->agg.consume(size_t(w));
+    for (Bucket* b : p.link->shared) b->consume(size_t(w));
     p.link->bytes += uint64_t(w);
     p.served += uint64_t(w);
     p.link->vclock = p.served;
@@ -420,6 +444,15 @@ std::string statsJson() {
       << "}";
     first = false;
   }
+  o << "},\"routes\":{";
+  first = true;
+  for (auto& [id, r] : routes) {
+    size_t open = 0;
+    for (Conn* c : conns) open += c->route == r.get() && !c->dead;
+    o << (first ? "" : ",") << "\"" << id << "\":{\"port\":" << r->port << ",\"accepted\":" << r->accepted
+      << ",\"open\":" << open << "}";
+    first = false;
+  }
   size_t queued = 0;
   for (Conn* c : conns) queued += c->pipe[0].queued + c->pipe[1].queued;
   o << "},\"queuedBytes\":" << queued << "}";
@@ -445,6 +478,16 @@ void command(const std::string& line) {
       reply("error usage: link ID DELAY_MS CONN_MBPS AGG_MBPS");
       return;
     }
+    std::vector<Bucket*> shared;
+    int sid;
+    while (in >> sid) {
+      auto it = sharedCaps.find(sid);
+      if (it == sharedCaps.end()) {
+        reply("error link " + std::to_string(id) + ": unknown shared cap " + std::to_string(sid));
+        return;
+      }
+      shared.push_back(it->second.get());
+    }
     auto& l = links[id];
     if (!l) {
       l = std::make_unique<Link>();
@@ -454,6 +497,7 @@ void command(const std::string& line) {
     l->delayNs = int64_t(delayMs * 1e6);
     l->connRate = connMbps * 1e6 / 8;
     l->agg.setRate(aggMbps * 1e6 / 8);
+    l->shared = shared;
     for (Conn* c : conns)
       for (Pipe& p : c->pipe)
         if (p.link == l.get()) {
@@ -461,6 +505,22 @@ void command(const std::string& line) {
           sizePipe(p);
         }
     reply("ok link " + std::to_string(id));
+  } else if (cmd == "shared") {
+    int id;
+    double mbps;
+    if (!(in >> id >> mbps) || mbps < 0) {
+      reply("error usage: shared ID MBPS");
+      return;
+    }
+    auto& b = sharedCaps[id];
+    if (!b) {
+      b = std::make_unique<Bucket>();
+      b->last = nowNs();
+    }
+    b->setRate(mbps * 1e6 / 8);
+    for (Conn* c : conns)
+      for (Pipe& p : c->pipe) sizePipe(p);
+    reply("ok shared " + std::to_string(id));
   } else if (cmd == "route") {
     int id, lport, tport, fwd, rev;
     std::string lhost, thost;
@@ -498,6 +558,7 @@ void command(const std::string& line) {
     getsockname(fd, reinterpret_cast<sockaddr*>(&la), &len);
     r->listenFd = fd;
     r->port = ntohs(la.sin_port);
+    if (tport == 0) r->target.sin_port = htons(r->port);  // target port 0: the same port as the listener's
     r->ref = FdRef{nullptr, -1, r.get()};
     epoll_event ev{};
     ev.events = EPOLLIN;
