@@ -156,6 +156,12 @@ void Socket::applyOptions(const SocketOptions& o) {
     setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, reinterpret_cast<const char*>(&b), sizeof(b));
     setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, reinterpret_cast<const char*>(&b), sizeof(b));
   }
+#ifdef TCP_NOTSENT_LOWAT
+  if (o.notSentLowWater > 0) {
+    int lowat = o.notSentLowWater;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, reinterpret_cast<const char*>(&lowat), sizeof(lowat));
+  }
+#endif
 #ifdef __APPLE__
   setsockopt(fd_, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
 #endif

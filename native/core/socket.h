@@ -21,6 +21,10 @@ std::string lastSocketError();
 struct SocketOptions {
   int bufferBytes = 4 << 20;  // SO_SNDBUF and SO_RCVBUF; large so one connection can fill a long fat pipe
   bool noDelay = true;
+  // Unsent bytes a connection may hold in its kernel buffer before a write blocks (Linux, macOS). Keeping it
+  // small makes the K writers of a link take segments in turn instead of the first ones filling megabytes of
+  // buffer that then drain at one connection's rate while the others idle. 0 = the OS default.
+  int notSentLowWater = 256 << 10;
   bool keepAlive = true;
 };
 
