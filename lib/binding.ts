@@ -47,6 +47,8 @@ export interface NativeAllReduceArgs {
   /** Fail with TIMEOUT after this many ms without progress; 0 = no deadline. */
   timeoutMs: number;
   quantization?: NativeQuantization;
+  /** 0 = auto (direct up to 64 KiB), 1 = ring, 2 = direct. */
+  algorithm?: number;
 }
 
 export interface NativeExchangeArgs {

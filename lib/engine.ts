@@ -6,6 +6,7 @@
 import { native, NativeEngine, NativePeer } from './binding';
 import { DType, DTYPE_CODES, REDUCE_OP_CODES, ReduceOp, TensorArray, resolveDType, resolveReduceOp } from './dtype';
 import { AbortError, ClosedError, fromNativeError } from './errors';
+import { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer, allReduceDevice } from './device';
 
 /** Quantized transport of float data (see docs/quantization.md). */
 export interface QuantizationOptions {
@@ -20,6 +21,7 @@ export interface QuantizationOptions {
 }
 
 export const CODEC_CODES = { uint8: 1, uint4: 2, float16: 3, bfloat16: 4 } as const;
+const ALGORITHM_CODES = { auto: 0, ring: 1, direct: 2 } as const;
 
 /** Options of one all-reduce. */
 export interface AllReduceOptions<T extends TensorArray = TensorArray> {
@@ -40,6 +42,11 @@ export interface AllReduceOptions<T extends TensorArray = TensorArray> {
   timeoutMs?: number;
   /** Send float data quantized (sum and avg only). */
   quantization?: QuantizationOptions;
+  /**
+   * 'ring' (bandwidth-optimal), 'direct' (every peer sends its whole input to every other: one network hop,
+   * for small buffers) or 'auto' (default: direct up to 64 KiB, ring above). Every peer must pass the same.
+   */
+  algorithm?: 'auto' | 'ring' | 'direct';
 }
 
 /** What an all-reduce reports. */
@@ -150,8 +157,18 @@ export class Engine {
     this.impl.configure(epoch, myIndex, peers, ticket);
   }
 
-  /** All-reduce over the current group. */
-  async allReduce<T extends TensorArray>(data: T, options: AllReduceOptions<T> = {}): Promise<AllReduceResult<T>> {
+  /**
+   * All-reduce over the current group. A {@link DeviceBuffer} (GPU memory) is staged through pinned host memory
+   * with the same semantics (see docs/gpu.md).
+   */
+  allReduce(data: DeviceBuffer, options?: DeviceAllReduceOptions): Promise<DeviceAllReduceResult>;
+  allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>>;
+  async allReduce(data: TensorArray | DeviceBuffer, options: object = {}): Promise<unknown> {
+    if (data instanceof DeviceBuffer) return allReduceDevice(this, data, options as DeviceAllReduceOptions);
+    return this.hostAllReduce(data, options as AllReduceOptions);
+  }
+
+  private async hostAllReduce<T extends TensorArray>(data: T, options: AllReduceOptions<T>): Promise<AllReduceResult<T>> {
     const stack = new Error().stack;
     if (this.closed) throw new ClosedError('The engine is closed');
     const dtype = resolveDType(data, options.dtype);
@@ -189,6 +206,9 @@ export class Engine {
         seed: checkInteger('quantization.seed', q.seed ?? 0, 0, 2 ** 32 - 1),
       };
     }
+    if (options.algorithm !== undefined && !(options.algorithm in ALGORITHM_CODES)) {
+      throw new TypeError(`Unknown algorithm ${JSON.stringify(options.algorithm)}; expected auto, ring or direct`);
+    }
     const signal = options.signal;
     if (signal?.aborted) throw new AbortError(`All-reduce (tag ${tag}) aborted before it started`, { cause: signal.reason });
     const onAbort = () => this.impl.abort(tag, abortMessage(signal?.reason));
@@ -202,6 +222,7 @@ export class Engine {
         tag,
         timeoutMs,
         quantization,
+        algorithm: ALGORITHM_CODES[options.algorithm ?? 'auto'],
       });
       return { data: output, worldSize: r.worldSize, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived };
     } catch (err) {

@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { AllReduceOptions, AllReduceResult, Engine, EngineOptions } from './engine';
 import { TensorArray } from './dtype';
+import type { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer } from './device';
 
 export interface RingGroupOptions extends EngineOptions {
   /** This peer's position in `peers`. */
@@ -88,8 +89,10 @@ export class RingGroup {
    * op and tag. Resolves when this peer holds the result; rejects with PeerLostError, TimeoutError, AbortError or
    * MismatchError, leaving `data` as it was.
    */
-  allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>> {
-    return this.engine.allReduce(data, options);
+  allReduce(data: DeviceBuffer, options?: DeviceAllReduceOptions): Promise<DeviceAllReduceResult>;
+  allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>>;
+  allReduce(data: TensorArray | DeviceBuffer, options?: object): Promise<unknown> {
+    return this.engine.allReduce(data as TensorArray, options as AllReduceOptions);
   }
 
   /** Closes every connection; pending operations reject with ClosedError. */

@@ -25,3 +25,8 @@ export { Logger, LogLevel } from './log';
 export { PROTOCOL_VERSION } from './protocol';
 export * from './diloco';
 export * from './shared-state';
+export {
+  DeviceBuffer, DeviceBufferOptions, allReduceDevice, AllReduceTarget, DeviceAllReduceOptions, DeviceAllReduceResult,
+  cudaInfo, CudaInfo, CudaUnavailableError, CudaError, gpuEncode, gpuDecode, encodedSize as gpuEncodedSize, GpuCodec,
+  GpuCodecOptions, NcclCommunicator,
+} from './device';

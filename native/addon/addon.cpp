@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "codec.h"
+#include "direct.h"
 #include "dtype.h"
 #include "exchange.h"
 #include "hash.h"
@@ -16,6 +17,7 @@
 #include "quantized.h"
 #include "ring.h"
 #include "transport.h"
+#include "device.h"
 
 namespace {
 
@@ -216,7 +218,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     AllReduceBuffers b{in.data, out.data, in.bytes / es, static_cast<DType>(dtype), static_cast<ReduceOp>(op)};
     uint32_t segBytes = transport_ ? transport_->options().maxSegmentBytes : 262144;
     std::shared_ptr<Operation> ring;
+    // 0 = auto (direct for small buffers, ring otherwise), 1 = ring, 2 = direct; every peer must choose alike.
+    uint32_t algorithm = a.Has("algorithm") && !a.Get("algorithm").IsUndefined() ? uintArg(env, a.Get("algorithm"), "algorithm", 2) : 0;
+    bool direct = algorithm == 2 || (algorithm == 0 && in.bytes <= kDirectMaxBytes);
     if (quantized) ring = std::make_shared<QuantizedAllReduce>(b, qp, segBytes);
+    else if (direct) ring = std::make_shared<DirectAllReduce>(b);
     else ring = std::make_shared<RingAllReduce>(b, segBytes);
     ring->key.tag = static_cast<uint64_t>(tagD);
     std::weak_ptr<Operation> weak = ring;
@@ -476,6 +482,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("encode", Napi::Function::New(env, EncodeJs));
   exports.Set("decode", Napi::Function::New(env, DecodeJs));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfoJs));
+  tccl_addon::registerDevice(env, exports);  // native/addon/device.cpp: DeviceMemory, cudaInfo, NCCL
   return exports;
 }
 

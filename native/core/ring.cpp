@@ -142,6 +142,10 @@ bool RingAllReduce::onData(Transport& t, int from, const FrameHeader& h, Payload
                     " x " + dtypeName(buf_.dtype) + " op " + reduceOpName(buf_.op) +
                     ": every peer must pass the same element count, dtype, op and quantization for the same tag");
   }
+  if (h.phase != kReduceScatter && h.phase != kAllGather && h.phase < 4) {
+    return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " +
+                                         peerIds[from] + " does not use the ring; pass the same \"algorithm\" option on every peer");
+  }
   int leftPeer = (r_ - 1 + n_) % n_;
   if (from != leftPeer || (h.phase != kReduceScatter && h.phase != kAllGather) || h.step < 1 || h.step >= n_) {
     return fail(ErrorCode::Protocol, "unexpected all-reduce frame from " + peerIds[from]);

@@ -733,6 +733,7 @@ void Transport::complete(const std::shared_ptr<Operation>& op) {
     auto it = ops_.find(op->key);
     if (it != ops_.end() && it->second == op) ops_.erase(it);
   }
+  op->onSucceeded();
   if (op->onSettled) op->onSettled(OpError{});
 }
 

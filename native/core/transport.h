@@ -117,6 +117,8 @@ class Operation : public std::enable_shared_from_this<Operation> {
   virtual bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) = 0;
   // A send item of this op was fully written.
   virtual void onSent(Transport& t, const SendItem& item) {}
+  // The op succeeded: called once, after it can no longer fail and before onSettled; publish results here.
+  virtual void onSucceeded() {}
   // The op failed (any reason). Called once, without transport locks held, after no thread still touches op
   // memory; restore the caller's buffers here.
   virtual void onFailed(const OpError& error) {}

@@ -44,20 +44,33 @@ t.test('rings of 1 to 5 processes, counts 0, 1, below the peer count, not divisi
   }
 });
 
-t.test('every dtype x op on 3 peers matches the JS reference, in place and out of place', async (t) => {
+t.test('every dtype x op on 3 peers matches the JS reference, ring and direct, in place and out of place', async (t) => {
   const peers = await startRing(3);
   t.teardown(() => stopAll(peers));
   const ops = [];
   let tag = 0;
-  for (const dtype of ALL_DTYPES) {
-    for (const op of ALL_OPS) ops.push({ dtype, op, count: 37, seed: tag, tag: tag++, returnData: true, outOfPlace: tag % 2 === 0 });
+  for (const algorithm of ['ring', 'direct'] as const) {
+    for (const dtype of ALL_DTYPES) {
+      for (const op of ALL_OPS) ops.push({ dtype, op, count: 37, seed: tag, tag: tag++, returnData: true, outOfPlace: tag % 2 === 0, algorithm });
+    }
   }
-  // All 60 operations are in flight at once, each under its own tag.
+  // All 120 operations are in flight at once, each under its own tag.
   const results = await allReduceOn(peers, ops);
   ops.forEach((o, i) => {
-    checkResults(t, results.map((r) => r[i]), o.dtype as DType, o.op as ReduceOp, 37, o.seed, `${o.dtype} ${o.op}`);
-    if (o.outOfPlace) t.ok(results.every((r) => r[i].inputIntact), `${o.dtype} ${o.op}: out-of-place leaves the input alone`);
+    const label = `${o.algorithm} ${o.dtype} ${o.op}`;
+    checkResults(t, results.map((r) => r[i]), o.dtype as DType, o.op as ReduceOp, 37, o.seed, label);
+    if (o.outOfPlace) t.ok(results.every((r) => r[i].inputIntact), `${label}: out-of-place leaves the input alone`);
   });
+});
+
+t.test('peers that choose different algorithms for the same tag get a MismatchError', async (t) => {
+  const peers = await startRing(2);
+  t.teardown(() => stopAll(peers));
+  const results = await allReduceOn(peers, (p) => [{ dtype: 'float32', op: 'sum', count: 100, algorithm: p.rank === 0 ? 'ring' : 'direct', timeoutMs: 10000 }]);
+  for (const r of results) {
+    t.equal(r[0].code, 'MISMATCH', r[0].message);
+    t.equal(r[0].inputIntact, true, 'input intact');
+  }
 });
 
 t.test('concurrent tagged operations started in different orders on each peer', async (t) => {

@@ -1,0 +1,114 @@
+#include "direct.h"
+
+#include <cstring>
+#include <string>
+
+#include "reduce.h"
+
+namespace tccl {
+
+namespace {
+constexpr uint8_t kDirectPhase = 3;
+}
+
+DirectAllReduce::DirectAllReduce(const AllReduceBuffers& buffers)
+    : buf_(buffers), bytes_(buffers.count * dtypeSize(buffers.dtype)) {}
+
+void DirectAllReduce::prepare() {
+  inputs_.resize(static_cast<size_t>(worldSize) * bytes_);
+  arrived_.assign(static_cast<size_t>(worldSize), 0);
+  arrived_[static_cast<size_t>(myIndex)] = 1;
+  // Our own input goes into its slot now: the caller's buffer is then only written once, at the end.
+  if (bytes_) std::memcpy(inputs_.data() + static_cast<size_t>(myIndex) * bytes_, buf_.input, bytes_);
+}
+
+void DirectAllReduce::start(Transport& t) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sendsQueued_ = worldSize - 1;
+  }
+  const uint8_t* mine = inputs_.data() + static_cast<size_t>(myIndex) * bytes_;
+  for (int p = 0; p < worldSize; ++p) {
+    if (p == myIndex) continue;
+    SendItem item;
+    item.header.type = FrameType::Data;
+    item.header.dtype = static_cast<uint8_t>(buf_.dtype);
+    item.header.op = static_cast<uint8_t>(buf_.op);
+    item.header.phase = kDirectPhase;
+    item.header.count = buf_.count;
+    item.header.length = static_cast<uint32_t>(bytes_);
+    item.payload = mine;
+    if (!t.send(p, std::move(item), shared_from_this())) {
+      const std::string& who = peerIds[static_cast<size_t>(p)];
+      t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + who + " is down", who}, false);
+      return;
+    }
+  }
+  maybeComplete(t);
+}
+
+bool DirectAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
+  auto fail = [&](ErrorCode code, const std::string& msg) {
+    t.fail(shared_from_this(), {code, msg, ""}, true);
+    return in.discard(h.length);
+  };
+  const std::string& who = peerIds[static_cast<size_t>(from)];
+  if (h.count != buf_.count || h.dtype != static_cast<uint8_t>(buf_.dtype) || h.op != static_cast<uint8_t>(buf_.op) ||
+      h.codec != 0) {
+    return fail(ErrorCode::Mismatch,
+                "peers disagree on all-reduce tag " + std::to_string(key.tag) + ": " + who + " has " + std::to_string(h.count) +
+                    " x " + (isValidDType(h.dtype) ? dtypeName(static_cast<DType>(h.dtype)) : "?") + " op " +
+                    (isValidReduceOp(h.op) ? reduceOpName(static_cast<ReduceOp>(h.op)) : "?") + (h.codec ? " quantized" : "") +
+                    ", " + peerIds[static_cast<size_t>(myIndex)] + " has " + std::to_string(buf_.count) + " x " +
+                    dtypeName(buf_.dtype) + " op " + reduceOpName(buf_.op) +
+                    ": every peer must pass the same element count, dtype, op and quantization for the same tag");
+  }
+  if (h.phase != kDirectPhase) {
+    return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " + who +
+                                         " does not use the direct algorithm; pass the same \"algorithm\" option on every peer");
+  }
+  if (h.length != bytes_) return fail(ErrorCode::Protocol, "all-reduce frame from " + who + " has the wrong length");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (arrived_[static_cast<size_t>(from)]) return fail(ErrorCode::Protocol, "duplicate all-reduce frame from " + who);
+    arrived_[static_cast<size_t>(from)] = 1;
+  }
+  if (bytes_ && !in.read(inputs_.data() + static_cast<size_t>(from) * bytes_, bytes_)) return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++received_;
+  }
+  maybeComplete(t);
+  return true;
+}
+
+void DirectAllReduce::onSent(Transport& t, const SendItem&) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++sendsDone_;
+  }
+  maybeComplete(t);
+}
+
+void DirectAllReduce::maybeComplete(Transport& t) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (received_ != worldSize - 1 || sendsDone_ != sendsQueued_ || isDone()) return;
+    // Claim the reduction so that two threads finishing at once do not both write the output.
+    received_ = -1;
+  }
+  // The same sequence of calls on every peer: ((x0 op x1) op x2) ..., then one division for avg.
+  if (bytes_) {
+    uint8_t* acc = inputs_.data();
+    for (int p = 1; p < worldSize; ++p) reduceInto(buf_.dtype, buf_.op, acc, inputs_.data() + static_cast<size_t>(p) * bytes_, buf_.count);
+    if (buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, acc, buf_.count, static_cast<uint32_t>(worldSize));
+  }
+  t.complete(shared_from_this());
+}
+
+void DirectAllReduce::onSucceeded() {
+  // Only now, when the op can no longer fail, is the caller's buffer written.
+  if (bytes_) std::memcpy(buf_.output, inputs_.data(), bytes_);
+}
+
+}  // namespace tccl

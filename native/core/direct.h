@@ -1,0 +1,37 @@
+// Direct all-reduce for small buffers: every peer sends its whole input to every other peer and reduces all N
+// inputs itself, in peer-index order, so every peer computes the same bits. One one-way network hop instead of
+// the ring's 2(N-1), at the price of (N-1) x S bytes sent per peer, which only pays off for small S.
+#pragma once
+#include <mutex>
+#include <vector>
+
+#include "ring.h"
+
+namespace tccl {
+
+// Buffers up to this size use the direct algorithm (every peer decides alike from the count and dtype).
+constexpr uint64_t kDirectMaxBytes = 64 << 10;
+
+class DirectAllReduce : public Operation {
+ public:
+  explicit DirectAllReduce(const AllReduceBuffers& buffers);
+
+  void prepare() override;
+  void start(Transport& t) override;
+  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  void onSent(Transport& t, const SendItem& item) override;
+  void onSucceeded() override;
+
+ private:
+  void maybeComplete(Transport& t);
+
+  AllReduceBuffers buf_;
+  size_t bytes_;
+  std::vector<uint8_t> inputs_;  // N slots of bytes_: every peer's input, ours included
+  std::vector<uint8_t> arrived_;
+  std::mutex mu_;
+  int received_ = 0;
+  int sendsQueued_ = 0, sendsDone_ = 0;
+};
+
+}  // namespace tccl
