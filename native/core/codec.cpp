@@ -6,17 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TCCL_RESTRICT __restrict
-#else
-#define TCCL_RESTRICT __restrict__
-#endif
+#include "kernel_config.h"
 
 namespace tccl {
 namespace {

@@ -53,16 +53,8 @@ bool DirectAllReduce::onData(Transport& t, int from, const FrameHeader& h, Paylo
     return in.discard(h.length);
   };
   const std::string& who = peerIds[static_cast<size_t>(from)];
-  if (h.count != buf_.count || h.dtype != static_cast<uint8_t>(buf_.dtype) || h.op != static_cast<uint8_t>(buf_.op) ||
-      h.codec != 0) {
-    return fail(ErrorCode::Mismatch,
-                "peers disagree on all-reduce tag " + std::to_string(key.tag) + ": " + who + " has " + std::to_string(h.count) +
-                    " x " + (isValidDType(h.dtype) ? dtypeName(static_cast<DType>(h.dtype)) : "?") + " op " +
-                    (isValidReduceOp(h.op) ? reduceOpName(static_cast<ReduceOp>(h.op)) : "?") + (h.codec ? " quantized" : "") +
-                    ", " + peerIds[static_cast<size_t>(myIndex)] + " has " + std::to_string(buf_.count) + " x " +
-                    dtypeName(buf_.dtype) + " op " + reduceOpName(buf_.op) +
-                    ": every peer must pass the same element count, dtype, op and quantization for the same tag");
-  }
+  std::string mismatch = allReduceMismatch(key, h, who, peerIds[static_cast<size_t>(myIndex)], buf_);
+  if (!mismatch.empty()) return fail(ErrorCode::Mismatch, mismatch);
   if (h.phase != kDirectPhase) {
     return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " + who +
                                          " does not use the direct algorithm; pass the same \"algorithm\" option on every peer");

@@ -8,17 +8,7 @@
 
 #include "codec.h"
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TCCL_RESTRICT __restrict
-#else
-#define TCCL_RESTRICT __restrict__
-#endif
+#include "kernel_config.h"
 
 namespace tccl {
 namespace {

@@ -17,6 +17,17 @@ std::vector<uint8_t>& scratchBuffer(size_t bytes) {
 }
 }  // namespace
 
+std::string allReduceMismatch(const OpKey& key, const FrameHeader& h, const std::string& sender, const std::string& self,
+                              const AllReduceBuffers& mine) {
+  if (h.count == mine.count && h.dtype == static_cast<uint8_t>(mine.dtype) && h.op == static_cast<uint8_t>(mine.op) && h.codec == 0)
+    return "";
+  return "peers disagree on all-reduce tag " + std::to_string(key.tag) + ": " + sender + " has " + std::to_string(h.count) + " x " +
+         (isValidDType(h.dtype) ? dtypeName(static_cast<DType>(h.dtype)) : "?") + " op " +
+         (isValidReduceOp(h.op) ? reduceOpName(static_cast<ReduceOp>(h.op)) : "?") + (h.codec ? " quantized" : "") + ", " + self +
+         " has " + std::to_string(mine.count) + " x " + dtypeName(mine.dtype) + " op " + reduceOpName(mine.op) +
+         ": every peer must pass the same element count, dtype, op and quantization for the same tag";
+}
+
 RingAllReduce::RingAllReduce(const AllReduceBuffers& buffers, uint32_t maxSegmentBytes)
     : buf_(buffers), inPlace_(buffers.input == buffers.output), elem_(dtypeSize(buffers.dtype)) {
   segBytes_ = static_cast<uint32_t>(maxSegmentBytes / elem_ * elem_);
@@ -132,16 +143,8 @@ bool RingAllReduce::onData(Transport& t, int from, const FrameHeader& h, Payload
     t.fail(shared_from_this(), {code, msg, ""}, true);
     return in.discard(h.length);
   };
-  if (h.count != buf_.count || h.dtype != static_cast<uint8_t>(buf_.dtype) || h.op != static_cast<uint8_t>(buf_.op) ||
-      h.codec != 0) {
-    return fail(ErrorCode::Mismatch,
-                "peers disagree on all-reduce tag " + std::to_string(key.tag) + ": " + peerIds[from] + " has " +
-                    std::to_string(h.count) + " x " + (isValidDType(h.dtype) ? dtypeName(static_cast<DType>(h.dtype)) : "?") +
-                    " op " + (isValidReduceOp(h.op) ? reduceOpName(static_cast<ReduceOp>(h.op)) : "?") +
-                    (h.codec ? " quantized" : "") + ", " + peerIds[r_] + " has " + std::to_string(buf_.count) +
-                    " x " + dtypeName(buf_.dtype) + " op " + reduceOpName(buf_.op) +
-                    ": every peer must pass the same element count, dtype, op and quantization for the same tag");
-  }
+  std::string mismatch = allReduceMismatch(key, h, peerIds[from], peerIds[r_], buf_);
+  if (!mismatch.empty()) return fail(ErrorCode::Mismatch, mismatch);
   if (h.phase != kReduceScatter && h.phase != kAllGather && h.phase < 4) {
     return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " +
                                          peerIds[from] + " does not use the ring; pass the same \"algorithm\" option on every peer");

@@ -6,6 +6,7 @@
 // owner (peer c-1) and copied to everyone, so every peer ends with the same bits.
 #pragma once
 #include <memory>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct AllReduceBuffers {
   DType dtype = DType::F32;
   ReduceOp op = ReduceOp::Sum;
 };
+
+// The MismatchError text when a frame's header does not describe the same all-reduce as this peer's (empty when
+// it does): names both peers' element count, dtype, op and quantization.
+std::string allReduceMismatch(const OpKey& key, const FrameHeader& h, const std::string& sender, const std::string& self,
+                              const AllReduceBuffers& mine);
 
 class RingAllReduce : public Operation {
  public:
