@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: the embedded default. An in-process master with a run token, three peer processes on loopback
- * all-reducing 16 MiB every step; one peer is killed and the run goes on; a new peer joins late and is voted in;
- * then a short DiLoCo training run on MNIST (examples/diloco) with the same machinery.
+ * all-reducing 16 MiB every step and syncing a 16 MiB shared state after each vote; one peer is killed and the run
+ * goes on; a new peer joins late, is voted in and receives the shared state; then a short DiLoCo training run on
+ * MNIST (examples/diloco) with the same machinery.
  *   node --import tsx examples/demo.ts [--no-train]
  */
 import { ChildProcess, spawn } from 'node:child_process';
@@ -21,6 +22,20 @@ async function allReduceDemo(): Promise<void> {
   const peers = new Map<string, ChildProcess>();
   let steps = 0;
   let lastWorld = 0;
+  // Shared-state hashes by revision (from peer-a), to check what a late joiner received.
+  const hashAt = new Map<number, string>();
+  const catchUps: { label: string; revision: number; hash: string; bytes: number; ms: number }[] = [];
+  const report = () => {
+    for (const c of [...catchUps]) {
+      const ref = hashAt.get(c.revision);
+      if (ref === undefined) continue;
+      catchUps.splice(catchUps.indexOf(c), 1);
+      console.log(
+        `${c.label}: received the shared state: ${(c.bytes / 2 ** 20).toFixed(1)} MiB in ${c.ms.toFixed(0)} ms, revision ${c.revision}, ` +
+          `weights hash ${c.hash} ${ref === c.hash ? '= peer-a\'s (hashes match)' : `!= peer-a's ${ref}`}`,
+      );
+    }
+  };
   const start = (label: string, value: number) => {
     const child = spawn(process.execPath, ['--import', 'tsx', PEER, `127.0.0.1:${port}`, token, label, String(value)], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -39,6 +54,15 @@ async function allReduceDemo(): Promise<void> {
               `first and last element agree: ${e.sum === e.last})  ${e.ms.toFixed(1)} ms, ${e.mbps.toFixed(0)} MB/s`,
           );
         }
+      } else if (e.ev === 'synced') {
+        if (e.label === 'peer-a') {
+          hashAt.set(e.revision, e.hash);
+          hashAt.delete(e.revision - 50);
+          report();
+        }
+      } else if (e.ev === 'caughtUp') {
+        catchUps.push({ label: e.label, revision: e.revision, hash: e.hash, bytes: e.bytes, ms: e.ms });
+        report();
       } else console.log(`${e.label}: ${e.ev} ${e.message ?? ''}`);
     });
   };
@@ -55,7 +79,7 @@ async function allReduceDemo(): Promise<void> {
   await sleep(4000);
   for (const child of peers.values()) child.kill('SIGTERM');
   await master.close();
-  console.log(`\nall-reduce demo done: ${steps} steps completed across the peers, one peer killed, one joined.\n`);
+  console.log(`\nall-reduce demo done: ${steps} steps completed across the peers, one peer killed, one joined and caught up.\n`);
 }
 
 async function trainingDemo(): Promise<void> {

@@ -19,6 +19,7 @@ export const version = '0.1.0';
 export { Master, MasterOptions } from './master/master';
 export {
   Communicator, CommunicatorOptions, CommunicatorAllReduceResult, AllReduceManyOptions, ManyItem, UpdateTopologyResult,
+  SyncSharedStateOptions, SyncSharedStateResult, PlainSharedState,
 } from './peer/communicator';
 export { init, allReduce, defaultCommunicator, shutdown, InitOptions } from './default';
 export { Logger, LogLevel } from './log';

@@ -10,9 +10,11 @@ import * as net from 'node:net';
 import { ProtocolError } from '../errors';
 import { Logger, LogLevel } from '../log';
 import {
-  Ack, Connection, DEFAULT_MAX_FRAME_BYTES, Done, Fail, Hello, Lost, PROTOCOL_NAME, PROTOCOL_VERSION, Register, Vote,
-  makeNonce, masterProof, peerProof, proofMatches, validateMessage,
+  Ack, Connection, DEFAULT_MAX_FRAME_BYTES, Done, Fail, Hello, Lost, PROTOCOL_NAME, PROTOCOL_VERSION, Register, StateDoneMsg,
+  StateReportMsg, Vote, makeNonce, masterProof, peerProof, proofMatches, validateMessage,
 } from '../protocol';
+import { PeerStateReport, SyncDecision, electSharedState, validateStateReport } from '../shared-state/election';
+import type { DType } from '../dtype';
 
 export interface MasterOptions {
   /** Address to listen on (default '127.0.0.1'; use '0.0.0.0' to accept remote peers). */
@@ -66,9 +68,56 @@ interface GroupState {
   ops: Map<string, Set<string>>;
   committed: Set<string>;
   aborted: Map<string, { code: string; message: string }>;
+  /** The shared-state sync in progress, if any. */
+  sync?: SyncRound;
+  /** Reports for the next sync from peers that already finished the current one (they failed it). */
+  nextReports: Map<string, PeerStateReport>;
+  syncSeq: number;
+  /** Tag ranges handed out to sync attempts so far. */
+  stateTags: number;
+  /**
+   * The group's last successful sync per state layout (its sorted keys): the revision rule of the next election
+   * of that state. Keyed by layout so that one group can sync several distinct states (e.g. two optimizers).
+   */
+  lastSyncs: Map<string, { revision: number; peers: string[] }>;
 }
 
+/**
+ * One shared-state sync of a group: collect a report from every member (a vote with a deadline), elect,
+ * broadcast the decision, wait until every member is done. A member lost while the decision is executed
+ * starts a new attempt: the survivors re-report (their states are exactly what they hold now) and the master
+ * elects again.
+ */
+interface SyncRound {
+  id: number;
+  attempt: number;
+  phase: 'collect' | 'execute' | 'retry';
+  reports: Map<string, PeerStateReport>;
+  /** Peers that finished this sync with an error (they take no further part), and why. */
+  failed: Map<string, string>;
+  /** Peers that completed the current attempt's decision. */
+  done: Set<string>;
+  decision?: SyncDecision;
+  /** The epoch the decision is executed in. */
+  epoch: number;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * Shared-state syncs use exchange tags from here on, a fresh range of STATE_TAG_SPAN per attempt, far above any
+ * tag a user picks for an all-reduce.
+ */
+export const STATE_TAG_BASE = 2 ** 52;
+const STATE_TAG_SPAN = 8;
+
 const MAX_REMEMBERED_OPS = 4096;
+/** State layouts whose last sync a group remembers (for the revision rule). */
+const MAX_REMEMBERED_STATES = 64;
+
+/** A state's layout identity: its sorted keys. */
+function layoutOf(entries: Record<string, unknown>): string {
+  return JSON.stringify(Object.keys(entries).sort());
+}
 
 function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -172,6 +221,7 @@ export class Master {
     for (const g of this.groups.values()) {
       if (g.reforming) clearTimeout(g.reforming.timer);
       if (g.voteTimer) clearTimeout(g.voteTimer);
+      if (g.sync?.timer) clearTimeout(g.sync.timer);
     }
     for (const c of this.connections) {
       c.sendAndClose({ t: 'error', code: 'CLOSED', message: 'the master shut down' });
@@ -288,7 +338,7 @@ export class Master {
     if (!g) {
       g = {
         id: m.peerGroup, epoch: 0, members: [], pending: [], ticket: randomBytes(16), votes: new Map(), voteReplies: [],
-        ops: new Map(), committed: new Set(), aborted: new Map(),
+        ops: new Map(), committed: new Set(), aborted: new Map(), nextReports: new Map(), syncSeq: 0, stateTags: 0, lastSyncs: new Map(),
       };
       this.groups.set(m.peerGroup, g);
     }
@@ -346,9 +396,17 @@ export class Master {
 
   private onPeerMessage(p: PeerRecord, raw: Record<string, unknown>): void {
     if (p.dropped) return;
-    const m = validateMessage<Vote | Ack | Done | Fail | Lost | { t: 'bye' }>(raw, ['vote', 'ack', 'done', 'fail', 'lost', 'bye']);
+    const m = validateMessage<Vote | Ack | Done | Fail | Lost | StateReportMsg | StateDoneMsg | { t: 'bye' }>(raw, [
+      'vote', 'ack', 'done', 'fail', 'lost', 'bye', 'stateReport', 'stateDone',
+    ]);
     const g = p.group;
     switch (m.t) {
+      case 'stateReport':
+        this.onStateReport(p, m);
+        return;
+      case 'stateDone':
+        this.onStateDone(p, m);
+        return;
       case 'vote': {
         if (!p.member) {
           p.conn.send({ t: 'voteResult', id: m.id, ok: false, epoch: g.epoch, accepted: 0, code: 'NOT_MEMBER', message: 'this peer has not been accepted yet' });
@@ -473,6 +531,12 @@ export class Master {
       abortedOps: abortedOps || undefined,
     });
     for (const q of g.members) this.sendRing(g, q, reason);
+    const sync = g.sync;
+    if (sync && sync.phase === 'execute') {
+      // The decision was being executed in an older epoch: its transfers fail; re-decide once the ring is ready.
+      sync.phase = 'retry';
+      this.log.info('shared-state sync interrupted; it restarts when the group is ready', { group: g.id, sync: sync.id, attempt: sync.attempt, reason });
+    }
     const timer = setTimeout(() => {
       const r = g.reforming;
       if (!r) return;
@@ -490,6 +554,7 @@ export class Master {
     g.reforming = undefined;
     this.log.debug('epoch ready', { group: g.id, epoch: g.epoch });
     for (const q of g.members) q.conn.send({ t: 'ready', epoch: g.epoch });
+    this.stateEpochReady(g);
     const replies = g.voteReplies;
     g.voteReplies = [];
     for (const v of replies) {
@@ -511,6 +576,12 @@ export class Master {
     } else {
       g.members = g.members.filter((q) => q !== p);
       g.votes.delete(p.id);
+      g.nextReports.delete(p.id);
+      if (g.sync) {
+        g.sync.reports.delete(p.id);
+        g.sync.failed.delete(p.id);
+        g.sync.done.delete(p.id);
+      }
       g.voteReplies = g.voteReplies.filter((v) => v.peer !== p);
       (quiet ? this.log.info : this.log.warn).call(this.log, quiet ? 'peer left' : 'peer dropped', {
         peer: p.id, group: g.id, reason, epoch: g.epoch, survivors: g.members.length,
@@ -526,11 +597,190 @@ export class Master {
       } else {
         if (g.reforming) clearTimeout(g.reforming.timer);
         if (g.voteTimer) clearTimeout(g.voteTimer);
+        if (g.sync?.timer) clearTimeout(g.sync.timer);
         this.groups.delete(g.id);
         this.log.info('group is empty', { group: g.id });
       }
     }
     this.broadcastWorld();
+  }
+
+  // ---- shared-state sync ----
+
+  /** A peer's report for a sync (attempt 0: it called syncSharedState; attempt n: it answers stateRetry n). */
+  private onStateReport(p: PeerRecord, m: StateReportMsg): void {
+    const g = p.group;
+    if (!p.member) {
+      p.conn.send({ t: 'stateFail', sync: 0, code: 'NOT_MEMBER', message: 'this peer has not been accepted into its group yet' });
+      return;
+    }
+    let report: PeerStateReport;
+    try {
+      report = validateStateReport({
+        peerId: p.id, strategy: m.strategy, revision: m.revision,
+        entries: Object.fromEntries(Object.entries(m.entries).map(([k, e]) => [k, { hash: e.hash, byteLength: e.byteLength, dtype: e.dtype as DType }])),
+      });
+    } catch (err) {
+      throw new ProtocolError((err as Error).message);
+    }
+    let sync = g.sync;
+    if (sync && m.attempt === 0 && sync.failed.has(p.id)) {
+      // It already finished the current sync (with an error) and starts the next one: keep it for later.
+      g.nextReports.set(p.id, report);
+      return;
+    }
+    if (!sync) {
+      if (m.attempt !== 0) return; // an answer to a retry of a sync that is over
+      sync = this.openSync(g);
+    }
+    if (m.attempt !== sync.attempt || sync.phase !== 'collect' || sync.failed.has(p.id)) {
+      this.log.debug('stale shared-state report ignored', { peer: p.id, attempt: m.attempt, current: sync.attempt, phase: sync.phase });
+      return;
+    }
+    sync.reports.set(p.id, report);
+    this.log.debug('shared-state report', { peer: p.id, group: g.id, sync: sync.id, revision: m.revision, strategy: m.strategy, reports: sync.reports.size, members: g.members.length });
+    this.checkSyncCollect(g);
+  }
+
+  private openSync(g: GroupState): SyncRound {
+    const sync: SyncRound = { id: ++g.syncSeq, attempt: 0, phase: 'collect', reports: new Map(), failed: new Map(), done: new Set(), epoch: g.epoch };
+    g.sync = sync;
+    this.armSyncTimer(g, sync);
+    return sync;
+  }
+
+  private armSyncTimer(g: GroupState, sync: SyncRound): void {
+    if (sync.timer) clearTimeout(sync.timer);
+    sync.timer = setTimeout(() => this.syncTimedOut(g, sync), this.voteTimeoutMs);
+    sync.timer.unref();
+  }
+
+  /** Members that still take part in the sync (those that failed it are out). */
+  private syncParticipants(g: GroupState, sync: SyncRound): PeerRecord[] {
+    return g.members.filter((q) => !sync.failed.has(q.id));
+  }
+
+  private syncTimedOut(g: GroupState, sync: SyncRound): void {
+    if (g.sync !== sync || sync.phase !== 'collect') return;
+    const missing = this.syncParticipants(g, sync).filter((q) => !sync.reports.has(q.id)).map((q) => q.id);
+    const message = `syncSharedState timed out after ${this.voteTimeoutMs} ms: ${missing.join(', ') || 'nobody'} did not call it (every member of the group must)`;
+    this.log.warn('shared-state sync timed out', { group: g.id, sync: sync.id, missing: missing.join(',') });
+    for (const q of this.syncParticipants(g, sync)) q.conn.send({ t: 'stateFail', sync: sync.id, code: 'TIMEOUT', message });
+    this.finishSync(g, sync);
+  }
+
+  private checkSyncCollect(g: GroupState): void {
+    const sync = g.sync;
+    if (!sync || sync.phase !== 'collect' || g.reforming) return;
+    const parts = this.syncParticipants(g, sync);
+    if (parts.length === 0) {
+      this.finishSync(g, sync);
+      return;
+    }
+    if (!parts.every((q) => sync.reports.has(q.id))) return;
+    const reports = parts.map((q) => sync.reports.get(q.id)!);
+    // The previous sync of this state: the layout most reports share that the group synced before.
+    const layouts = new Map<string, number>();
+    for (const r of reports) {
+      const l = layoutOf(r.entries);
+      if (g.lastSyncs.has(l)) layouts.set(l, (layouts.get(l) ?? 0) + 1);
+    }
+    const layout = [...layouts].sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1))[0]?.[0];
+    const decision = electSharedState(reports, { previous: layout === undefined ? undefined : g.lastSyncs.get(layout) });
+    for (const [peer, f] of Object.entries(decision.failures)) sync.failed.set(peer, f.code);
+    // sendOnly peers in conflict leave the group first, so the decision runs in the epoch without them.
+    const dropped = decision.drop.map((id) => g.members.find((q) => q.id === id)).filter((q): q is PeerRecord => q !== undefined);
+    const tag = STATE_TAG_BASE + (g.stateTags++ % 2 ** 40) * STATE_TAG_SPAN;
+    const send = (q: PeerRecord, epoch: number) =>
+      q.conn.send({ t: 'stateDecision', sync: sync.id, attempt: sync.attempt, epoch, tag, decision });
+    for (const q of dropped) send(q, g.epoch);
+    for (const q of dropped) this.drop(q, `${decision.failures[q.id]?.message ?? 'sendOnly conflict'}`);
+    if (g.sync !== sync) return; // the group emptied
+    sync.phase = 'execute';
+    sync.decision = decision;
+    sync.epoch = g.epoch;
+    if (sync.timer) clearTimeout(sync.timer);
+    sync.timer = undefined;
+    const notable = decision.transfers.length > 0 || Object.keys(decision.failures).length > 0 || sync.attempt > 0;
+    (notable ? this.log.info : this.log.debug).call(this.log, 'shared-state elected', {
+      group: g.id, sync: sync.id, attempt: sync.attempt || undefined, revision: decision.revision, sources: decision.sources.join(',') || undefined,
+      outdated: Object.keys(decision.outdated).join(',') || undefined, failed: Object.keys(decision.failures).join(',') || undefined,
+      transfers: decision.transfers.length,
+    });
+    for (const q of g.members) if (reports.some((r) => r.peerId === q.id)) send(q, g.epoch);
+    this.checkSyncDone(g);
+  }
+
+  private onStateDone(p: PeerRecord, m: StateDoneMsg): void {
+    const g = p.group;
+    const sync = g.sync;
+    if (!sync || (m.sync !== undefined && m.sync !== sync.id) || sync.failed.has(p.id)) return;
+    if (!m.ok) {
+      // This peer gives up on the sync (its own error, a timeout, an abort): the others go on without it.
+      sync.failed.set(p.id, m.code ?? 'INTERNAL');
+      sync.reports.delete(p.id);
+      this.log.info('a peer failed the shared-state sync', { peer: p.id, group: g.id, sync: sync.id, code: m.code, why: m.message });
+      if (sync.phase === 'collect') this.checkSyncCollect(g);
+      else this.checkSyncDone(g);
+      return;
+    }
+    if (m.attempt !== sync.attempt || sync.phase !== 'execute') return;
+    sync.done.add(p.id);
+    this.checkSyncDone(g);
+  }
+
+  private checkSyncDone(g: GroupState): void {
+    const sync = g.sync;
+    if (!sync || sync.phase !== 'execute' || g.reforming || g.epoch !== sync.epoch) return;
+    const parts = this.syncParticipants(g, sync);
+    if (!parts.every((q) => sync.done.has(q.id))) return;
+    const decision = sync.decision!;
+    if (sync.done.size > 0) {
+      const layout = layoutOf(decision.entries);
+      g.lastSyncs.delete(layout);
+      g.lastSyncs.set(layout, { revision: decision.revision, peers: [...sync.done].sort() });
+      if (g.lastSyncs.size > MAX_REMEMBERED_STATES) g.lastSyncs.delete(g.lastSyncs.keys().next().value as string);
+      for (const q of parts) q.conn.send({ t: 'stateCommit', sync: sync.id, revision: decision.revision });
+      const notable = decision.transfers.length > 0 || sync.attempt > 0;
+      (notable ? this.log.info : this.log.debug).call(this.log, 'shared state synced', { group: g.id, sync: sync.id, revision: decision.revision, peers: sync.done.size, attempts: sync.attempt + 1 });
+    }
+    this.finishSync(g, sync);
+  }
+
+  /** Called when a new epoch is ready: re-checks a collecting sync, restarts an interrupted one. */
+  private stateEpochReady(g: GroupState): void {
+    const sync = g.sync;
+    if (!sync) return;
+    if (sync.phase === 'collect') {
+      this.checkSyncCollect(g);
+      return;
+    }
+    if (sync.phase === 'execute') {
+      this.checkSyncDone(g);
+      return;
+    }
+    if (sync.phase === 'retry') {
+      sync.attempt += 1;
+      sync.phase = 'collect';
+      sync.reports.clear();
+      sync.done.clear();
+      sync.decision = undefined;
+      this.armSyncTimer(g, sync);
+      const reason = `group ${g.id} re-formed (epoch ${g.epoch}) during the transfer`;
+      for (const q of this.syncParticipants(g, sync)) q.conn.send({ t: 'stateRetry', sync: sync.id, attempt: sync.attempt, reason });
+    }
+  }
+
+  private finishSync(g: GroupState, sync: SyncRound): void {
+    if (sync.timer) clearTimeout(sync.timer);
+    if (g.sync !== sync) return;
+    g.sync = undefined;
+    if (g.nextReports.size > 0) {
+      const next = this.openSync(g);
+      for (const [id, r] of g.nextReports) if (g.members.some((q) => q.id === id)) next.reports.set(id, r);
+      g.nextReports.clear();
+      this.checkSyncCollect(g);
+    }
   }
 
   private sendWorld(p: PeerRecord): void {

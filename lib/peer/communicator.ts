@@ -7,16 +7,22 @@
  */
 import * as net from 'node:net';
 import { native } from '../binding';
+import { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer, allReduceDevice } from '../device';
 import { DType, TensorArray, resolveDType, resolveReduceOp } from '../dtype';
 import { AllReduceOptions, AllReduceResult, Engine, NativePeerLike } from './engine-like';
 import {
-  AbortError, AuthError, ClosedError, PeerLostError, ProtocolError, TcclError, TimeoutError, TooFewPeersError,
+  AbortError, AuthError, ClosedError, PeerLostError, ProtocolError, StateError, TcclError, TimeoutError, TooFewPeersError,
 } from '../errors';
 import { Logger, LogLevel } from '../log';
 import {
-  Challenge, Connection, ErrorMsg, OpAbort, OpCommit, PROTOCOL_NAME, PROTOCOL_VERSION, Ready, Ring, VoteResult, Welcome,
-  World, Dropped, makeNonce, masterProof, peerProof, proofMatches, validateMessage,
+  Challenge, Connection, ErrorMsg, OpAbort, OpCommit, PROTOCOL_NAME, PROTOCOL_VERSION, Ready, Ring, StateCommitMsg,
+  StateDecisionMsg, StateFailMsg, StateRetryMsg, VoteResult, Welcome, World, Dropped, makeNonce, masterProof, peerProof,
+  proofMatches, validateMessage,
 } from '../protocol';
+import { SharedState } from '../shared-state/state';
+import { hashState } from '../shared-state/hash';
+import { SYNC_STRATEGIES, SyncDecision, SyncStrategy } from '../shared-state/election';
+import { SyncResult, executeSyncPlan } from '../shared-state/transfer';
 
 export interface CommunicatorOptions {
   /** The master, `host:port` (`[v6]:port` for IPv6). */
@@ -67,6 +73,42 @@ export interface UpdateTopologyResult {
   /** Peers accepted by this vote. */
   accepted: number;
 }
+
+/** Options of {@link Communicator.syncSharedState}. */
+export interface SyncSharedStateOptions {
+  /**
+   * 'enforcePopular' (default): the state held by most peers wins and this peer offers its own.
+   * 'sendOnly': this peer declares it holds the right state (sendOnly peers must agree with each other).
+   * 'receiveOnly': this peer takes the group's state and offers none (e.g. a newcomer with an empty state).
+   */
+  strategy?: SyncStrategy;
+  /** Give up after this long in total, ms (default 0: no limit besides the master's vote deadline). */
+  timeoutMs?: number;
+  /** No-progress limit of each data-plane round, ms (default 30000). */
+  progressTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** What {@link Communicator.syncSharedState} did on this peer. */
+export interface SyncSharedStateResult extends SyncResult {
+  /** The master's sync number in this group. */
+  sync: number;
+  /** Elections it took (more than 1 when a peer was lost during a transfer). */
+  attempts: number;
+  /** The group epoch of the decision that completed. */
+  epoch: number;
+}
+
+/**
+ * A plain state object also accepted by {@link Communicator.syncSharedState} (e.g. DiLoCo's default state): every
+ * entry takes part (dtype from the array type), written in place; `revision` is updated like SharedState's.
+ */
+export interface PlainSharedState {
+  revision: number;
+  entries: Record<string, TensorArray>;
+}
+
+type StateMsg = StateDecisionMsg | StateRetryMsg | StateCommitMsg | StateFailMsg;
 
 interface Waiter<T> {
   resolve: (v: T) => void;
@@ -139,6 +181,10 @@ export class Communicator {
   private readonly scratch = new Map<string, TensorArray[]>();
   private readyWaiters: (Waiter<void> & { epoch: number })[] = [];
   private nextVote = 1;
+  /** The shared-state sync in progress on this peer: messages for it wait here. */
+  private stateSync?: { inbox: StateMsg[]; wake?: () => void; minSync: number; sync?: number };
+  /** Highest sync number this peer took part in: later messages of those syncs are stale. */
+  private lastSync = 0;
   private handshake?: { nonce: Uint8Array; resolve: () => void; reject: (e: Error) => void; stage: 'challenge' | 'welcome'; conn: Connection };
 
   private constructor(options: CommunicatorOptions, engine: Engine) {
@@ -250,10 +296,14 @@ export class Communicator {
    * left as it was. A PeerLostError (retryable) means the group re-forms without a lost peer: retry, or use
    * allReduceMany() which retries for you. A group of one returns its input.
    */
-  async allReduce<T extends TensorArray>(data: T, options: AllReduceOptions<T> = {}): Promise<CommunicatorAllReduceResult<T>> {
+  allReduce(data: DeviceBuffer, options?: DeviceAllReduceOptions): Promise<DeviceAllReduceResult>;
+  allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<CommunicatorAllReduceResult<T>>;
+  async allReduce(data: TensorArray | DeviceBuffer, options: object = {}): Promise<unknown> {
+    // Device memory goes through the host path below (with its retries and commit), staged in pinned memory.
+    if (data instanceof DeviceBuffer) return allReduceDevice(this, data, options as DeviceAllReduceOptions);
     const stack = new Error().stack;
     try {
-      return await this.runAllReduce(data, options);
+      return await this.runAllReduce(data, options as AllReduceOptions);
     } catch (err) {
       if (err instanceof Error && stack) err.stack = `${err.name}: ${err.message}\n${stack.split('\n').slice(1).join('\n')}`;
       throw err;
@@ -364,6 +414,240 @@ export class Communicator {
     await Promise.all(workers);
     if (firstError) throw firstError;
     return results;
+  }
+
+  /**
+   * Makes `state` bit-identical on every member of the group. Every member must call it (like updateTopology;
+   * the master waits up to its `voteTimeoutMs`). Each peer hashes its entries and reports them; the master
+   * elects the group's state (see docs/shared-state.md), and out-of-date peers fetch the entries that differ
+   * from the up-to-date peers over the data plane, split between several sources, verify the hashes, and only
+   * then write them into their live arrays (a failed sync leaves this peer's state exactly as it was).
+   *
+   * Increase `state.revision` by exactly one before each sync; a peer that does not fails with a StateError
+   * `STATE_REVISION` naming the expected revision (peers new to the group and receiveOnly peers are exempt: they
+   * take the elected revision). allowContentInequality entries are neither compared nor sent.
+   *
+   * Errors: StateError with code `STATE_REVISION`, `STATE_SENDONLY_CONFLICT` (this sendOnly peer disagreed with
+   * another one; it is also removed from the group), `STATE_NO_SOURCE` (no peer offers its state),
+   * `STATE_LAYOUT_MISMATCH` (this peer's keys, dtypes or sizes differ from the elected state),
+   * `STATE_HASH_MISMATCH` (an entry could not be received intact from any source); TimeoutError (not every member
+   * called it in time, or `timeoutMs`), AbortError (`signal`), ClosedError. A peer lost during the transfer does
+   * not fail the sync: the group re-forms and the master elects again among the survivors.
+   *
+   * @example
+   * ```ts
+   * const state = new SharedState({ weights: new Float32Array(n), step: new Float64Array(1) });
+   * for (;;) {
+   *   train(state);
+   *   await comm.updateTopology();           // admit newcomers
+   *   state.revision++;
+   *   const r = await comm.syncSharedState(state); // a newcomer (strategy: 'receiveOnly') receives everything
+   *   if (r.changedKeys.length) console.log(`received ${r.changedKeys.join(', ')} (${r.bytesReceived} bytes)`);
+   * }
+   * ```
+   */
+  async syncSharedState(state: SharedState | PlainSharedState, options: SyncSharedStateOptions = {}): Promise<SyncSharedStateResult> {
+    const stack = new Error().stack;
+    let shared: SharedState;
+    let plain: PlainSharedState | undefined;
+    if (state instanceof SharedState) shared = state;
+    else if (typeof state === 'object' && state !== null && typeof state.entries === 'object' && state.entries !== null) {
+      plain = state;
+      shared = new SharedState(state.entries, { revision: state.revision }); // wraps the same arrays, no copy
+    } else {
+      throw new TypeError('Expected "state" to be a SharedState (or a { revision, entries } object)');
+    }
+    try {
+      return await this.runSync(shared, options);
+    } catch (err) {
+      if (err instanceof Error && stack) err.stack = `${err.name}: ${err.message}\n${stack.split('\n').slice(1).join('\n')}`;
+      throw err;
+    } finally {
+      if (plain) plain.revision = shared.revision;
+    }
+  }
+
+  private async runSync(state: SharedState, options: SyncSharedStateOptions): Promise<SyncSharedStateResult> {
+    this.checkUsable();
+    if (!(state instanceof SharedState)) throw new TypeError('Expected "state" to be a SharedState');
+    if (typeof options !== 'object' || options === null) throw new TypeError('Expected syncSharedState options to be an object');
+    const strategy = options.strategy ?? 'enforcePopular';
+    if (!SYNC_STRATEGIES.includes(strategy)) {
+      throw new TypeError(`Expected "strategy" to be one of ${SYNC_STRATEGIES.join(', ')}, got ${JSON.stringify(strategy)}`);
+    }
+    const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? 0, 0, 2 ** 31 - 1);
+    const progressTimeoutMs = checkInt('progressTimeoutMs', options.progressTimeoutMs ?? 30_000, 0, 2 ** 31 - 1);
+    if (this.stateSync) throw new Error('Another syncSharedState is in progress on this communicator: one at a time');
+    const signal = options.signal;
+    if (signal?.aborted) throw new AbortError('syncSharedState aborted before it started', { cause: signal.reason });
+    // One controller for the caller's signal and our deadline; the transfer rounds listen to it.
+    const ac = new AbortController();
+    let timedOut = false;
+    const onAbort = () => ac.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = timeoutMs > 0 ? setTimeout(() => { timedOut = true; ac.abort(new Error('timeout')); }, timeoutMs) : undefined;
+    const run = { inbox: [] as StateMsg[], wake: undefined as (() => void) | undefined, minSync: this.lastSync, sync: undefined as number | undefined };
+    this.stateSync = run;
+    const stopped = (): Error | undefined => {
+      if (this.failure) return this.failure;
+      if (!ac.signal.aborted) return undefined;
+      return timedOut
+        ? new TimeoutError(`syncSharedState did not complete within ${timeoutMs} ms; this peer's state is unchanged unless the sync had committed`)
+        : new AbortError('syncSharedState aborted by AbortSignal', { cause: signal?.reason });
+    };
+    const next = async (): Promise<StateMsg> => {
+      for (;;) {
+        // What the master said comes first: a decision that fails this peer explains a `dropped` right after it.
+        const m = run.inbox.shift();
+        if (m) return m;
+        const stop = stopped();
+        if (stop) throw stop;
+        await new Promise<void>((resolve) => {
+          run.wake = resolve;
+          ac.signal.addEventListener('abort', () => resolve(), { once: true });
+          if (this.failure) resolve();
+        });
+        run.wake = undefined;
+      }
+    };
+    const total = { bytesSent: 0, bytesReceived: 0, rounds: 0, retried: [] as string[], unresolved: [] as string[], changed: new Set<string>() };
+    const timings = { transferMs: 0, verifyMs: 0, commitMs: 0 };
+    let role: SyncResult['role'] = 'upToDate';
+    let attempt = 0;
+    let attempts = 0;
+    let epoch = this.epoch;
+    const giveUp = (err: Error): Error => {
+      const e = err as TcclError;
+      this.conn?.send({
+        t: 'stateDone', sync: run.sync, attempt, ok: false,
+        code: (typeof e.code === 'string' ? e.code : 'INTERNAL').slice(0, 32), message: String(e.message).slice(0, 4000),
+      });
+      return err;
+    };
+    try {
+      try {
+        await this.waitReady(this.epoch, Infinity, 'waiting for the group to form', ac.signal);
+      } catch (err) {
+        throw stopped() ?? err;
+      }
+      report: for (;;) {
+        let digest;
+        try {
+          digest = await hashState(state);
+        } catch (err) {
+          throw giveUp(err as Error);
+        }
+        const stop = stopped();
+        if (stop) throw giveUp(stop);
+        this.conn?.send({ t: 'stateReport', attempt, strategy, revision: digest.revision, entries: digest.entries });
+        // Wait for the decision of this attempt (or a retry, or the sync failing for everyone).
+        let m: StateMsg;
+        for (;;) {
+          try {
+            m = await next();
+          } catch (err) {
+            throw giveUp(err as Error);
+          }
+          if (m.t === 'stateFail') throw errorFromCode(m.code, m.message);
+          if (m.t === 'stateRetry') {
+            if (m.attempt > attempt) {
+              attempt = m.attempt;
+              continue report;
+            }
+            continue;
+          }
+          if (m.t === 'stateDecision' && m.attempt === attempt) break;
+        }
+        const dm = m as StateDecisionMsg;
+        const decision = dm.decision as SyncDecision;
+        attempts++;
+        const mine = decision.failures[this.id];
+        if (mine) throw new StateError(mine.code, mine.message); // the master knows: it decided it
+        let result: SyncResult | undefined;
+        let retryable: Error | undefined;
+        try {
+          await this.waitReady(dm.epoch, Infinity, 'waiting for the group to form', ac.signal);
+          if (this.epoch !== dm.epoch) throw this.superseded(dm.epoch);
+          epoch = dm.epoch;
+          result = await executeSyncPlan(this.engine, { self: this.id, members: this.members }, decision, state, {
+            tag: dm.tag, timeoutMs: progressTimeoutMs, signal: ac.signal,
+          });
+        } catch (err) {
+          const stop = stopped();
+          if (stop) throw giveUp(stop);
+          const e = err as TcclError & { peer?: string };
+          if ((e instanceof TcclError && e.retryable) || this.epoch !== dm.epoch) {
+            // A peer was lost during the transfer: nothing was written here; the master re-decides after the re-form.
+            if (e instanceof PeerLostError && e.peer && this.epoch === dm.epoch) {
+              this.log.warn('lost a peer during a shared-state sync; reporting it', { lost: e.peer, err: e });
+              this.conn?.send({ t: 'lost', epoch: dm.epoch, peer: String(e.peer).slice(0, 300), message: e.message.slice(0, 4000) });
+            }
+            retryable = e;
+          } else {
+            throw giveUp(e);
+          }
+        }
+        if (result) {
+          total.bytesSent += result.bytesSent;
+          total.bytesReceived += result.bytesReceived;
+          total.rounds += result.rounds;
+          total.retried.push(...result.retried);
+          total.unresolved.push(...result.unresolved);
+          for (const k of result.changedKeys) total.changed.add(k);
+          timings.transferMs += result.timings.transferMs;
+          timings.verifyMs += result.timings.verifyMs;
+          timings.commitMs += result.timings.commitMs;
+          if (result.role === 'receiver' || role !== 'receiver') role = result.role;
+          this.conn?.send({ t: 'stateDone', sync: run.sync, attempt, ok: true });
+        }
+        // Wait for the commit (everyone done) or a retry.
+        for (;;) {
+          try {
+            m = await next();
+          } catch (err) {
+            throw giveUp(err as Error);
+          }
+          if (m.t === 'stateFail') throw errorFromCode(m.code, m.message);
+          if (m.t === 'stateRetry' && m.attempt > attempt) {
+            this.log.info('shared-state sync restarts', { attempt: m.attempt, reason: m.reason, after: retryable?.message });
+            attempt = m.attempt;
+            continue report;
+          }
+          if (m.t === 'stateCommit' && result) {
+            return {
+              ...result,
+              revision: state.revision,
+              role,
+              changedKeys: [...total.changed].sort(),
+              bytesSent: total.bytesSent,
+              bytesReceived: total.bytesReceived,
+              rounds: total.rounds,
+              retried: total.retried,
+              unresolved: total.unresolved,
+              timings,
+              sync: m.sync,
+              attempts,
+              epoch,
+            };
+          }
+        }
+      }
+    } finally {
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (run.sync !== undefined) this.lastSync = Math.max(this.lastSync, run.sync);
+      if (this.stateSync === run) this.stateSync = undefined;
+    }
+  }
+
+  /** Routes a shared-state message from the master to the sync in progress (stale ones are dropped). */
+  private onStateMessage(m: StateMsg): void {
+    const run = this.stateSync;
+    if (!run || m.sync <= run.minSync && !(m.t === 'stateFail' && m.sync === 0)) return;
+    if (run.sync === undefined && m.sync !== 0) run.sync = m.sync;
+    if (m.sync !== 0 && m.sync !== run.sync) return;
+    run.inbox.push(m);
+    run.wake?.();
   }
 
   /** Leaves the group (the others re-form at once) and releases every socket. Idempotent. */
@@ -541,10 +825,13 @@ export class Communicator {
     try {
       if (this.handshake && this.handshake.conn === conn) return this.onHandshake(conn, raw);
       if (conn !== this.conn || this.failure) return;
-      const m = validateMessage<Ring | Ready | OpCommit | OpAbort | VoteResult | World | Dropped | ErrorMsg>(raw, [
+      const m = validateMessage<Ring | Ready | OpCommit | OpAbort | VoteResult | World | Dropped | ErrorMsg | StateMsg>(raw, [
         'ring', 'ready', 'opCommit', 'opAbort', 'voteResult', 'world', 'dropped', 'error',
+        'stateDecision', 'stateRetry', 'stateCommit', 'stateFail',
       ]);
       switch (m.t) {
+        case 'stateDecision': case 'stateRetry': case 'stateCommit': case 'stateFail':
+          return this.onStateMessage(m);
         case 'ring': return this.onRing(m);
         case 'ready':
           if (m.epoch === this.epoch && m.epoch > this.readyEpoch) {
@@ -675,6 +962,7 @@ export class Communicator {
     this.opWaiters.clear();
     for (const [, w] of this.voteWaiters) w.reject(err);
     this.voteWaiters.clear();
+    this.stateSync?.wake?.();
     const conn = this.conn;
     if (conn && !conn.isClosed) {
       if (sayBye) conn.sendAndClose({ t: 'bye' });
