@@ -47,7 +47,7 @@ export interface NativeAllReduceArgs {
   /** Fail with TIMEOUT after this many ms without progress; 0 = no deadline. */
   timeoutMs: number;
   quantization?: NativeQuantization;
-  /** 0 = auto (direct up to 64 KiB), 1 = ring, 2 = direct. */
+  /** 0 = auto (direct when a peer sends at most 64 KiB that way), 1 = ring, 2 = direct. */
   algorithm?: number;
 }
 

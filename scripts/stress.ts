@@ -7,7 +7,7 @@
  * check the result against the sum over the participants of that operation, report a hash; then vote
  * (updateTopology) so newcomers get in. The run fails on any wrong result, any two participants holding
  * different bytes for one operation, any survivor crashing or being dropped, or 30 s without a completed
- * operation. Prints a JSON summary (operations, kills survived, longest stall).
+ * operation. Prints a JSON summary (operations, kills survived, longest stall); `--json FILE` also writes it.
  *
  * With `--peer host:port` this file is a peer process instead (used by the orchestrator).
  */
@@ -17,6 +17,8 @@ import * as readline from 'node:readline';
 import { Master } from '../lib/master/master';
 import { Communicator } from '../lib/peer/communicator';
 import { TcclError } from '../lib/errors';
+import * as fs from 'node:fs';
+import { machineInfo } from '../bench/common';
 
 function arg(name: string, fallback?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -148,6 +150,8 @@ async function orchestrate(): Promise<number> {
   await master.close();
   const summary = { durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, failures };
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  const out = arg('json');
+  if (out) fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), ...summary }, null, 2) + '\n');
   process.stdout.write(failures.length === 0 && ops > 0 ? 'stress: PASS\n' : 'stress: FAIL\n');
   return failures.length === 0 && ops > 0 ? 0 : 1;
 }

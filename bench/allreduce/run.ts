@@ -56,12 +56,13 @@ async function main() {
             peers: n, connections: k, bytes: size, iters: its, medianMs: ms, algbwGBs: algbw / 1e9, busbwGBs: busbw / 1e9,
             rawTcpGBs: raw[k] / 1e9, busbwOfRaw: busbw / raw[k],
             loopDelayMaxMs: Math.max(...replies.map((r) => r.loopDelayMaxMs)),
+            loopDelayP99Ms: Math.max(...replies.map((r) => r.loopDelayP99Ms)),
           };
           rows.push(row);
           console.log(
             `N=${n} K=${k} ${fmtBytes(size).padStart(8)}: ${ms.toFixed(3).padStart(9)} ms  algbw ${row.algbwGBs.toFixed(3)} GB/s  ` +
               `busbw ${row.busbwGBs.toFixed(3)} GB/s = ${(row.busbwOfRaw * 100).toFixed(0)}% of raw TCP  ` +
-              `event-loop delay max ${row.loopDelayMaxMs.toFixed(1)} ms`,
+              `event-loop delay p99 ${row.loopDelayP99Ms.toFixed(1)} ms, max ${row.loopDelayMaxMs.toFixed(1)} ms`,
           );
         }
       } finally {

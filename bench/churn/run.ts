@@ -12,6 +12,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as readline from 'node:readline';
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
+import { machineInfo, median, writeResult } from '../common';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -39,11 +40,6 @@ interface P {
   firstOp?: number;
   lastEpoch: number;
 }
-
-const median = (a: number[]) => {
-  const s = [...a].sort((x, y) => x - y);
-  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
-};
 
 async function main(): Promise<void> {
   const trials = Number(arg('trials', '20'));
@@ -117,6 +113,7 @@ async function main(): Promise<void> {
     startToFirstAllReduceMs: { median: median(joins), worst: Math.max(...joins) },
   };
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  console.error(`wrote ${writeResult('churn', { machine: machineInfo(), ...summary })}`);
   process.exit(0);
 }
 

@@ -9,8 +9,13 @@
 
 namespace tccl {
 
-// Buffers up to this size use the direct algorithm (every peer decides alike from the count and dtype).
+// The automatic choice: direct when a peer sends at most 64 KiB that way. With two peers direct and ring send the
+// same bytes (so up to 64 KiB is direct); with more, direct sends N/2 times the ring's bytes, so only tiny buffers
+// take it. Every peer of a group decides alike: it depends only on the byte count and the group size.
 constexpr uint64_t kDirectMaxBytes = 64 << 10;
+inline bool useDirect(uint64_t bytes, int worldSize) {
+  return worldSize <= 2 ? bytes <= kDirectMaxBytes : bytes * static_cast<uint64_t>(worldSize - 1) <= kDirectMaxBytes;
+}
 
 class DirectAllReduce : public Operation {
  public:
