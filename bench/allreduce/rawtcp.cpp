@@ -1,8 +1,10 @@
-// Raw loopback TCP reference for bench/allreduce: two processes, K connections between them, every connection
-// sending and receiving at once (both directions, like the two peers of a ring). Prints bytes per second per
-// direction as JSON. Uses the project's own socket layer with the same options the data plane uses.
-//   rawtcp serve <port> <K> <bytesPerDirection>
-//   rawtcp connect <host> <port> <K> <bytesPerDirection>
+// Raw loopback TCP reference for the benchmarks: two processes, K connections between them. By default every
+// connection sends and receives at once (both directions, like the two peers of a ring: bench/allreduce); with
+// `oneway` the connecting side only sends and the serving side only receives (a state transfer:
+// bench/shared-state). Prints bytes per second per direction as JSON. Uses the project's own socket layer with
+// the same options the data plane uses.
+//   rawtcp serve <port> <K> <bytesPerDirection> [oneway]     (prints {"port":N}, then {"bytesPerSecond":X})
+//   rawtcp connect <host> <port> <K> <bytesPerDirection> [oneway]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,13 +19,15 @@ using namespace tccl::net;
 
 static constexpr size_t kChunk = 256 << 10;  // same segment size as the data plane
 
-static double run(std::vector<Socket>& socks, size_t bytesPerDirection) {
+enum class Direction { Both, SendOnly, RecvOnly };
+
+static double run(std::vector<Socket>& socks, size_t bytesPerDirection, Direction dir) {
   size_t k = socks.size();
   size_t per = bytesPerDirection / k;
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (auto& s : socks) {
-    threads.emplace_back([&s, per] {
+    if (dir != Direction::RecvOnly) threads.emplace_back([&s, per] {
       std::vector<char> buf(kChunk, 1);
       for (size_t done = 0; done < per;) {
         size_t n = std::min(kChunk, per - done);
@@ -31,7 +35,7 @@ static double run(std::vector<Socket>& socks, size_t bytesPerDirection) {
         done += n;
       }
     });
-    threads.emplace_back([&s, per] {
+    if (dir != Direction::SendOnly) threads.emplace_back([&s, per] {
       std::vector<char> buf(kChunk);
       for (size_t done = 0; done < per;) {
         size_t n = std::min(kChunk, per - done);
@@ -51,6 +55,9 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   std::vector<Socket> socks;
   size_t bytes;
+  bool oneway = std::string(argv[argc - 1]) == "oneway";
+  if (oneway) --argc;
+  Direction dir = !oneway ? Direction::Both : mode == "serve" ? Direction::RecvOnly : Direction::SendOnly;
   if (mode == "serve" && argc == 5) {
     int k = std::atoi(argv[3]);
     bytes = std::strtoull(argv[4], nullptr, 10);
@@ -82,14 +89,14 @@ int main(int argc, char** argv) {
       socks.push_back(std::move(s));
     }
   } else {
-    std::fprintf(stderr, "usage: rawtcp serve <port> <K> <bytes> | rawtcp connect <host> <port> <K> <bytes>\n");
+    std::fprintf(stderr, "usage: rawtcp serve <port> <K> <bytes> [oneway] | rawtcp connect <host> <port> <K> <bytes> [oneway]\n");
     return 64;
   }
   // A one-byte barrier so both ends start streaming together.
   char b = 0;
   for (auto& s : socks) s.sendAll(&b, 1);
   for (auto& s : socks) s.recvAll(&b, 1);
-  double bps = run(socks, bytes);
+  double bps = run(socks, bytes, dir);
   std::printf("{\"bytesPerSecond\":%.0f}\n", bps);
   return 0;
 }

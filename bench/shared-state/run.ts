@@ -40,8 +40,8 @@ async function hashingParallel(bytes: number) {
 }
 
 async function rawTcp(bytes: number): Promise<number> {
-  const exe = buildHelper('rawsink', ['bench/shared-state/rawsink.cpp', 'native/core/socket.cpp']);
-  const recv = spawn(exe, ['recv', String(K), String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exe = buildHelper('rawtcp', ['bench/allreduce/rawtcp.cpp', 'native/core/socket.cpp']);
+  const recv = spawn(exe, ['serve', '0', String(K), String(bytes), 'oneway'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   let onPort!: (p: number) => void;
   const port = new Promise<number>((r) => (onPort = r));
@@ -51,10 +51,10 @@ async function rawTcp(bytes: number): Promise<number> {
     if (m) onPort(Number(m[1]));
   });
   const recvDone = new Promise<number | null>((r) => recv.on('exit', r));
-  const send = spawn(exe, ['send', '127.0.0.1', String(await port), String(K), String(bytes)], { stdio: 'inherit' });
+  const send = spawn(exe, ['connect', '127.0.0.1', String(await port), String(K), String(bytes), 'oneway'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const [rc] = await Promise.all([recvDone, new Promise((r) => send.on('exit', r))]);
   const m = /"bytesPerSecond":(\d+)/.exec(out);
-  if (rc !== 0 || !m) throw new Error(`rawsink failed (exit ${rc}): ${out}`);
+  if (rc !== 0 || !m) throw new Error(`rawtcp failed (exit ${rc}): ${out}`);
   return Number(m[1]);
 }
 
