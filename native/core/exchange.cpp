@@ -31,6 +31,8 @@ void Exchange::start(Transport& t) {
   }
   for (auto& s : sends_) {
     uint64_t nseg = segmentsOf(s.length);
+    std::vector<SendItem> items;
+    items.reserve(nseg);
     for (uint64_t k = 0; k < nseg; ++k) {
       SendItem item;
       item.header.type = FrameType::Data;
@@ -40,11 +42,12 @@ void Exchange::start(Transport& t) {
       item.header.length = static_cast<uint32_t>(std::min<uint64_t>(segBytes_, s.length - std::min(s.length, k * segBytes_)));
       item.header.aux = s.stream;
       item.payload = s.data + item.header.offset;
-      if (!t.send(s.to, std::move(item), shared_from_this())) {
-        std::string who = s.to >= 0 && static_cast<size_t>(s.to) < peerIds.size() ? peerIds[static_cast<size_t>(s.to)] : "?";
-        t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + who + " is down", who}, false);
-        return;
-      }
+      items.push_back(std::move(item));
+    }
+    if (!t.sendMany(s.to, std::move(items), shared_from_this())) {
+      std::string who = s.to >= 0 && static_cast<size_t>(s.to) < peerIds.size() ? peerIds[static_cast<size_t>(s.to)] : "?";
+      t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + who + " is down", who}, false);
+      return;
     }
   }
   maybeComplete(t);

@@ -86,7 +86,7 @@ bool RingAllReduce::findSegment(int chunk, uint64_t offset, uint32_t length, Seg
   return true;
 }
 
-void RingAllReduce::queueSend(Transport& t, int phase, int step, const Segment& seg) {
+SendItem RingAllReduce::makeItem(int phase, int step, const Segment& seg) const {
   SendItem item;
   item.header.type = FrameType::Data;
   item.header.dtype = static_cast<uint8_t>(buf_.dtype);
@@ -99,11 +99,15 @@ void RingAllReduce::queueSend(Transport& t, int phase, int step, const Segment& 
   // The first reduce-scatter step sends our input; everything later sends values already in the output.
   const uint8_t* base = (phase == kReduceScatter && step == 1) ? buf_.input : buf_.output;
   item.payload = base + seg.offset;
+  return item;
+}
+
+void RingAllReduce::queueSend(Transport& t, int phase, int step, const Segment& seg) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++sendsQueued_;
   }
-  if (!t.send(right_, std::move(item), shared_from_this())) {
+  if (!t.send(right_, makeItem(phase, step, seg), shared_from_this())) {
     t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[right_] + " is down", peerIds[right_]}, false);
   }
 }
@@ -124,11 +128,19 @@ void RingAllReduce::start(Transport& t) {
   uint32_t last = firstSeg_[static_cast<size_t>(r_) + 1];
   uint64_t start = chunkStart_[static_cast<size_t>(r_)];
   uint64_t end = chunkStart_[static_cast<size_t>(r_) + 1];
+  std::vector<SendItem> items;
+  items.reserve(last - first);
   for (uint32_t i = first; i < last; ++i) {
     uint64_t off = start + static_cast<uint64_t>(i - first) * segBytes_;
     Segment seg{off, static_cast<uint32_t>(std::min<uint64_t>(segBytes_, end - off)), i};
-    queueSend(t, kReduceScatter, 1, seg);
-    if (isDone()) return;
+    items.push_back(makeItem(kReduceScatter, 1, seg));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sendsQueued_ += items.size();
+  }
+  if (!t.sendMany(right_, std::move(items), shared_from_this())) {
+    t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[right_] + " is down", peerIds[right_]}, false);
   }
 }
 

@@ -48,6 +48,7 @@ class RingAllReduce : public Operation {
   void setupGeometry(int worldSize, int myIndex);
   int chunkOf(int step, int phase) const;
   bool findSegment(int chunk, uint64_t offset, uint32_t length, Segment& out) const;
+  SendItem makeItem(int phase, int step, const Segment& seg) const;
   void queueSend(Transport& t, int phase, int step, const Segment& seg);
   void backupOnce(const Segment& seg);
   void maybeComplete(Transport& t);

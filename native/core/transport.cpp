@@ -452,6 +452,12 @@ std::shared_ptr<Operation> Transport::findOp(const OpKey& key) {
 }
 
 bool Transport::send(int to, SendItem item, const std::shared_ptr<Operation>& op) {
+  std::vector<SendItem> one;
+  one.push_back(std::move(item));
+  return sendMany(to, std::move(one), op);
+}
+
+bool Transport::sendMany(int to, std::vector<SendItem> items, const std::shared_ptr<Operation>& op) {
   std::shared_ptr<Link> link;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -460,8 +466,6 @@ bool Transport::send(int to, SendItem item, const std::shared_ptr<Operation>& op
     link = linkTo(to, err);
     if (!link) return false;
   }
-  item.header.tag = op->key.tag;
-  item.header.seq = op->key.seq;
   {
     std::lock_guard<std::mutex> lock(link->mu);
     if (link->dead) return false;
@@ -470,9 +474,14 @@ bool Transport::send(int to, SendItem item, const std::shared_ptr<Operation>& op
       link->queues.push_back(OpQueue{op, {}});
       it = std::prev(link->queues.end());
     }
-    it->items.push_back(std::move(item));
+    for (auto& item : items) {
+      item.header.tag = op->key.tag;
+      item.header.seq = op->key.seq;
+      it->items.push_back(std::move(item));
+    }
   }
-  link->cv.notify_one();
+  if (items.size() == 1) link->cv.notify_one();
+  else link->cv.notify_all();
   return true;
 }
 

@@ -189,6 +189,9 @@ class Transport {
   void submit(std::shared_ptr<Operation> op, int timeoutMs);
   // Queues a frame to peer `to` (dialling the link if needed). False if that link is dead.
   bool send(int to, SendItem item, const std::shared_ptr<Operation>& op);
+  // Queues many frames to one peer under one lock and one wake-up: an op's first segments are queued from the
+  // caller's (JS) thread, where one wake-up per segment would cost milliseconds of context switches.
+  bool sendMany(int to, std::vector<SendItem> items, const std::shared_ptr<Operation>& op);
   // Fails an op (any thread). Tells the other peers with an Abort frame when `propagate`.
   void fail(const std::shared_ptr<Operation>& op, OpError error, bool propagate);
   // Completes an op successfully (any thread) once its last transfer is done.
