@@ -480,8 +480,10 @@ bool Transport::sendMany(int to, std::vector<SendItem> items, const std::shared_
       it->items.push_back(std::move(item));
     }
   }
-  if (items.size() == 1) link->cv.notify_one();
-  else link->cv.notify_all();
+  // One wake-up per queued frame, at most one per writer: waking every writer for a few frames only makes them
+  // fight over the queue lock.
+  size_t wake = std::min(items.size(), static_cast<size_t>(options_.connections));
+  for (size_t i = 0; i < wake; ++i) link->cv.notify_one();
   return true;
 }
 
