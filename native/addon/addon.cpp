@@ -8,6 +8,7 @@
 #include <memory>
 #include <thread>
 
+#include "args.h"
 #include "codec.h"
 #include "direct.h"
 #include "dtype.h"
@@ -30,23 +31,9 @@ Napi::Error makeError(Napi::Env env, const OpError& e) {
   return err;
 }
 
-[[noreturn]] void throwInvalid(Napi::Env env, const std::string& msg) {
-  Napi::TypeError err = Napi::TypeError::New(env, msg);
-  err.Set("code", Napi::String::New(env, "INVALID_ARGUMENT"));
-  throw err;
-}
-
-struct View {
-  uint8_t* data = nullptr;
-  size_t bytes = 0;
-};
-
-View viewOf(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (!v.IsTypedArray()) throwInvalid(env, std::string("Expected \"") + what + "\" to be a TypedArray");
-  auto ta = v.As<Napi::TypedArray>();
-  auto ab = ta.ArrayBuffer();
-  return View{static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset(), ta.ByteLength()};
-}
+using tccl_addon::throwInvalid;
+using tccl_addon::View;
+using tccl_addon::viewOf;
 
 uint32_t uintArg(Napi::Env env, const Napi::Value& v, const char* what, uint32_t max) {
   if (!v.IsNumber()) throwInvalid(env, std::string("Expected \"") + what + "\" to be a number");

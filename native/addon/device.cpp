@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../cuda/runtime.h"
+#include "args.h"
 #include "codec.h"
 #include "hash.h"
 #ifdef TCCL_WITH_CUDA
@@ -41,7 +42,7 @@ Napi::Error toError(Napi::Env env, const Failure& f) {
   return e;
 }
 [[noreturn]] void fail(Napi::Env env, const Failure& f) { throw toError(env, f); }
-[[noreturn]] void invalid(Napi::Env env, const std::string& msg) { fail(env, {"INVALID_ARGUMENT", msg}); }
+[[noreturn]] void invalid(Napi::Env env, const std::string& msg) { throwInvalid(env, msg); }
 
 // The loaded runtime, or a CUDA_UNAVAILABLE failure saying what is missing.
 const CudaApi* runtime(Failure* f) {
@@ -155,16 +156,6 @@ struct Alloc {
   }
 };
 
-struct HostView {
-  uint8_t* data = nullptr;
-  size_t bytes = 0;
-};
-
-HostView hostView(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (!v.IsTypedArray()) invalid(env, std::string("Expected \"") + what + "\" to be a TypedArray");
-  auto ta = v.As<Napi::TypedArray>();
-  return {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
-}
 
 double numberArg(Napi::Env env, const Napi::Value& v, const char* what, double max) {
   if (!v.IsNumber()) invalid(env, std::string("Expected \"") + what + "\" to be a number");
@@ -277,7 +268,7 @@ class DeviceMemory : public Napi::ObjectWrap<DeviceMemory> {
   Napi::Value copy(const Napi::CallbackInfo& info, bool toDevice) {
     Napi::Env env = info.Env();
     auto a = live(env, toDevice ? "copyFrom" : "copyTo");
-    HostView h = hostView(env, info[0], toDevice ? "source" : "destination");
+    View h = viewOf(env, info[0], toDevice ? "source" : "destination");
     const size_t off = info[1].IsUndefined() ? 0 : static_cast<size_t>(numberArg(env, info[1], "byteOffset", 9007199254740991.0));
     if (off > a->bytes || h.bytes > a->bytes - off)
       invalid(env, "the copy of " + std::to_string(h.bytes) + " bytes at offset " + std::to_string(off) +
@@ -608,7 +599,7 @@ class NcclCommunicator : public Napi::ObjectWrap<NcclCommunicator> {
   Napi::Value InitRank(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (state_) invalid(env, "init() may be called once");
-    HostView id = hostView(env, info[0], "id");
+    View id = viewOf(env, info[0], "id");
     if (id.bytes != sizeof(NcclUniqueId)) invalid(env, "the NCCL unique id must be 128 bytes");
     const int nranks = static_cast<int>(numberArg(env, info[1], "nranks", 1 << 20));
     const int rank = static_cast<int>(numberArg(env, info[2], "rank", 1 << 20));
