@@ -524,6 +524,17 @@ export class Communicator {
       });
       return err;
     };
+    // The master's next word on this sync; a stateFail ends it for everyone.
+    const nextMessage = async (): Promise<StateMsg> => {
+      let m: StateMsg;
+      try {
+        m = await next();
+      } catch (err) {
+        throw giveUp(err as Error);
+      }
+      if (m.t === 'stateFail') throw errorFromCode(m.code, m.message);
+      return m;
+    };
     try {
       try {
         await this.waitReady(this.epoch, Infinity, 'waiting for the group to form', ac.signal);
@@ -543,12 +554,7 @@ export class Communicator {
         // Wait for the decision of this attempt (or a retry, or the sync failing for everyone).
         let m: StateMsg;
         for (;;) {
-          try {
-            m = await next();
-          } catch (err) {
-            throw giveUp(err as Error);
-          }
-          if (m.t === 'stateFail') throw errorFromCode(m.code, m.message);
+          m = await nextMessage();
           if (m.t === 'stateRetry') {
             if (m.attempt > attempt) {
               attempt = m.attempt;
@@ -602,12 +608,7 @@ export class Communicator {
         }
         // Wait for the commit (everyone done) or a retry.
         for (;;) {
-          try {
-            m = await next();
-          } catch (err) {
-            throw giveUp(err as Error);
-          }
-          if (m.t === 'stateFail') throw errorFromCode(m.code, m.message);
+          m = await nextMessage();
           if (m.t === 'stateRetry' && m.attempt > attempt) {
             this.log.info('shared-state sync restarts', { attempt: m.attempt, reason: m.reason, after: retryable?.message });
             attempt = m.attempt;
