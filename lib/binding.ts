@@ -27,6 +27,8 @@ export interface NativeEngineOptions {
   socketBufferBytes: number;
   /** Connect timeout per dial, ms. */
   connectTimeoutMs: number;
+  /** How long a refused or unanswered dial is retried before the peer counts as lost, ms. */
+  connectRetryMs: number;
 }
 
 export interface NativeQuantization {

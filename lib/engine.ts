@@ -109,10 +109,16 @@ export interface EngineOptions {
   socketBufferBytes?: number;
   /** Connect timeout per dial in ms (default 5000). */
   connectTimeoutMs?: number;
+  /**
+   * How long a peer that refuses or does not answer is dialled again, with back-off, before the group counts it
+   * as lost (default 30000). Members of a static group may start in any order within this window.
+   */
+  connectRetryMs?: number;
 }
 
 export const DEFAULT_CONNECTIONS = 8;
 export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_CONNECT_RETRY_MS = 30_000;
 
 function checkInteger(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -140,6 +146,7 @@ export class Engine {
       connections: checkInteger('connections', options.connections ?? DEFAULT_CONNECTIONS, 1, 256),
       socketBufferBytes: checkInteger('socketBufferBytes', options.socketBufferBytes ?? 4 << 20, 0, 1 << 30),
       connectTimeoutMs: checkInteger('connectTimeoutMs', options.connectTimeoutMs ?? 5000, 1, 600_000),
+      connectRetryMs: checkInteger('connectRetryMs', options.connectRetryMs ?? DEFAULT_CONNECT_RETRY_MS, 0, 2 ** 31 - 1),
     });
     return new Engine(impl);
   }

@@ -10,6 +10,8 @@
  * operation. Prints a JSON summary (operations, kills survived, longest stall); `--json FILE` also writes it.
  *
  * With `--peer host:port` this file is a peer process instead (used by the orchestrator).
+ *
+ * `--sequence N [--seed S]` runs the randomized back-to-back operation sequence instead (scripts/sequence-stress.ts).
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -157,7 +159,16 @@ async function orchestrate(): Promise<number> {
 }
 
 const peerMaster = arg('peer');
-if (peerMaster) {
+const sequenceOps = arg('sequence');
+if (sequenceOps) {
+  import('./sequence-stress').then(({ sequenceStress }) => sequenceStress(Number(sequenceOps), Number(arg('seed', '11')))).then(
+    (code) => process.exit(code),
+    (err: Error) => {
+      process.stderr.write(`${err.stack}\n`);
+      process.exit(1);
+    },
+  );
+} else if (peerMaster) {
   runPeer(peerMaster).catch((err: Error) => {
     process.stderr.write(`stress peer failed: ${err.stack}\n`);
     process.exit(1);

@@ -102,6 +102,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (opts.connections < 1) throwInvalid(env, "\"connections\" must be at least 1");
     opts.socketBufferBytes = static_cast<int>(uintArg(env, o.Get("socketBufferBytes"), "socketBufferBytes", 1u << 30));
     opts.connectTimeoutMs = static_cast<int>(uintArg(env, o.Get("connectTimeoutMs"), "connectTimeoutMs", 600000));
+    opts.connectRetryMs = static_cast<int>(uintArg(env, o.Get("connectRetryMs"), "connectRetryMs", 0x7fffffff));
     transport_ = std::make_shared<Transport>(opts);
     try {
       transport_->start();

@@ -18,15 +18,12 @@ void DirectAllReduce::prepare() {
   inputs_.resize(static_cast<size_t>(worldSize) * bytes_);
   arrived_.assign(static_cast<size_t>(worldSize), 0);
   arrived_[static_cast<size_t>(myIndex)] = 1;
+  expectWork(static_cast<uint64_t>(worldSize - 1));  // one input from every other peer
   // Our own input goes into its slot now: the caller's buffer is then only written once, at the end.
   if (bytes_) std::memcpy(inputs_.data() + static_cast<size_t>(myIndex) * bytes_, buf_.input, bytes_);
 }
 
 void DirectAllReduce::start(Transport& t) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sendsQueued_ = worldSize - 1;
-  }
   const uint8_t* mine = inputs_.data() + static_cast<size_t>(myIndex) * bytes_;
   for (int p = 0; p < worldSize; ++p) {
     if (p == myIndex) continue;
@@ -44,7 +41,6 @@ void DirectAllReduce::start(Transport& t) {
       return;
     }
   }
-  maybeComplete(t);
 }
 
 bool DirectAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
@@ -66,41 +62,18 @@ bool DirectAllReduce::onData(Transport& t, int from, const FrameHeader& h, Paylo
     arrived_[static_cast<size_t>(from)] = 1;
   }
   if (bytes_ && !in.read(inputs_.data() + static_cast<size_t>(from) * bytes_, bytes_)) return false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++received_;
-  }
-  maybeComplete(t);
+  finishWork(t);
   return true;
 }
 
-void DirectAllReduce::onSent(Transport& t, const SendItem&) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsDone_;
-  }
-  maybeComplete(t);
-}
-
-void DirectAllReduce::maybeComplete(Transport& t) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (received_ != worldSize - 1 || sendsDone_ != sendsQueued_ || isDone()) return;
-    // Claim the reduction so that two threads finishing at once do not both write the output.
-    received_ = -1;
-  }
-  // The same sequence of calls on every peer: ((x0 op x1) op x2) ..., then one division for avg.
-  if (bytes_) {
-    uint8_t* acc = inputs_.data();
-    for (int p = 1; p < worldSize; ++p) reduceInto(buf_.dtype, buf_.op, acc, inputs_.data() + static_cast<size_t>(p) * bytes_, buf_.count);
-    if (buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, acc, buf_.count, static_cast<uint32_t>(worldSize));
-  }
-  t.complete(shared_from_this());
-}
-
 void DirectAllReduce::onSucceeded() {
-  // Only now, when the op can no longer fail, is the caller's buffer written.
-  if (bytes_) std::memcpy(buf_.output, inputs_.data(), bytes_);
+  // Runs once, when every input is in and our own was sent, and the op can no longer fail: the same sequence of
+  // calls on every peer, ((x0 op x1) op x2) ..., then one division for avg; only now is the caller's buffer written.
+  if (!bytes_) return;
+  uint8_t* acc = inputs_.data();
+  for (int p = 1; p < worldSize; ++p) reduceInto(buf_.dtype, buf_.op, acc, inputs_.data() + static_cast<size_t>(p) * bytes_, buf_.count);
+  if (buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, acc, buf_.count, static_cast<uint32_t>(worldSize));
+  std::memcpy(buf_.output, acc, bytes_);
 }
 
 }  // namespace tccl

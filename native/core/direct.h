@@ -24,19 +24,14 @@ class DirectAllReduce : public Operation {
   void prepare() override;
   void start(Transport& t) override;
   bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
-  void onSent(Transport& t, const SendItem& item) override;
   void onSucceeded() override;
 
  private:
-  void maybeComplete(Transport& t);
-
   AllReduceBuffers buf_;
   size_t bytes_;
   std::vector<uint8_t> inputs_;  // N slots of bytes_: every peer's input, ours included
   std::vector<uint8_t> arrived_;
   std::mutex mu_;
-  int received_ = 0;
-  int sendsQueued_ = 0, sendsDone_ = 0;
 };
 
 }  // namespace tccl

@@ -14,21 +14,14 @@ Exchange::Exchange(std::vector<ExchangeSend> sends, std::vector<ExchangeRecv> re
 
 void Exchange::prepare() {
   seen_.resize(recvs_.size());
-  recvExpected_ = 0;
   for (size_t i = 0; i < recvs_.size(); ++i) {
     uint64_t n = segmentsOf(recvs_[i].length);
     seen_[i].assign(n, 0);
-    recvExpected_ += n;
+    expectWork(n);
   }
 }
 
 void Exchange::start(Transport& t) {
-  // Count every segment before queueing the first: a writer may finish sending it before the loop ends, and the
-  // op must not look complete while segments are still to be queued.
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& s : sends_) sendsQueued_ += segmentsOf(s.length);
-  }
   for (auto& s : sends_) {
     uint64_t nseg = segmentsOf(s.length);
     std::vector<SendItem> items;
@@ -50,7 +43,6 @@ void Exchange::start(Transport& t) {
       return;
     }
   }
-  maybeComplete(t);
 }
 
 bool Exchange::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
@@ -76,29 +68,8 @@ bool Exchange::onData(Transport& t, int from, const FrameHeader& h, PayloadReade
     seen_[idx][k] = 1;
   }
   if (h.length && !in.read(it->data + h.offset, h.length)) return false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++recvDone_;
-  }
-  maybeComplete(t);
+  finishWork(t);
   return true;
-}
-
-void Exchange::onSent(Transport& t, const SendItem&) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsDone_;
-  }
-  maybeComplete(t);
-}
-
-void Exchange::maybeComplete(Transport& t) {
-  bool done;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    done = recvDone_ == recvExpected_ && sendsDone_ == sendsQueued_;
-  }
-  if (done && !isDone()) t.complete(shared_from_this());
 }
 
 }  // namespace tccl

@@ -31,10 +31,8 @@ class Exchange : public Operation {
   void prepare() override;
   void start(Transport& t) override;
   bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
-  void onSent(Transport& t, const SendItem& item) override;
 
  private:
-  void maybeComplete(Transport& t);
   uint64_t segmentsOf(uint64_t length) const { return length == 0 ? 1 : (length + segBytes_ - 1) / segBytes_; }
 
   std::vector<ExchangeSend> sends_;
@@ -42,7 +40,6 @@ class Exchange : public Operation {
   uint32_t segBytes_;
   std::mutex mu_;
   std::vector<std::vector<uint8_t>> seen_;  // per recv, per segment
-  uint64_t recvExpected_ = 0, recvDone_ = 0, sendsQueued_ = 0, sendsDone_ = 0;
 };
 
 }  // namespace tccl

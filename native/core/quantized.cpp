@@ -149,7 +149,7 @@ void QuantizedAllReduce::prepare() {
   arrived_.assign(ownSegs, 0);
   gotResult_.assign(segs_.size(), 0);
   uint64_t others = segs_.size() - ownSegs;
-  pendingWork_ = 2 * others + ownSegs;  // encode + receive result per foreign segment; accumulate per own segment
+  expectWork(2 * others + ownSegs);  // encode + receive result per foreign segment; accumulate per own segment
 }
 
 uint64_t QuantizedAllReduce::seedFor(int phase, int peer, uint32_t segment) const {
@@ -202,10 +202,6 @@ bool QuantizedAllReduce::sendFrame(Transport& t, int to, int phase, const Segmen
   item.header.length = s.encLen;
   item.header.aux = q_.blockSize;
   item.payload = payload;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsQueued_;
-  }
   if (!t.send(to, std::move(item), shared_from_this())) {
     t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[to] + " is down", peerIds[to]}, false);
     return false;
@@ -272,7 +268,7 @@ void QuantizedAllReduce::encodeContribution(Transport& t, uint32_t g) {
     return;
   }
   if (!sendFrame(t, s.chunk, kContribution, s, out)) return;
-  workDone(t);
+  finishWork(t);
 }
 
 void QuantizedAllReduce::accumulateOwned(Transport& t, uint32_t g) {
@@ -304,7 +300,7 @@ void QuantizedAllReduce::accumulateOwned(Transport& t, uint32_t g) {
     if (p != r_ && !sendFrame(t, p, kResult, s, out)) return;
   }
   writeResult(s, out);
-  workDone(t);
+  finishWork(t);
 }
 
 void QuantizedAllReduce::start(Transport& t) {
@@ -427,33 +423,8 @@ bool QuantizedAllReduce::onData(Transport& t, int from, const FrameHeader& h, Pa
   if (!in.read(dst, h.length)) return false;
   if (isDone()) return true;
   writeResult(s, dst);
-  workDone(t);
+  finishWork(t);
   return true;
-}
-
-void QuantizedAllReduce::onSent(Transport& t, const SendItem&) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsDone_;
-  }
-  maybeComplete(t);
-}
-
-void QuantizedAllReduce::workDone(Transport& t) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    --pendingWork_;
-  }
-  maybeComplete(t);
-}
-
-void QuantizedAllReduce::maybeComplete(Transport& t) {
-  bool done;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    done = pendingWork_ == 0 && sendsDone_ == sendsQueued_;
-  }
-  if (done && !isDone()) t.complete(shared_from_this());
 }
 
 void QuantizedAllReduce::onFailed(const OpError&) {

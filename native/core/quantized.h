@@ -41,7 +41,6 @@ class QuantizedAllReduce : public Operation {
   void prepare() override;
   void start(Transport& t) override;
   bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
-  void onSent(Transport& t, const SendItem& item) override;
   void onFailed(const OpError& error) override;
 
   // Elements per segment for a codec and block size (a multiple of the block size for U8/U4, so that the block
@@ -71,8 +70,6 @@ class QuantizedAllReduce : public Operation {
   const float* inputAsFloat(const Segment& s, std::vector<float>& scratch) const;
   bool sendFrame(Transport& t, int to, int phase, const Segment& s, const uint8_t* payload);
   void failInput(Transport& t, int peer, const Segment& s, bool result);
-  void workDone(Transport& t);
-  void maybeComplete(Transport& t);
   std::string describeMismatch(int from, const FrameHeader& h) const;
 
   AllReduceBuffers buf_;
@@ -95,8 +92,6 @@ class QuantizedAllReduce : public Operation {
   std::vector<uint8_t> gotContribution_;  // [slot * ownSegs + local]
   std::vector<int> arrived_;              // per own segment: contributions received
   std::vector<uint8_t> gotResult_;        // per segment
-  uint64_t pendingWork_ = 0;              // encodes + accumulations + results still to do
-  uint64_t sendsQueued_ = 0, sendsDone_ = 0;
 };
 
 }  // namespace tccl

@@ -59,12 +59,13 @@ void RingAllReduce::setupGeometry(int worldSize, int myIndex) {
     backup_ = BufferPool::acquire(buf_.count * elem_);
   }
   // Reduce-scatter receives every chunk but our own; all-gather every chunk but the one we own at the end.
-  recvExpected_ = 0;
+  uint64_t receives = 0;
   for (int c = 0; c < n_; ++c) {
     uint64_t nseg = firstSeg_[static_cast<size_t>(c) + 1] - firstSeg_[static_cast<size_t>(c)];
-    if (c != r_) recvExpected_ += nseg;
-    if (c != right_) recvExpected_ += nseg;
+    if (c != r_) receives += nseg;
+    if (c != right_) receives += nseg;
   }
+  if (n_ > 1) expectWork(receives);
 }
 
 int RingAllReduce::chunkOf(int step, int phase) const {
@@ -103,10 +104,6 @@ SendItem RingAllReduce::makeItem(int phase, int step, const Segment& seg) const 
 }
 
 void RingAllReduce::queueSend(Transport& t, int phase, int step, const Segment& seg) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsQueued_;
-  }
   if (!t.send(right_, makeItem(phase, step, seg), shared_from_this())) {
     t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[right_] + " is down", peerIds[right_]}, false);
   }
@@ -116,11 +113,13 @@ void RingAllReduce::prepare() { setupGeometry(worldSize, myIndex); }
 
 void RingAllReduce::start(Transport& t) {
   if (n_ == 1) {
+    // Alone: the result is the input. The copy runs on the service thread, never on the caller's.
     auto me = self();
+    expectWork(1);
     t.post([me, &t] {
       if (me->buf_.output != me->buf_.input && me->buf_.count)
         std::memcpy(me->buf_.output, me->buf_.input, me->buf_.count * me->elem_);
-      t.complete(me);
+      me->finishWork(t);
     });
     return;
   }
@@ -134,10 +133,6 @@ void RingAllReduce::start(Transport& t) {
     uint64_t off = start + static_cast<uint64_t>(i - first) * segBytes_;
     Segment seg{off, static_cast<uint32_t>(std::min<uint64_t>(segBytes_, end - off)), i};
     items.push_back(makeItem(kReduceScatter, 1, seg));
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sendsQueued_ += items.size();
   }
   if (!t.sendMany(right_, std::move(items), shared_from_this())) {
     t.fail(shared_from_this(), {ErrorCode::PeerLost, "the link to " + peerIds[right_] + " is down", peerIds[right_]}, false);
@@ -195,29 +190,8 @@ bool RingAllReduce::onData(Transport& t, int from, const FrameHeader& h, Payload
     if (!in.read(buf_.output + seg.offset, seg.length)) return false;
     if (step < n_ - 1) queueSend(t, kAllGather, step + 1, seg);
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++recvDone_;
-  }
-  maybeComplete(t);
+  finishWork(t);  // after the forward above was queued, so the op cannot complete in between
   return true;
-}
-
-void RingAllReduce::onSent(Transport& t, const SendItem&) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++sendsDone_;
-  }
-  maybeComplete(t);
-}
-
-void RingAllReduce::maybeComplete(Transport& t) {
-  bool done;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    done = recvDone_ == recvExpected_ && sendsDone_ == sendsQueued_;
-  }
-  if (done && !isDone()) t.complete(shared_from_this());
 }
 
 void RingAllReduce::onFailed(const OpError&) {

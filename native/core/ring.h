@@ -36,7 +36,6 @@ class RingAllReduce : public Operation {
   void prepare() override;
   void start(Transport& t) override;
   bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
-  void onSent(Transport& t, const SendItem& item) override;
   void onFailed(const OpError& error) override;
 
  private:
@@ -51,7 +50,6 @@ class RingAllReduce : public Operation {
   SendItem makeItem(int phase, int step, const Segment& seg) const;
   void queueSend(Transport& t, int phase, int step, const Segment& seg);
   void backupOnce(const Segment& seg);
-  void maybeComplete(Transport& t);
   std::shared_ptr<RingAllReduce> self() { return std::static_pointer_cast<RingAllReduce>(shared_from_this()); }
 
   AllReduceBuffers buf_;
@@ -68,7 +66,6 @@ class RingAllReduce : public Operation {
   std::mutex mu_;
   std::vector<uint8_t> received_;  // [phase * totalSegments + index]
   std::vector<uint8_t> backedUp_;
-  uint64_t recvExpected_ = 0, recvDone_ = 0, sendsQueued_ = 0, sendsDone_ = 0;
 };
 
 }  // namespace tccl

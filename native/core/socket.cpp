@@ -258,6 +258,15 @@ void Socket::shutdownBoth() {
 #endif
 }
 
+void Socket::shutdownWrite() {
+  if (!valid()) return;
+#ifdef _WIN32
+  ::shutdown(fd_, SD_SEND);
+#else
+  ::shutdown(fd_, SHUT_WR);
+#endif
+}
+
 void Socket::close() {
   if (valid()) {
     closeNative(fd_);

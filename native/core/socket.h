@@ -53,6 +53,8 @@ class Socket {
   bool waitWritable(int timeoutMs);
   // Wakes any thread blocked in send/recv on this socket (they return false); the descriptor stays open.
   void shutdownBoth();
+  // Sends FIN after the bytes already queued (the peer reads them, then end of stream); reading still works.
+  void shutdownWrite();
   void close();
   std::string peerAddress() const;
 

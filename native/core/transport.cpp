@@ -11,13 +11,17 @@ namespace {
 
 constexpr uint32_t kHelloMagic = 0x4C434354;  // "TCCL"
 constexpr uint32_t kReplyMagic = 0x4B4F4354;  // "TCOK"
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;
 constexpr size_t kHelloSize = 64;
 constexpr size_t kMaxControlMessage = 4096;
 // Frames for operations this peer has not started yet are kept in memory up to this many bytes in total.
 constexpr size_t kMaxEarlyBytes = size_t(2) << 30;
 // A failed operation waits this long for transfers touching its memory to finish, then breaks their connections.
 constexpr int64_t kDrainTimeoutMs = 1000;
+// close() waits at most this long for the peers to read what it sent last and close their side.
+constexpr int64_t kLingerMs = 1000;
+// A goodbye lists (tag, ops run) pairs of 12 bytes; a peer that used more tags says an abrupt goodbye instead.
+constexpr size_t kMaxGoodbyeTags = kMaxControlMessage / 12;
 
 enum HelloStatus : uint32_t { kOk = 0, kBadVersion = 1, kBadTicket = 2, kStaleEpoch = 3, kBadIndex = 4, kClosing = 5 };
 
@@ -100,7 +104,7 @@ void FrameHeader::encode(uint8_t* out) const {
 bool FrameHeader::decode(const uint8_t* in) {
   if (get<uint32_t>(in) != kMagic) return false;
   uint8_t t = in[4];
-  if (t < 1 || t > 3) return false;
+  if (t < 1 || t > 4) return false;
   type = static_cast<FrameType>(t);
   dtype = in[5];
   op = in[6];
@@ -126,10 +130,19 @@ bool Connection::discard(size_t len) {
   return true;
 }
 
-bool Connection::writeFrame(const FrameHeader& h, const void* payload) {
+bool Connection::writeFrame(const FrameHeader& h, const void* payload, int waitMs) {
   uint8_t head[FrameHeader::kWireSize];
   h.encode(head);
-  std::lock_guard<std::mutex> lock(writeMutex);
+  std::unique_lock<std::mutex> lock(writeMutex, std::defer_lock);
+  if (waitMs < 0) {
+    lock.lock();
+  } else {
+    int64_t until = Transport::nowMs() + waitMs;
+    while (!lock.try_lock()) {
+      if (Transport::nowMs() > until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   if (dead.load()) return false;
   return sock.sendAll2(head, sizeof(head), payload, h.length);
 }
@@ -142,7 +155,14 @@ struct Transport::Link {
   std::list<OpQueue> queues;  // one per operation with queued items; served round-robin
   std::vector<std::shared_ptr<Connection>> conns;
   bool dead = false;
+  // While a dial is being retried: since when, and why the last attempt failed (guarded by mu).
+  int64_t dialingSinceMs = 0;
+  std::string lastDialError;
 };
+
+void Operation::finishWork(Transport& t, uint64_t n) {
+  if (pendingWork_.fetch_sub(n) == n) t.complete(shared_from_this());
+}
 
 int64_t Transport::nowMs() {
   using namespace std::chrono;
@@ -279,32 +299,7 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
     spawn([this, link, target, epoch, me, ticket, k, c] {
       std::string err;
       ErrorCode failCode = ErrorCode::PeerLost;
-      net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, err);
-      if (s.valid()) {
-        s.applyOptions({options_.socketBufferBytes, true, true});
-        uint8_t hello[kHelloSize] = {0};
-        put<uint32_t>(hello, kHelloMagic);
-        put<uint16_t>(hello + 4, kProtocolVersion);
-        hello[6] = 1;
-        put<uint64_t>(hello + 8, epoch);
-        put<uint32_t>(hello + 16, static_cast<uint32_t>(me));
-        put<uint32_t>(hello + 20, static_cast<uint32_t>(link->peer));
-        put<uint16_t>(hello + 24, static_cast<uint16_t>(c));
-        put<uint16_t>(hello + 26, static_cast<uint16_t>(k));
-        std::memcpy(hello + 28, ticket.data(), 16);
-        uint8_t reply[8];
-        if (!s.sendAll(hello, sizeof(hello)) || !s.waitReadable(3 * options_.connectTimeoutMs) ||
-            !s.recvAll(reply, sizeof(reply)) || get<uint32_t>(reply) != kReplyMagic) {
-          err = "handshake with " + target.id + " (" + target.host + ":" + std::to_string(target.port) + ") failed";
-          s.close();
-        } else if (get<uint32_t>(reply + 4) != kOk) {
-          if (get<uint32_t>(reply + 4) == kBadTicket) failCode = ErrorCode::Auth;
-          err = target.id + " refused the connection: " + helloStatusText(get<uint32_t>(reply + 4));
-          s.close();
-        }
-      } else {
-        err = "cannot connect to " + target.id + ": " + err;
-      }
+      net::Socket s = dial(link, target, epoch, me, ticket, k, c, err, failCode);
       auto conn = std::make_shared<Connection>();
       conn->peer = link->peer;
       conn->epoch = epoch;
@@ -341,6 +336,77 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
   return link;
 }
 
+net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& target, uint64_t epoch, int me,
+                           const std::array<uint8_t, 16>& ticket, int k, int c, std::string& err, ErrorCode& failCode) {
+  const std::string where = target.id + " at " + target.host + ":" + std::to_string(target.port);
+  const int64_t started = nowMs();
+  int64_t backoffMs = 10;
+  for (;;) {
+    std::string why;
+    net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, why);
+    if (s.valid()) {
+      {
+        std::lock_guard<std::mutex> lock(link->mu);
+        link->dialingSinceMs = 0;
+      }
+      s.applyOptions({options_.socketBufferBytes, true, true});
+      uint8_t hello[kHelloSize] = {0};
+      put<uint32_t>(hello, kHelloMagic);
+      put<uint16_t>(hello + 4, kProtocolVersion);
+      hello[6] = 1;
+      put<uint64_t>(hello + 8, epoch);
+      put<uint32_t>(hello + 16, static_cast<uint32_t>(me));
+      put<uint32_t>(hello + 20, static_cast<uint32_t>(link->peer));
+      put<uint16_t>(hello + 24, static_cast<uint16_t>(c));
+      put<uint16_t>(hello + 26, static_cast<uint16_t>(k));
+      std::memcpy(hello + 28, ticket.data(), 16);
+      uint8_t reply[8];
+      if (!s.sendAll(hello, sizeof(hello)) || !s.waitReadable(3 * options_.connectTimeoutMs) || !s.recvAll(reply, sizeof(reply)) ||
+          get<uint32_t>(reply) != kReplyMagic) {
+        err = "handshake with " + where + " failed";
+        s.close();
+      } else if (get<uint32_t>(reply + 4) != kOk) {
+        if (get<uint32_t>(reply + 4) == kBadTicket) failCode = ErrorCode::Auth;
+        err = target.id + " refused the connection: " + helloStatusText(get<uint32_t>(reply + 4));
+        s.close();
+      }
+      return s;
+    }
+    // Not listening yet, or not answering: try again until the retry window is spent.
+    int64_t elapsed = nowMs() - started;
+    {
+      std::lock_guard<std::mutex> lock(link->mu);
+      if (link->dialingSinceMs == 0) link->dialingSinceMs = started;
+      link->lastDialError = why;
+    }
+    if (elapsed + backoffMs > options_.connectRetryMs) {
+      err = "cannot connect to " + where + ": " + why + " (tried for " + std::to_string(elapsed) +
+            " ms; is that peer's process running and its port reachable from here?)";
+      return net::Socket();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (configured_.wait_for(lock, std::chrono::milliseconds(backoffMs), [&] { return closing_.load() || epoch_ != epoch; })) {
+      err = closing_.load() ? "the transport is closing" : "the group was re-formed while dialling " + where;
+      return net::Socket();
+    }
+    backoffMs = std::min<int64_t>(backoffMs * 2, 500);
+  }
+}
+
+std::string Transport::dialingNote() {
+  // Caller holds mu_.
+  std::string note;
+  int64_t now = nowMs();
+  for (auto& [peer, link] : links_) {
+    std::lock_guard<std::mutex> lock(link->mu);
+    if (link->dialingSinceMs == 0 || !link->conns.empty()) continue;
+    const PeerInfo& p = peers_[static_cast<size_t>(peer)];
+    note += "; still connecting to " + p.id + " at " + p.host + ":" + std::to_string(p.port) + " (" + link->lastDialError + ", retrying for " +
+            std::to_string(now - link->dialingSinceMs) + " ms)";
+  }
+  return note;
+}
+
 void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> peers, std::array<uint8_t, 16> ticket) {
   std::vector<std::shared_ptr<Operation>> stale;
   std::vector<std::shared_ptr<Connection>> oldConns;
@@ -359,6 +425,7 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
     ticket_ = ticket;
     brokenReason_.clear();
     brokenPeer_.clear();
+    departed_.clear();
     nextSeq_.clear();
     early_.clear();
     earlyBytes_ = 0;
@@ -405,8 +472,11 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
     } else {
       uint32_t& seq = nextSeq_[op->key.tag];
       op->key.seq = seq++;
+      OpError gone = departedBlocking(op->key);
       if (!brokenReason_.empty()) {
         early = {brokenCode_, brokenReason_, brokenPeer_};
+      } else if (gone) {
+        early = gone;
       } else if (ops_.count(op->key)) {
         early = {ErrorCode::InvalidArgument, "an operation with tag " + std::to_string(op->key.tag) + " is already in flight", ""};
       } else {
@@ -415,6 +485,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
           early = ab->second;
           earlyAborts_.erase(ab);
         } else {
+          op->expectWork(1);  // held until start() returns (released below)
           op->prepare();
           ops_[op->key] = op;
           auto ef = early_.find(op->key);
@@ -432,6 +503,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
     return;
   }
   op->start(*this);
+  op->finishWork(*this);
   if (!replay.empty()) {
     // Replays run on the service thread, like finishFailure, so they never overlap a failing op's restore and
     // need no activeTransfers count (counting would make finishFailure wait for a task queued behind it).
@@ -474,6 +546,7 @@ bool Transport::sendMany(int to, std::vector<SendItem> items, const std::shared_
       link->queues.push_back(OpQueue{op, {}});
       it = std::prev(link->queues.end());
     }
+    op->expectWork(items.size());  // before any writer can take them
     for (auto& item : items) {
       item.header.tag = op->key.tag;
       item.header.seq = op->key.seq;
@@ -521,6 +594,7 @@ void Transport::writerLoop(std::shared_ptr<Connection> conn, std::shared_ptr<Lin
     op->bytesSent += FrameHeader::kWireSize + item.header.length;
     op->lastProgressMs = nowMs();
     op->onSent(*this, item);
+    op->finishWork(*this);
     op->activeTransfers--;
   }
 }
@@ -546,6 +620,7 @@ void Transport::readerLoop(std::shared_ptr<Connection> conn) {
 
 bool Transport::dispatch(const std::shared_ptr<Connection>& conn, const FrameHeader& h) {
   OpKey key{h.tag, h.seq};
+  if (h.type == FrameType::Goodbye) return onGoodbye(conn, h);
   if (h.type == FrameType::Abort || h.type == FrameType::Broken) {
     if (h.length > kMaxControlMessage) return false;
     std::string message(h.length, '\0');
@@ -631,7 +706,7 @@ bool Transport::dispatch(const std::shared_ptr<Connection>& conn, const FrameHea
 void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why) {
   bool wasDead = conn->dead.exchange(true);
   conn->sock.shutdownBoth();
-  if (wasDead || closing_.load()) return;
+  if (wasDead || closing_.load() || conn->saidGoodbye.load()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (conn->epoch != epoch_ || conn->peer < 0) return;
@@ -661,6 +736,87 @@ void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why,
     broadcastControl(h, why, lostPeer);
   }
   for (auto& op : victims) fail(op, {code, reason, peerId}, false);
+}
+
+OpError Transport::departedBlocking(const OpKey& key) const {
+  for (auto& [peer, d] : departed_) {
+    auto ran = d.ran.find(key.tag);
+    if (!d.abrupt && ran != d.ran.end() && key.seq < ran->second) continue;  // it ran this op: its data is sent
+    const std::string& id = peers_[static_cast<size_t>(peer)].id;
+    return {ErrorCode::PeerLost,
+            "lost peer " + id + ": it closed its engine (left the group) " +
+                (d.abrupt ? "while operations were in flight" : "before it ran this operation (tag " + std::to_string(key.tag) + ")"),
+            id};
+  }
+  return {};
+}
+
+void Transport::sayGoodbye(bool abrupt) {
+  std::vector<std::shared_ptr<Connection>> conns;
+  std::vector<uint8_t> body;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& c : connections_)
+      if (!c->dead.load() && c->epoch == epoch_) conns.push_back(c);
+    if (nextSeq_.size() > kMaxGoodbyeTags) abrupt = true;
+    if (!abrupt) {
+      body.resize(nextSeq_.size() * 12);
+      size_t at = 0;
+      for (auto& [tag, ran] : nextSeq_) {
+        put<uint64_t>(body.data() + at, tag);
+        put<uint32_t>(body.data() + at + 8, ran);
+        at += 12;
+      }
+    }
+  }
+  FrameHeader h;
+  h.type = FrameType::Goodbye;
+  h.aux = abrupt ? 1 : 0;
+  h.length = static_cast<uint32_t>(body.size());
+  // On every connection, so that each of the peer's readers sees it before that connection's end of stream.
+  for (auto& c : conns)
+    if (c->sock.waitWritable(200)) c->writeFrame(h, body.data(), 200);
+}
+
+bool Transport::onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHeader& h) {
+  if (h.length > kMaxControlMessage || h.length % 12 != 0) return false;
+  std::vector<uint8_t> body(h.length);
+  if (h.length && !conn->read(body.data(), h.length)) return false;
+  std::vector<std::shared_ptr<Operation>> victims;
+  std::shared_ptr<Link> link;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (conn->epoch != epoch_ || closing_.load()) return true;
+    conn->saidGoodbye = true;
+    if (!departed_.count(conn->peer)) {
+      Departure& d = departed_[conn->peer];
+      d.abrupt = h.aux != 0;
+      for (size_t at = 0; at < body.size(); at += 12) d.ran[get<uint64_t>(body.data() + at)] = get<uint32_t>(body.data() + at + 8);
+      for (auto& [key, op] : ops_)
+        if (departedBlocking(key)) victims.push_back(op);
+      auto it = links_.find(conn->peer);
+      if (it != links_.end()) link = it->second;
+    }
+  }
+  // Our end of stream answers theirs, so their close() need not wait out its linger.
+  conn->sock.shutdownWrite();
+  if (link) {
+    // Nothing more can be sent to it: an op that tries fails at once instead of waiting for a writer.
+    {
+      std::lock_guard<std::mutex> lock(link->mu);
+      link->dead = true;
+    }
+    link->cv.notify_all();
+  }
+  for (auto& op : victims) {
+    OpError why;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      why = departedBlocking(op->key);
+    }
+    if (why) fail(op, why, true);
+  }
+  return true;
 }
 
 void Transport::broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer) {
@@ -775,10 +931,11 @@ void Transport::serviceLoop() {
     for (auto& [key, op] : ops_)
       if (op->timeoutMs > 0 && now - op->lastProgressMs.load() > op->timeoutMs) expired.push_back(op);
     if (!expired.empty()) {
+      std::string dialing = dialingNote();
       lock.unlock();
       for (auto& op : expired) {
-        fail(op, {ErrorCode::Timeout, "no progress for " + std::to_string(op->timeoutMs) + " ms (tag " +
-                                          std::to_string(op->key.tag) + "): a peer may be frozen or the network stalled", ""},
+        fail(op, {ErrorCode::Timeout, "no progress for " + std::to_string(op->timeoutMs) + " ms (tag " + std::to_string(op->key.tag) +
+                                          "): a peer may be frozen or the network stalled" + dialing, ""},
              true);
       }
       lock.lock();
@@ -804,6 +961,9 @@ void Transport::close() {
   }
   configured_.notify_all();
   for (auto& op : pending) fail(op, {ErrorCode::Closed, "the engine was closed while the operation was running", ""}, false);
+  // Tell the members which operations we ran, so that they finish those with what we already sent instead of
+  // taking our end of stream for a crash.
+  sayGoodbye(!pending.empty());
   for (auto& link : links) {
     {
       std::lock_guard<std::mutex> lock(link->mu);
@@ -811,14 +971,21 @@ void Transport::close() {
     }
     link->cv.notify_all();
   }
-  for (auto& c : conns) {
-    c->dead = true;
-    c->sock.shutdownBoth();
-  }
+  // A lingering close: end of stream after everything we sent, then wait (bounded) for the members to read it
+  // and answer with theirs; closing with unread data would reset the connections and drop what is still queued.
+  for (auto& c : conns) c->sock.shutdownWrite();
   serviceCv_.notify_all();
   if (acceptThread_.joinable()) acceptThread_.join();
   if (serviceThread_.joinable()) serviceThread_.join();
   listener_.close();
+  {
+    std::unique_lock<std::mutex> lock(threadsMu_);
+    threadsCv_.wait_for(lock, std::chrono::milliseconds(kLingerMs), [&] { return activeThreads_ == 0; });
+  }
+  for (auto& c : conns) {
+    c->dead = true;
+    c->sock.shutdownBoth();
+  }
   {
     // Connections dialled or accepted after the snapshot above see closing_ and end by themselves.
     std::unique_lock<std::mutex> lock(threadsMu_);

@@ -33,8 +33,10 @@ struct OpError {
   explicit operator bool() const { return code != ErrorCode::None; }
 };
 
-// Frame types on a data connection.
-enum class FrameType : uint8_t { Data = 1, Abort = 2, Broken = 3 };
+// Frame types on a data connection. Goodbye: the sender is closing its engine; its payload says which operations
+// it ran (per tag, how many), so the receivers fail only the operations it never ran and let the others finish
+// with the data already on the wire, instead of taking the end of its connections for a crash.
+enum class FrameType : uint8_t { Data = 1, Abort = 2, Broken = 3, Goodbye = 4 };
 
 // Fixed 48-byte frame header, little-endian on the wire.
 struct FrameHeader {
@@ -77,6 +79,9 @@ struct TransportOptions {
   int connections = 8;
   int socketBufferBytes = 4 << 20;
   int connectTimeoutMs = 5000;
+  // A peer that refuses or does not answer is dialled again, with back-off, for this long before the group is
+  // given up as broken: members of a static group start at about the same time, and a listener may not be up yet.
+  int connectRetryMs = 30000;
   // Largest payload of one data frame; bigger transfers are split into segments of at most this size.
   uint32_t maxSegmentBytes = 256 << 10;
 };
@@ -110,12 +115,13 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Called once before the op becomes visible to reader threads (worldSize, myIndex and peerIds are set):
   // size bookkeeping here. Must be cheap: it runs under the transport lock.
   virtual void prepare() {}
-  // Called once after it is registered (on the caller's thread): queue the first sends.
+  // Called once after it is registered (on the caller's thread): queue the first sends. Frames of the op may be
+  // handled on reader threads while start() runs; the transport holds one unit of work until it returns.
   virtual void start(Transport& t) = 0;
   // A data frame for this op arrived from peer `from`; its payload (h.length bytes) must be consumed from `in`
   // exactly (read / discard). Return false if reading failed (the connection broke).
   virtual bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) = 0;
-  // A send item of this op was fully written.
+  // A send item of this op was fully written (the transport counts it as finished work right after).
   virtual void onSent(Transport& t, const SendItem& item) {}
   // The op succeeded: called once, after it can no longer fail and before onSettled; publish results here.
   virtual void onSucceeded() {}
@@ -128,6 +134,16 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Progress bookkeeping for deadlines (ms since steady epoch of the transport clock).
   std::atomic<int64_t> lastProgressMs{0};
   int timeoutMs = 0;
+
+  // Completion is counted in one place for every algorithm: an op completes when its outstanding work reaches
+  // zero. Work is expected before it can finish: the transport adds one unit per queued frame (finished once
+  // written) and holds one unit while start() runs; algorithms expect their receives (and any other work) in
+  // prepare() and finish each one when it is done. Holding the count above zero until start() has queued its
+  // sends is what keeps a peer from completing (and moving on to the next op of the same tag) before it sent
+  // what the other peers wait for.
+  void expectWork(uint64_t n) { pendingWork_.fetch_add(n); }
+  // Completes the op (through Transport::complete) when this was the last outstanding unit.
+  void finishWork(Transport& t, uint64_t n = 1);
 
   // Returns true the first time (the caller then settles).
   bool markDone() { return !done_.exchange(true); }
@@ -143,6 +159,7 @@ class Operation : public std::enable_shared_from_this<Operation> {
 
  private:
   std::atomic<bool> done_{false};
+  std::atomic<uint64_t> pendingWork_{0};
 };
 
 // One TCP connection of a link. Outgoing connections (we dialled) have a writer thread; every connection has a
@@ -157,11 +174,14 @@ class Connection : public PayloadReader {
   std::atomic<bool> dead{false};
   // Op whose payload is being moved on this connection right now (for stall teardown).
   std::atomic<Operation*> busyWith{nullptr};
+  // The peer said goodbye on this connection: its end of stream is a departure, not a loss.
+  std::atomic<bool> saidGoodbye{false};
 
   bool read(void* dst, size_t len) override { return sock.recvAll(dst, len); }
   bool discard(size_t len) override;
-  // Writes a small control frame under the write mutex.
-  bool writeFrame(const FrameHeader& h, const void* payload);
+  // Writes a small control frame under the write mutex; gives up after waitMs if a writer holds it (or never
+  // waits when waitMs < 0), so a peer that stopped reading cannot stall the caller.
+  bool writeFrame(const FrameHeader& h, const void* payload, int waitMs = -1);
 };
 
 class Transport {
@@ -218,10 +238,22 @@ class Transport {
   void writerLoop(std::shared_ptr<Connection> conn, std::shared_ptr<Link> link);
   void serviceLoop();
   std::shared_ptr<Link> linkTo(int peer, std::string& error);
+  // Dials one connection of a link and says hello, retrying refused or unanswered dials until connectRetryMs;
+  // returns an invalid socket (and the reason) when it gives up, the epoch changes or the transport closes.
+  net::Socket dial(const std::shared_ptr<Link>& link, const PeerInfo& target, uint64_t epoch, int me,
+                   const std::array<uint8_t, 16>& ticket, int k, int c, std::string& err, ErrorCode& failCode);
+  // For a timeout's message: the links of the current epoch still dialling a peer that does not answer.
+  std::string dialingNote();
   bool dispatch(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
   void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why);
   void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
+  // Goodbye frames: sent on every connection by close(), handled by dispatch().
+  void sayGoodbye(bool abrupt);
+  bool onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
+  // PeerLost when an op of this key cannot run because a member left the group (code None if it can). Caller
+  // holds mu_.
+  OpError departedBlocking(const OpKey& key) const;
   void finishFailure(std::shared_ptr<Operation> op, OpError error);
   std::shared_ptr<Operation> findOp(const OpKey& key);
 
@@ -249,6 +281,9 @@ class Transport {
   size_t earlyBytes_ = 0;
   std::map<OpKey, OpError> earlyAborts_;
   std::vector<std::shared_ptr<Operation>> draining_;              // failed, waiting for transfers to finish
+  // Members of the current epoch that closed their engine: how many ops per tag each ran (abrupt: unknown).
+  struct Departure { bool abrupt = false; std::map<uint64_t, uint32_t> ran; };
+  std::map<int, Departure> departed_;
   // Reader, writer, dialler and handshake threads are detached and counted; close() waits for the count to reach 0.
   void spawn(std::function<void()> body);
   std::mutex threadsMu_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "check.h"
+#include "loopback_group.h"
 #include "exchange.h"
 #include "ring.h"
 #include "socket.h"
@@ -20,31 +21,8 @@ using namespace tccl;
 
 namespace {
 
-struct Group {
-  std::vector<std::unique_ptr<Transport>> members;
-  explicit Group(int n, uint64_t epoch = 1, std::array<uint8_t, 16> ticket = {}) {
-    std::vector<PeerInfo> peers;
-    for (int i = 0; i < n; ++i) {
-      TransportOptions o;
-      o.host = "127.0.0.1";
-      o.connections = 3;
-      members.push_back(std::make_unique<Transport>(o));
-      members.back()->start();
-      peers.push_back({"p" + std::to_string(i), "127.0.0.1", members.back()->port()});
-    }
-    for (int i = 0; i < n; ++i) members[static_cast<size_t>(i)]->configure(epoch, i, peers, ticket);
-  }
-};
-
-// Submits an op and waits for it to settle (bounded).
-OpError runOp(Transport& t, std::shared_ptr<Operation> op, int timeoutMs = 10000) {
-  auto done = std::make_shared<std::promise<OpError>>();
-  auto fut = done->get_future();
-  op->onSettled = [done](const OpError& e) { done->set_value(e); };
-  t.submit(op, timeoutMs);
-  if (fut.wait_for(std::chrono::seconds(30)) != std::future_status::ready) return {ErrorCode::Timeout, "test wait", ""};
-  return fut.get();
-}
+using tccl_test::runOp;
+using Group = tccl_test::LoopbackGroup;
 
 void testSumAcrossSizes() {
   for (int n : {2, 3}) {
