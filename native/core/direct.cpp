@@ -43,28 +43,29 @@ void DirectAllReduce::start(Transport& t) {
   }
 }
 
-bool DirectAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
-  auto fail = [&](ErrorCode code, const std::string& msg) {
+bool DirectAllReduce::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t*, uint8_t*& dst) {
+  auto reject = [&](ErrorCode code, const std::string& msg) {
     t.fail(shared_from_this(), {code, msg, ""}, true);
-    return in.discard(h.length);
+    return false;
   };
   const std::string& who = peerIds[static_cast<size_t>(from)];
   std::string mismatch = allReduceMismatch(key, h, who, peerIds[static_cast<size_t>(myIndex)], buf_);
-  if (!mismatch.empty()) return fail(ErrorCode::Mismatch, mismatch);
+  if (!mismatch.empty()) return reject(ErrorCode::Mismatch, mismatch);
   if (h.phase != kDirectPhase) {
-    return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " + who +
-                                         " does not use the direct algorithm; pass the same \"algorithm\" option on every peer");
+    return reject(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " + who +
+                                           " does not use the direct algorithm; pass the same \"algorithm\" option on every peer");
   }
-  if (h.length != bytes_) return fail(ErrorCode::Protocol, "all-reduce frame from " + who + " has the wrong length");
+  if (h.length != bytes_) return reject(ErrorCode::Protocol, "all-reduce frame from " + who + " has the wrong length");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (arrived_[static_cast<size_t>(from)]) return fail(ErrorCode::Protocol, "duplicate all-reduce frame from " + who);
+    if (arrived_[static_cast<size_t>(from)]) return reject(ErrorCode::Protocol, "duplicate all-reduce frame from " + who);
     arrived_[static_cast<size_t>(from)] = 1;
   }
-  if (bytes_ && !in.read(inputs_.data() + static_cast<size_t>(from) * bytes_, bytes_)) return false;
-  finishWork(t);
+  dst = inputs_.data() + static_cast<size_t>(from) * bytes_;
   return true;
 }
+
+void DirectAllReduce::onPayload(Transport& t, int, const FrameHeader&, uint8_t*) { finishWork(t); }
 
 void DirectAllReduce::onSucceeded() {
   // Runs once, when every input is in and our own was sent, and the op can no longer fail: the same sequence of

@@ -23,7 +23,8 @@ class DirectAllReduce : public Operation {
 
   void prepare() override;
   void start(Transport& t) override;
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override;
+  void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override;
   void onSucceeded() override;
 
  private:

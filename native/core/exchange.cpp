@@ -45,31 +45,32 @@ void Exchange::start(Transport& t) {
   }
 }
 
-bool Exchange::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
-  auto fail = [&](ErrorCode code, const std::string& msg) {
+bool Exchange::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t*, uint8_t*& dst) {
+  auto reject = [&](ErrorCode code, const std::string& msg) {
     t.fail(shared_from_this(), {code, msg, ""}, true);
-    return in.discard(h.length);
+    return false;
   };
   const std::string& who = peerIds[static_cast<size_t>(from)];
-  if (h.phase != kExchangePhase) return fail(ErrorCode::Mismatch, who + " runs a different operation under tag " + std::to_string(key.tag));
+  if (h.phase != kExchangePhase) return reject(ErrorCode::Mismatch, who + " runs a different operation under tag " + std::to_string(key.tag));
   auto it = std::find_if(recvs_.begin(), recvs_.end(), [&](const ExchangeRecv& r) { return r.from == from && r.stream == h.aux; });
-  if (it == recvs_.end()) return fail(ErrorCode::Mismatch, who + " sent stream " + std::to_string(h.aux) + " that this peer does not expect");
+  if (it == recvs_.end()) return reject(ErrorCode::Mismatch, who + " sent stream " + std::to_string(h.aux) + " that this peer does not expect");
   if (it->length != h.count)
-    return fail(ErrorCode::Mismatch, who + " sends " + std::to_string(h.count) + " bytes for stream " + std::to_string(h.aux) +
-                                         ", this peer expects " + std::to_string(it->length));
+    return reject(ErrorCode::Mismatch, who + " sends " + std::to_string(h.count) + " bytes for stream " + std::to_string(h.aux) +
+                                           ", this peer expects " + std::to_string(it->length));
   size_t idx = static_cast<size_t>(it - recvs_.begin());
   uint64_t k = h.offset / segBytes_;
   uint64_t expectLen = it->length == 0 ? 0 : std::min<uint64_t>(segBytes_, it->length - std::min(it->length, h.offset));
   if (h.offset % segBytes_ != 0 || k >= seen_[idx].size() || h.length != expectLen)
-    return fail(ErrorCode::Protocol, who + " sent a segment outside stream " + std::to_string(h.aux));
+    return reject(ErrorCode::Protocol, who + " sent a segment outside stream " + std::to_string(h.aux));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (seen_[idx][k]) return fail(ErrorCode::Protocol, who + " sent a segment twice");
+    if (seen_[idx][k]) return reject(ErrorCode::Protocol, who + " sent a segment twice");
     seen_[idx][k] = 1;
   }
-  if (h.length && !in.read(it->data + h.offset, h.length)) return false;
-  finishWork(t);
+  dst = it->data + h.offset;
   return true;
 }
+
+void Exchange::onPayload(Transport& t, int, const FrameHeader&, uint8_t*) { finishWork(t); }
 
 }  // namespace tccl

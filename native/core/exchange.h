@@ -30,7 +30,8 @@ class Exchange : public Operation {
 
   void prepare() override;
   void start(Transport& t) override;
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override;
+  void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override;
 
  private:
   uint64_t segmentsOf(uint64_t length) const { return length == 0 ? 1 : (length + segBytes_ - 1) / segBytes_; }

@@ -304,25 +304,8 @@ void QuantizedAllReduce::accumulateOwned(Transport& t, uint32_t g) {
 }
 
 void QuantizedAllReduce::start(Transport& t) {
-  auto me = self();
-  auto schedule = [&](uint32_t g, bool accumulate) {
-    activeTransfers++;  // released when the task ends; failure waits for it
-    WorkPool::instance().submit(
-        [me, &t, g, accumulate] {
-          if (!me->isDone()) {
-            try {
-              if (accumulate) me->accumulateOwned(t, g);
-              else me->encodeContribution(t, g);
-            } catch (const std::exception& e) {
-              t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
-            }
-          }
-          me->activeTransfers--;
-        },
-        accumulate);
-  };
   if (n_ == 1) {
-    for (uint32_t g = firstSeg_[0]; g < firstSeg_[1]; ++g) schedule(g, true);
+    for (uint32_t g = firstSeg_[0]; g < firstSeg_[1]; ++g) schedule(t, g, true);
     return;
   }
   // Interleave destinations so that every owner starts receiving at once.
@@ -332,7 +315,7 @@ void QuantizedAllReduce::start(Transport& t) {
     for (int d = 1; d < n_; ++d) {
       int c = (r_ + d) % n_;
       uint32_t g = firstSeg_[static_cast<size_t>(c)] + k;
-      if (g < firstSeg_[static_cast<size_t>(c) + 1]) schedule(g, false);
+      if (g < firstSeg_[static_cast<size_t>(c) + 1]) schedule(t, g, false);
     }
   }
 }
@@ -353,78 +336,81 @@ std::string QuantizedAllReduce::describeMismatch(int from, const FrameHeader& h)
          ": every peer must pass the same element count, dtype, op and quantization (codec, block size) for the same tag";
 }
 
-bool QuantizedAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
-  auto fail = [&](ErrorCode code, const std::string& msg) {
+uint32_t QuantizedAllReduce::segmentIndex(const FrameHeader& h) const {
+  uint32_t first = firstSeg_[static_cast<size_t>(h.step)];
+  return first + static_cast<uint32_t>((h.offset - segs_[first].elem) / segElems_);
+}
+
+bool QuantizedAllReduce::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t*, uint8_t*& dst) {
+  auto reject = [&](ErrorCode code, const std::string& msg) {
     t.fail(shared_from_this(), {code, msg, ""}, true);
-    return in.discard(h.length);
+    return false;
   };
   if (h.count != buf_.count || h.dtype != static_cast<uint8_t>(buf_.dtype) || h.op != static_cast<uint8_t>(buf_.op) ||
       h.codec != static_cast<uint16_t>(q_.codec) || h.aux != q_.blockSize) {
-    return fail(ErrorCode::Mismatch, describeMismatch(from, h));
+    return reject(ErrorCode::Mismatch, describeMismatch(from, h));
   }
   int c = h.step;
   if (from == r_ || c >= n_ || (h.phase == kContribution && c != r_) || (h.phase == kResult && c != from) || h.phase > kResult) {
-    return fail(ErrorCode::Protocol, "unexpected quantized all-reduce frame from " + peerIds[from]);
+    return reject(ErrorCode::Protocol, "unexpected quantized all-reduce frame from " + peerIds[from]);
   }
   // Locate the segment: chunk c, element offset h.offset.
   uint32_t first = firstSeg_[static_cast<size_t>(c)];
   uint32_t nseg = firstSeg_[static_cast<size_t>(c) + 1] - first;
   uint64_t start = segs_[first].elem;
   uint64_t rel = h.offset - start;
-  if (h.offset < start || rel % segElems_ != 0 || rel / segElems_ >= nseg ||
-      segs_[first + rel / segElems_].encLen != h.length) {
-    return fail(ErrorCode::Mismatch, "quantized all-reduce tag " + std::to_string(key.tag) + ": the segment layout of " +
-                                         peerIds[from] + " differs from " + peerIds[r_] + "'s (different versions or segment sizes?)");
+  if (h.offset < start || rel % segElems_ != 0 || rel / segElems_ >= nseg || segs_[first + rel / segElems_].encLen != h.length) {
+    return reject(ErrorCode::Mismatch, "quantized all-reduce tag " + std::to_string(key.tag) + ": the segment layout of " + peerIds[from] +
+                                           " differs from " + peerIds[r_] + "'s (different versions or segment sizes?)");
   }
-  uint32_t g = first + static_cast<uint32_t>(rel / segElems_);
-  const Segment& s = segs_[g];
+  const Segment& s = segs_[segmentIndex(h)];
+  std::lock_guard<std::mutex> lock(mu_);
   if (h.phase == kContribution) {
-    uint32_t ownSegs = nseg;
     size_t slot = static_cast<size_t>(from < r_ ? from : from - 1);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      uint8_t& seen = gotContribution_[slot * ownSegs + s.local];
-      if (seen) return fail(ErrorCode::Protocol, "duplicate quantized all-reduce frame from " + peerIds[from]);
-      seen = 1;
-    }
+    uint8_t& seen = gotContribution_[slot * nseg + s.local];
+    if (seen) return reject(ErrorCode::Protocol, "duplicate quantized all-reduce frame from " + peerIds[from]);
+    seen = 1;
     uint64_t ownEnc = chunkEnc_[static_cast<size_t>(r_) + 1] - chunkEnc_[static_cast<size_t>(r_)];
-    uint8_t* dst = staging_.get() + slot * ownEnc + (s.encOff - chunkEnc_[static_cast<size_t>(r_)]);
-    if (!in.read(dst, h.length)) return false;
-    if (isDone()) return true;
+    dst = staging_.get() + slot * ownEnc + (s.encOff - chunkEnc_[static_cast<size_t>(r_)]);
+  } else {
+    if (gotResult_[segmentIndex(h)]) return reject(ErrorCode::Protocol, "duplicate quantized all-reduce frame from " + peerIds[from]);
+    gotResult_[segmentIndex(h)] = 1;
+    dst = results_.get() + s.encOff;
+  }
+  return true;
+}
+
+void QuantizedAllReduce::onPayload(Transport& t, int, const FrameHeader& h, uint8_t* data) {
+  uint32_t g = segmentIndex(h);
+  if (h.phase == kContribution) {
     bool ready;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ready = ++arrived_[s.local] == n_ - 1;
+      ready = ++arrived_[segs_[g].local] == n_ - 1;
     }
-    if (ready) {
-      auto me = self();
-      activeTransfers++;
-      WorkPool::instance().submit(
-          [me, &t, g] {
-            if (!me->isDone()) {
-              try {
-                me->accumulateOwned(t, g);
-              } catch (const std::exception& e) {
-                t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
-              }
-            }
-            me->activeTransfers--;
-          },
-          true);
-    }
-    return true;
+    if (ready) schedule(t, g, true);
+    return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (gotResult_[g]) return fail(ErrorCode::Protocol, "duplicate quantized all-reduce frame from " + peerIds[from]);
-    gotResult_[g] = 1;
-  }
-  uint8_t* dst = results_.get() + s.encOff;
-  if (!in.read(dst, h.length)) return false;
-  if (isDone()) return true;
-  writeResult(s, dst);
+  writeResult(segs_[g], data);
   finishWork(t);
-  return true;
+}
+
+void QuantizedAllReduce::schedule(Transport& t, uint32_t g, bool accumulate) {
+  auto me = self();
+  activeTransfers++;  // released when the task ends; failure waits for it
+  WorkPool::instance().submit(
+      [me, &t, g, accumulate] {
+        if (!me->isDone()) {
+          try {
+            if (accumulate) me->accumulateOwned(t, g);
+            else me->encodeContribution(t, g);
+          } catch (const std::exception& e) {
+            t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
+          }
+        }
+        me->activeTransfers--;
+      },
+      accumulate);
 }
 
 void QuantizedAllReduce::onFailed(const OpError&) {

@@ -40,7 +40,8 @@ class QuantizedAllReduce : public Operation {
 
   void prepare() override;
   void start(Transport& t) override;
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override;
+  void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override;
   void onFailed(const OpError& error) override;
 
   // Elements per segment for a codec and block size (a multiple of the block size for U8/U4, so that the block
@@ -61,7 +62,10 @@ class QuantizedAllReduce : public Operation {
   std::shared_ptr<QuantizedAllReduce> self() { return std::static_pointer_cast<QuantizedAllReduce>(shared_from_this()); }
   uint64_t seedFor(int phase, int peer, uint32_t segment) const;
   CodecParams codecParams(uint64_t seed) const;
-  // Pool tasks.
+  // Global segment index of a frame (its header already checked).
+  uint32_t segmentIndex(const FrameHeader& h) const;
+  // Runs an encode or (accumulate) an accumulation on the work pool.
+  void schedule(Transport& t, uint32_t segIndex, bool accumulate);
   void encodeContribution(Transport& t, uint32_t segIndex);
   void accumulateOwned(Transport& t, uint32_t segIndex);
   // Writes the decoded result of a segment into the caller's output (backing up in-place input first).

@@ -77,9 +77,10 @@ template <class C, class Op> struct Narrow {
   static uint16_t apply(uint16_t a, uint16_t b) { return C::out(Op::apply(C::in(a), C::in(b))); }
 };
 
-template <class T> struct IntOps { using Sum = IntSum<T>; using Prod = IntProd<T>; using Min = IntMin<T>; using Max = IntMax<T>; };
-template <class F> struct FloatOps { using Sum = FSum<F>; using Prod = FProd<F>; using Min = FMin<F>; using Max = FMax<F>; };
+template <class T> struct IntOps { using Storage = T; using Sum = IntSum<T>; using Prod = IntProd<T>; using Min = IntMin<T>; using Max = IntMax<T>; };
+template <class F> struct FloatOps { using Storage = F; using Sum = FSum<F>; using Prod = FProd<F>; using Min = FMin<F>; using Max = FMax<F>; };
 template <class C> struct NarrowOps {
+  using Storage = uint16_t;
   using Sum = Narrow<C, FSum<float>>; using Prod = Narrow<C, FProd<float>>;
   using Min = Narrow<C, FMin<float>>; using Max = Narrow<C, FMax<float>>;
 };
@@ -99,6 +100,16 @@ void loopTo(Byte* TCCL_RESTRICT d, const Byte* TCCL_RESTRICT a, const Byte* TCCL
   for (size_t i = 0; i < n; ++i) store<S>(d, i, Op::apply(load<S>(a, i), load<S>(b, i)));
 }
 
+// w[i] = d[i]; d[i] = op(d[i], s[i]).
+template <class S, class Op>
+void loopIntoSaving(Byte* TCCL_RESTRICT d, const Byte* TCCL_RESTRICT s, Byte* TCCL_RESTRICT w, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const S x = load<S>(d, i), y = load<S>(s, i);
+    store<S>(w, i, x);
+    store<S>(d, i, Op::apply(x, y));
+  }
+}
+
 // d[i] = op(d[i], d[i]): every operand is the same buffer (x (op) x), no restrict.
 template <class S, class Op>
 void loopSelf(Byte* d, size_t n) {
@@ -116,33 +127,43 @@ void run(Byte* d, const Byte* a, const Byte* b, size_t n) {
   else loopTo<S, Op>(d, a, b, n);
 }
 
-template <class S, class Ops>
-void runOp(ReduceOp op, Byte* d, const Byte* a, const Byte* b, size_t n) {
-  switch (op) {
-    case ReduceOp::Sum:
-    case ReduceOp::Avg: run<S, typename Ops::Sum>(d, a, b, n); return;
-    case ReduceOp::Prod: run<S, typename Ops::Prod>(d, a, b, n); return;
-    case ReduceOp::Min: run<S, typename Ops::Min>(d, a, b, n); return;
-    case ReduceOp::Max: run<S, typename Ops::Max>(d, a, b, n); return;
+// The one switch from (dtype, op) to a kernel: K<S, Operator>::run(args...) for the storage type and operator.
+template <template <class, class> class K, class... Args>
+void select(DType t, ReduceOp op, Args... args) {
+  auto byOp = [&](auto ops) {
+    using Ops = decltype(ops);
+    switch (op) {
+      case ReduceOp::Sum:
+      case ReduceOp::Avg: return K<typename Ops::Storage, typename Ops::Sum>::run(args...);
+      case ReduceOp::Prod: return K<typename Ops::Storage, typename Ops::Prod>::run(args...);
+      case ReduceOp::Min: return K<typename Ops::Storage, typename Ops::Min>::run(args...);
+      case ReduceOp::Max: return K<typename Ops::Storage, typename Ops::Max>::run(args...);
+    }
+  };
+  switch (t) {
+    case DType::F32: return byOp(FloatOps<float>{});
+    case DType::F64: return byOp(FloatOps<double>{});
+    case DType::F16: return byOp(NarrowOps<HalfConv>{});
+    case DType::BF16: return byOp(NarrowOps<BHalfConv>{});
+    case DType::I8: return byOp(IntOps<int8_t>{});
+    case DType::U8: return byOp(IntOps<uint8_t>{});
+    case DType::I16: return byOp(IntOps<int16_t>{});
+    case DType::U16: return byOp(IntOps<uint16_t>{});
+    case DType::I32: return byOp(IntOps<int32_t>{});
+    case DType::U32: return byOp(IntOps<uint32_t>{});
+    case DType::I64: return byOp(IntOps<int64_t>{});
+    case DType::U64: return byOp(IntOps<uint64_t>{});
   }
 }
 
-void dispatch(DType t, ReduceOp op, Byte* d, const Byte* a, const Byte* b, size_t n) {
-  switch (t) {
-    case DType::F32: runOp<float, FloatOps<float>>(op, d, a, b, n); return;
-    case DType::F64: runOp<double, FloatOps<double>>(op, d, a, b, n); return;
-    case DType::F16: runOp<uint16_t, NarrowOps<HalfConv>>(op, d, a, b, n); return;
-    case DType::BF16: runOp<uint16_t, NarrowOps<BHalfConv>>(op, d, a, b, n); return;
-    case DType::I8: runOp<int8_t, IntOps<int8_t>>(op, d, a, b, n); return;
-    case DType::U8: runOp<uint8_t, IntOps<uint8_t>>(op, d, a, b, n); return;
-    case DType::I16: runOp<int16_t, IntOps<int16_t>>(op, d, a, b, n); return;
-    case DType::U16: runOp<uint16_t, IntOps<uint16_t>>(op, d, a, b, n); return;
-    case DType::I32: runOp<int32_t, IntOps<int32_t>>(op, d, a, b, n); return;
-    case DType::U32: runOp<uint32_t, IntOps<uint32_t>>(op, d, a, b, n); return;
-    case DType::I64: runOp<int64_t, IntOps<int64_t>>(op, d, a, b, n); return;
-    case DType::U64: runOp<uint64_t, IntOps<uint64_t>>(op, d, a, b, n); return;
-  }
-}
+template <class S, class Op>
+struct Combine {
+  static void run(Byte* d, const Byte* a, const Byte* b, size_t n) { ::tccl::run<S, Op>(d, a, b, n); }
+};
+template <class S, class Op>
+struct CombineSaving {
+  static void run(Byte* d, const Byte* s, Byte* w, size_t n) { loopIntoSaving<S, Op>(d, s, w, n); }
+};
 
 // ---- average ----
 
@@ -178,12 +199,17 @@ void divNarrow(Byte* TCCL_RESTRICT p, size_t n, uint32_t divisor) {
 void reduceInto(DType t, ReduceOp op, void* dst, const void* src, size_t n) {
   if (n == 0) return;
   auto* d = static_cast<Byte*>(dst);
-  dispatch(t, op, d, d, static_cast<const Byte*>(src), n);
+  select<Combine>(t, op, d, static_cast<const Byte*>(d), static_cast<const Byte*>(src), n);
+}
+
+void reduceIntoSaving(DType t, ReduceOp op, void* dst, const void* src, void* saved, size_t n) {
+  if (n == 0) return;
+  select<CombineSaving>(t, op, static_cast<Byte*>(dst), static_cast<const Byte*>(src), static_cast<Byte*>(saved), n);
 }
 
 void reduceTo(DType t, ReduceOp op, void* dst, const void* a, const void* b, size_t n) {
   if (n == 0) return;
-  dispatch(t, op, static_cast<Byte*>(dst), static_cast<const Byte*>(a), static_cast<const Byte*>(b), n);
+  select<Combine>(t, op, static_cast<Byte*>(dst), static_cast<const Byte*>(a), static_cast<const Byte*>(b), n);
 }
 
 void finishAverage(DType t, void* data, size_t n, uint32_t divisor) {

@@ -12,6 +12,9 @@ namespace tccl {
 // dst[i] = dst[i] (op) src[i] for i < n. Avg accumulates like Sum (the caller divides once at the end).
 // dst and src must not overlap (unless dst == src exactly).
 void reduceInto(DType t, ReduceOp op, void* dst, const void* src, size_t n);
+// reduceInto that also saves what dst held: saved[i] = dst[i], then dst[i] = dst[i] (op) src[i], in one pass (an
+// in-place all-reduce keeps the caller's input for restoring it after a failure). No buffer may overlap another.
+void reduceIntoSaving(DType t, ReduceOp op, void* dst, const void* src, void* saved, size_t n);
 // For Avg: data[i] = data[i] / divisor, done once by the owner of a chunk. Integers: truncating division
 // toward zero. float16/bfloat16: computed in float32, rounded back to nearest-even. float32: computed in float64
 // and rounded once (correctly rounded quotient). divisor 0 or 1 leaves data unchanged.

@@ -9,12 +9,6 @@ namespace tccl {
 
 namespace {
 enum Phase : uint8_t { kReduceScatter = 0, kAllGather = 1 };
-
-std::vector<uint8_t>& scratchBuffer(size_t bytes) {
-  thread_local std::vector<uint8_t> scratch;
-  if (scratch.size() < bytes) scratch.resize(bytes);
-  return scratch;
-}
 }  // namespace
 
 std::string allReduceMismatch(const OpKey& key, const FrameHeader& h, const std::string& sender, const std::string& self,
@@ -139,59 +133,68 @@ void RingAllReduce::start(Transport& t) {
   }
 }
 
-void RingAllReduce::backupOnce(const Segment& seg) {
-  if (!inPlace_ || backedUp_[seg.index]) return;  // each segment index is handled by one thread at a time
-  if (seg.length) std::memcpy(backup_.get() + seg.offset, buf_.output + seg.offset, seg.length);
-  backedUp_[seg.index] = 1;
+bool RingAllReduce::rejectFrame(Transport& t, ErrorCode code, const std::string& message) {
+  t.fail(shared_from_this(), {code, message, ""}, true);
+  return false;
 }
 
-bool RingAllReduce::onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) {
-  auto fail = [&](ErrorCode code, const std::string& msg) {
-    t.fail(shared_from_this(), {code, msg, ""}, true);
-    return in.discard(h.length);
-  };
+bool RingAllReduce::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) {
   std::string mismatch = allReduceMismatch(key, h, peerIds[from], peerIds[r_], buf_);
-  if (!mismatch.empty()) return fail(ErrorCode::Mismatch, mismatch);
+  if (!mismatch.empty()) return rejectFrame(t, ErrorCode::Mismatch, mismatch);
   if (h.phase != kReduceScatter && h.phase != kAllGather && h.phase < 4) {
-    return fail(ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " +
-                                         peerIds[from] + " does not use the ring; pass the same \"algorithm\" option on every peer");
+    return rejectFrame(t, ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " +
+                                                   peerIds[from] + " does not use the ring; pass the same \"algorithm\" option on every peer");
   }
   int leftPeer = (r_ - 1 + n_) % n_;
   if (from != leftPeer || (h.phase != kReduceScatter && h.phase != kAllGather) || h.step < 1 || h.step >= n_) {
-    return fail(ErrorCode::Protocol, "unexpected all-reduce frame from " + peerIds[from]);
+    return rejectFrame(t, ErrorCode::Protocol, "unexpected all-reduce frame from " + peerIds[from]);
   }
-  int phase = h.phase;
-  int step = h.step;
   Segment seg;
-  if (!findSegment(chunkOf(step, phase), h.offset, h.length, seg)) {
-    return fail(ErrorCode::Protocol, "all-reduce frame from " + peerIds[from] + " does not match the chunk layout");
+  if (!findSegment(chunkOf(h.step, h.phase), h.offset, h.length, seg)) {
+    return rejectFrame(t, ErrorCode::Protocol, "all-reduce frame from " + peerIds[from] + " does not match the chunk layout");
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    uint8_t& seen = received_[static_cast<size_t>(phase) * (received_.size() / 2) + seg.index];
-    if (seen) return fail(ErrorCode::Protocol, "duplicate all-reduce frame from " + peerIds[from]);
+    uint8_t& seen = received_[static_cast<size_t>(h.phase) * (received_.size() / 2) + seg.index];
+    if (seen) return rejectFrame(t, ErrorCode::Protocol, "duplicate all-reduce frame from " + peerIds[from]);
     seen = 1;
   }
+  if (h.phase == kReduceScatter) {
+    if (h.length > t.options().maxSegmentBytes) return rejectFrame(t, ErrorCode::Protocol, "all-reduce segment from " + peerIds[from] + " is larger than this peer's segment size");
+    dst = scratch;  // combined with our input in onPayload
+  } else {
+    // All-gather data is final: it lands in place. Our own input of that chunk was never combined (we sent it in
+    // the first step), so it is saved here, before it is overwritten.
+    if (inPlace_ && chunkOf(h.step, h.phase) == r_ && seg.length) {
+      std::memcpy(backup_.get() + seg.offset, buf_.output + seg.offset, seg.length);
+      backedUp_[seg.index] = 1;
+    }
+    dst = buf_.output + seg.offset;
+  }
+  return true;
+}
+
+void RingAllReduce::onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) {
+  Segment seg;
+  findSegment(chunkOf(h.step, h.phase), h.offset, h.length, seg);  // checked in onHeader
   size_t elems = seg.length / elem_;
-  if (phase == kReduceScatter) {
-    auto& scratch = scratchBuffer(segBytes_);
-    if (!in.read(scratch.data(), seg.length)) return false;
-    if (isDone()) return true;
-    backupOnce(seg);
+  if (h.phase == kReduceScatter) {
     uint8_t* dst = buf_.output + seg.offset;
-    if (inPlace_) reduceInto(buf_.dtype, buf_.op, dst, scratch.data(), elems);
-    else reduceTo(buf_.dtype, buf_.op, dst, buf_.input + seg.offset, scratch.data(), elems);
-    bool final = step == n_ - 1;
+    if (inPlace_) {
+      // Saves the input of the segment while combining, in one pass over it.
+      reduceIntoSaving(buf_.dtype, buf_.op, dst, data, backup_.get() + seg.offset, elems);
+      backedUp_[seg.index] = 1;
+    } else {
+      reduceTo(buf_.dtype, buf_.op, dst, buf_.input + seg.offset, data, elems);
+    }
+    bool final = h.step == n_ - 1;
     if (final && buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, dst, elems, static_cast<uint32_t>(n_));
     if (final) queueSend(t, kAllGather, 1, seg);
-    else queueSend(t, kReduceScatter, step + 1, seg);
-  } else {
-    if (chunkOf(step, phase) == r_) backupOnce(seg);
-    if (!in.read(buf_.output + seg.offset, seg.length)) return false;
-    if (step < n_ - 1) queueSend(t, kAllGather, step + 1, seg);
+    else queueSend(t, kReduceScatter, h.step + 1, seg);
+  } else if (h.step < n_ - 1) {
+    queueSend(t, kAllGather, h.step + 1, seg);
   }
   finishWork(t);  // after the forward above was queued, so the op cannot complete in between
-  return true;
 }
 
 void RingAllReduce::onFailed(const OpError&) {

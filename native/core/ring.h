@@ -35,7 +35,8 @@ class RingAllReduce : public Operation {
 
   void prepare() override;
   void start(Transport& t) override;
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override;
+  bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override;
+  void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override;
   void onFailed(const OpError& error) override;
 
  private:
@@ -47,9 +48,9 @@ class RingAllReduce : public Operation {
   void setupGeometry(int worldSize, int myIndex);
   int chunkOf(int step, int phase) const;
   bool findSegment(int chunk, uint64_t offset, uint32_t length, Segment& out) const;
+  bool rejectFrame(Transport& t, ErrorCode code, const std::string& message);
   SendItem makeItem(int phase, int step, const Segment& seg) const;
   void queueSend(Transport& t, int phase, int step, const Segment& seg);
-  void backupOnce(const Segment& seg);
   std::shared_ptr<RingAllReduce> self() { return std::static_pointer_cast<RingAllReduce>(shared_from_this()); }
 
   AllReduceBuffers buf_;

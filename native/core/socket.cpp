@@ -1,6 +1,7 @@
 #include "socket.h"
 
 #include <cstring>
+#include <vector>
 
 #ifdef _WIN32
 #ifndef NOMINMAX
@@ -266,6 +267,150 @@ void Socket::shutdownWrite() {
   ::shutdown(fd_, SHUT_WR);
 #endif
 }
+
+bool Socket::setNonBlocking(bool on) { return valid() && setBlocking(fd_, !on); }
+
+long Socket::writeSome(const ConstBuffer* buffers, int count) {
+#ifdef _WIN32
+  WSABUF bufs[64];
+  if (count > 64) count = 64;
+  for (int i = 0; i < count; ++i) {
+    bufs[i].buf = const_cast<char*>(static_cast<const char*>(buffers[i].data));
+    bufs[i].len = static_cast<ULONG>(buffers[i].len);
+  }
+  DWORD sent = 0;
+  if (WSASend(fd_, bufs, static_cast<DWORD>(count), &sent, 0, nullptr, nullptr) == 0) return static_cast<long>(sent);
+  return WSAGetLastError() == WSAEWOULDBLOCK ? 0 : -1;
+#else
+  iovec iov[64];
+  if (count > 64) count = 64;
+  for (int i = 0; i < count; ++i) {
+    iov[i].iov_base = const_cast<void*>(buffers[i].data);
+    iov[i].iov_len = buffers[i].len;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(count);
+#ifdef MSG_NOSIGNAL
+  const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+#else
+  const int flags = MSG_DONTWAIT;
+#endif
+  for (;;) {
+    ssize_t n = ::sendmsg(fd_, &msg, flags);
+    if (n >= 0) return static_cast<long>(n);
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+  }
+#endif
+}
+
+long Socket::readSome(void* data, size_t len) {
+  int chunk = static_cast<int>(len > (1u << 30) ? (1u << 30) : len);
+#ifdef _WIN32
+  int n = ::recv(fd_, static_cast<char*>(data), chunk, 0);
+  if (n > 0) return n;
+  if (n == 0) return -1;
+  return WSAGetLastError() == WSAEWOULDBLOCK ? 0 : -2;
+#else
+  for (;;) {
+    ssize_t n = ::recv(fd_, data, static_cast<size_t>(chunk), MSG_DONTWAIT);
+    if (n > 0) return static_cast<long>(n);
+    if (n == 0) return -1;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -2;
+  }
+#endif
+}
+
+int pollSockets(PollItem* items, size_t count, int timeoutMs) {
+#ifdef _WIN32
+  std::vector<WSAPOLLFD> fds(count);
+#else
+  std::vector<pollfd> fds(count);
+#endif
+  for (size_t i = 0; i < count; ++i) {
+    fds[i].fd = items[i].fd;
+    fds[i].events = static_cast<short>((items[i].wantRead ? POLLIN : 0) | (items[i].wantWrite ? POLLOUT : 0));
+    fds[i].revents = 0;
+  }
+#ifdef _WIN32
+  int r = WSAPoll(fds.data(), static_cast<ULONG>(count), timeoutMs);
+#else
+  int r;
+  do {
+    r = ::poll(fds.data(), static_cast<nfds_t>(count), timeoutMs);
+  } while (r < 0 && errno == EINTR);
+#endif
+  if (r < 0) return 0;
+  for (size_t i = 0; i < count; ++i) {
+    short ev = fds[i].revents;
+    items[i].readable = (ev & POLLIN) != 0;
+    items[i].writable = (ev & POLLOUT) != 0;
+    items[i].failed = (ev & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+  }
+  return r;
+}
+
+#ifdef _WIN32
+// Winsock polls sockets only: the waker is a connected pair of loopback TCP sockets.
+Waker::Waker() : readFd_(kInvalid), writeFd_(kInvalid) {
+  NativeSocket l = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int len = sizeof(a);
+  if (l != kInvalid && ::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && ::listen(l, 1) == 0 &&
+      getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    writeFd_ = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    if (writeFd_ != kInvalid && ::connect(writeFd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) readFd_ = ::accept(l, nullptr, nullptr);
+  }
+  if (l != kInvalid) closeNative(l);
+  if (readFd_ != kInvalid) setBlocking(readFd_, false);
+  if (writeFd_ != kInvalid) {
+    setBlocking(writeFd_, false);
+    int one = 1;
+    setsockopt(writeFd_, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one), sizeof(one));
+  }
+}
+Waker::~Waker() {
+  if (readFd_ != kInvalid) closeNative(readFd_);
+  if (writeFd_ != kInvalid) closeNative(writeFd_);
+}
+void Waker::wake() {
+  char b = 1;
+  ::send(writeFd_, &b, 1, 0);  // a full pipe already means a pending wake-up
+}
+void Waker::drain() {
+  char buf[256];
+  while (::recv(readFd_, buf, sizeof(buf), 0) > 0) {
+  }
+}
+#else
+Waker::Waker() : readFd_(kInvalid), writeFd_(kInvalid) {
+  int fds[2];
+  if (::pipe(fds) == 0) {
+    readFd_ = fds[0];
+    writeFd_ = fds[1];
+    setBlocking(readFd_, false);
+    setBlocking(writeFd_, false);
+  }
+}
+Waker::~Waker() {
+  if (readFd_ != kInvalid) ::close(readFd_);
+  if (writeFd_ != kInvalid) ::close(writeFd_);
+}
+void Waker::wake() {
+  char b = 1;
+  ssize_t r = ::write(writeFd_, &b, 1);  // a full pipe already means a pending wake-up
+  (void)r;
+}
+void Waker::drain() {
+  char buf[256];
+  while (::read(readFd_, buf, sizeof(buf)) > 0) {
+  }
+}
+#endif
 
 void Socket::close() {
   if (valid()) {

@@ -18,6 +18,20 @@ void initSockets();
 // Text of the last socket error of this thread (errno / WSAGetLastError).
 std::string lastSocketError();
 
+struct ConstBuffer {
+  const void* data;
+  size_t len;
+};
+
+struct PollItem {
+  NativeSocket fd;
+  bool wantRead = true;
+  bool wantWrite = false;
+  bool readable = false;
+  bool writable = false;
+  bool failed = false;  // error or hang-up: a read or write then tells which
+};
+
 struct SocketOptions {
   int bufferBytes = 4 << 20;  // SO_SNDBUF and SO_RCVBUF; large so one connection can fill a long fat pipe
   bool noDelay = true;
@@ -58,9 +72,39 @@ class Socket {
   void close();
   std::string peerAddress() const;
 
+  // Non-blocking mode, for sockets driven by an I/O loop (see pollSockets).
+  bool setNonBlocking(bool on);
+  // One non-blocking gathered write of up to `count` buffers: bytes written (> 0), 0 when the socket would block,
+  // -1 on error (the connection is unusable).
+  long writeSome(const ConstBuffer* buffers, int count);
+  // One non-blocking read: bytes read (> 0), 0 when it would block, -1 at end of stream, -2 on error.
+  long readSome(void* data, size_t len);
+  NativeSocket native() const { return fd_; }
+
  private:
   NativeSocket fd_ = invalidSocket();
   static NativeSocket invalidSocket();
+};
+
+// Waits until any of the sockets is ready (or timeoutMs passes; -1 = no limit). Fills the `readable`, `writable`
+// and `failed` flags; returns the number of ready sockets (0 on timeout).
+int pollSockets(PollItem* items, size_t count, int timeoutMs);
+
+// Wakes a thread blocked in pollSockets from any other thread: its descriptor is one of the polled items.
+class Waker {
+ public:
+  Waker();
+  ~Waker();
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+  NativeSocket fd() const { return readFd_; }
+  void wake();
+  // Consumes pending wake-ups (called by the polling thread when fd() is readable).
+  void drain();
+
+ private:
+  NativeSocket readFd_;
+  NativeSocket writeFd_;
 };
 
 class Listener {

@@ -1,8 +1,14 @@
 // The data plane's transport: one listener, and per peer a link of K TCP connections. Frames carry an operation
-// key (tag, sequence), so many operations share the connections; each connection has a reader thread that hands
-// frames to the operation they belong to, and every outgoing connection has a writer thread that takes the next
-// segment from the link's queue, round-robin over operations, so one operation is striped over all K connections
-// and concurrent operations share them fairly.
+// key (tag, sequence), so many operations share the connections.
+//
+// Threads: a few I/O threads (options.ioThreads) drive every established connection with non-blocking sockets
+// and one poll loop each: they read frames and hand each payload straight to its operation (which says where the
+// bytes go, so all-gather data lands in place), and they write the next frame of the link's queue whenever a
+// connection can take one, round-robin over operations, so one operation is striped over all K connections and
+// concurrent operations share them fairly. An operation's follow-up sends (a ring forwards what it reduced) are
+// queued from the I/O thread that received the data and written by the next pass of the loop, without any
+// thread hand-off. Short-lived threads dial and greet connections; a service thread runs deadlines, failure
+// clean-up and early-frame replays. docs/allreduce.md describes the wire and the failure semantics.
 #pragma once
 #include <array>
 #include <atomic>
@@ -84,19 +90,11 @@ struct TransportOptions {
   int connectRetryMs = 30000;
   // Largest payload of one data frame; bigger transfers are split into segments of at most this size.
   uint32_t maxSegmentBytes = 256 << 10;
+  // Threads that drive the connections; 0 = min(2, K, hardware threads).
+  int ioThreads = 0;
 };
 
 class Transport;
-class Connection;
-
-// Where an operation reads a frame's payload from: a socket (zero-copy into op memory) or a frame that arrived
-// before the op was submitted here and was kept in memory.
-class PayloadReader {
- public:
-  virtual ~PayloadReader() = default;
-  virtual bool read(void* dst, size_t len) = 0;
-  virtual bool discard(size_t len) = 0;
-};
 
 // A unit of work queued on a link: one frame, its payload borrowed from operation memory.
 struct SendItem {
@@ -105,24 +103,26 @@ struct SendItem {
   std::shared_ptr<void> keepAlive;  // keeps owned payload storage alive until written
 };
 
-// Base of every collective running on the transport. Callbacks come from reader and writer threads.
+// Base of every collective running on the transport. Callbacks come from I/O threads and the service thread,
+// possibly several at once.
 class Operation : public std::enable_shared_from_this<Operation> {
  public:
   virtual ~Operation() = default;
   OpKey key;
   uint64_t epoch = 0;
 
-  // Called once before the op becomes visible to reader threads (worldSize, myIndex and peerIds are set):
-  // size bookkeeping here. Must be cheap: it runs under the transport lock.
+  // Called once before the op becomes visible to I/O threads (worldSize, myIndex and peerIds are set): size
+  // bookkeeping and expectWork() for every receive here. Must be cheap: it runs under the transport lock.
   virtual void prepare() {}
   // Called once after it is registered (on the caller's thread): queue the first sends. Frames of the op may be
-  // handled on reader threads while start() runs; the transport holds one unit of work until it returns.
+  // handled on I/O threads while start() runs; the transport holds one unit of work until it returns.
   virtual void start(Transport& t) = 0;
-  // A data frame for this op arrived from peer `from`; its payload (h.length bytes) must be consumed from `in`
-  // exactly (read / discard). Return false if reading failed (the connection broke).
-  virtual bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) = 0;
-  // A send item of this op was fully written (the transport counts it as finished work right after).
-  virtual void onSent(Transport& t, const SendItem& item) {}
+  // A data frame for this op arrives from peer `from`: check its header and say where its h.length payload
+  // bytes go (`dst`): into op memory, or into `scratch` (room for one segment of the transport's maxSegmentBytes,
+  // valid until onPayload returns). Return false to have the payload discarded (after failing the op).
+  virtual bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) = 0;
+  // The payload announced by onHeader is complete at `data` (not called if the op failed meanwhile).
+  virtual void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) = 0;
   // The op succeeded: called once, after it can no longer fail and before onSettled; publish results here.
   virtual void onSucceeded() {}
   // The op failed (any reason). Called once, without transport locks held, after no thread still touches op
@@ -148,8 +148,10 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Returns true the first time (the caller then settles).
   bool markDone() { return !done_.exchange(true); }
   bool isDone() const { return done_.load(); }
-  // Transfers in progress that read or write op memory; failure waits for them to drain.
+  // Transfers in progress that read or write op memory; failure waits for them to drain. A frame that cannot be
+  // finished in time (the peer stopped reading) is abandoned: its connection is dropped.
   std::atomic<int> activeTransfers{0};
+  std::atomic<bool> abandonTransfers{false};
   std::atomic<uint64_t> bytesSent{0};
   std::atomic<uint64_t> bytesReceived{0};
   // Group facts of the op's epoch, copied at submit so an op never reads a group that configure() replaced.
@@ -160,28 +162,6 @@ class Operation : public std::enable_shared_from_this<Operation> {
  private:
   std::atomic<bool> done_{false};
   std::atomic<uint64_t> pendingWork_{0};
-};
-
-// One TCP connection of a link. Outgoing connections (we dialled) have a writer thread; every connection has a
-// reader thread.
-class Connection : public PayloadReader {
- public:
-  net::Socket sock;
-  int peer = -1;
-  uint64_t epoch = 0;
-  bool outgoing = false;
-  std::mutex writeMutex;  // one frame at a time on the wire
-  std::atomic<bool> dead{false};
-  // Op whose payload is being moved on this connection right now (for stall teardown).
-  std::atomic<Operation*> busyWith{nullptr};
-  // The peer said goodbye on this connection: its end of stream is a departure, not a loss.
-  std::atomic<bool> saidGoodbye{false};
-
-  bool read(void* dst, size_t len) override { return sock.recvAll(dst, len); }
-  bool discard(size_t len) override;
-  // Writes a small control frame under the write mutex; gives up after waitMs if a writer holds it (or never
-  // waits when waitMs < 0), so a peer that stopped reading cannot stall the caller.
-  bool writeFrame(const FrameHeader& h, const void* payload, int waitMs = -1);
 };
 
 class Transport {
@@ -203,14 +183,12 @@ class Transport {
   int myIndex() const { return myIndex_; }
   int worldSize() const { return static_cast<int>(peers_.size()); }
   uint64_t epoch() const { return epoch_; }
-  const PeerInfo& peer(int i) const { return peers_[static_cast<size_t>(i)]; }
 
   // Registers and starts an op; its key.seq is assigned here. On failure to start, settles it with the error.
   void submit(std::shared_ptr<Operation> op, int timeoutMs);
   // Queues a frame to peer `to` (dialling the link if needed). False if that link is dead.
   bool send(int to, SendItem item, const std::shared_ptr<Operation>& op);
-  // Queues many frames to one peer under one lock and one wake-up: an op's first segments are queued from the
-  // caller's (JS) thread, where one wake-up per segment would cost milliseconds of context switches.
+  // Queues many frames to one peer under one lock and one wake-up.
   bool sendMany(int to, std::vector<SendItem> items, const std::shared_ptr<Operation>& op);
   // Fails an op (any thread). Tells the other peers with an Abort frame when `propagate`.
   void fail(const std::shared_ptr<Operation>& op, OpError error, bool propagate);
@@ -218,25 +196,31 @@ class Transport {
   void complete(const std::shared_ptr<Operation>& op);
   // Aborts the in-flight op with this tag (from the user).
   void abortTag(uint64_t tag, const std::string& message);
-  // Rejects everything with Closed, closes sockets, joins threads. Idempotent.
+  // Rejects everything with Closed, says goodbye, closes sockets, joins threads. Idempotent.
   void close();
 
   static int64_t nowMs();
   // Runs a task on the transport's service thread (never on the caller's thread).
   void post(std::function<void()> task);
 
- private:
   struct Link;
+  struct Connection;
+  struct IoThread;
+
+ private:
   struct OpQueue {
     std::shared_ptr<Operation> op;
     std::deque<SendItem> items;
   };
+  struct EarlyFrame {
+    int from;
+    FrameHeader header;
+    std::shared_ptr<uint8_t[]> payload;
+  };
 
+  // Connection set-up (handshake.cpp).
   void acceptLoop();
   void handleIncoming(std::shared_ptr<Connection> conn);
-  void readerLoop(std::shared_ptr<Connection> conn);
-  void writerLoop(std::shared_ptr<Connection> conn, std::shared_ptr<Link> link);
-  void serviceLoop();
   std::shared_ptr<Link> linkTo(int peer, std::string& error);
   // Dials one connection of a link and says hello, retrying refused or unanswered dials until connectRetryMs;
   // returns an invalid socket (and the reason) when it gives up, the epoch changes or the transport closes.
@@ -244,24 +228,55 @@ class Transport {
                    const std::array<uint8_t, 16>& ticket, int k, int c, std::string& err, ErrorCode& failCode);
   // For a timeout's message: the links of the current epoch still dialling a peer that does not answer.
   std::string dialingNote();
-  bool dispatch(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
+  // Registers an established connection (and its link's, if outgoing) and hands it to an I/O thread.
+  void admit(const std::shared_ptr<Connection>& conn);
+
+  // The I/O loop (io_loop.cpp).
+  void adopt(std::shared_ptr<Connection> conn);
+  void ioLoop(IoThread& io);
+  void wakeIo();
+  bool pumpRead(const std::shared_ptr<Connection>& conn, std::string& why);
+  // Writes queued frames until the socket would block or `budget` bytes went out; the caller holds c.txMu.
+  bool pumpWrite(Connection& c, size_t budget = SIZE_MAX);
+  // Writes a first batch of a link's queue from the calling thread when one of its connections is idle; true
+  // when everything queued went out (no I/O thread needs waking).
+  bool writeNow(const std::shared_ptr<Link>& link);
+  bool takeFrames(Connection& c);
+  // Sets up the reading of a frame's payload; false (and why) when the frame breaks the connection.
+  bool onFrameHeader(Connection& c, std::string& why);
+  void onFrameComplete(Connection& c);
+  void releaseTransfers(Connection& c);
+  void enqueueControl(const std::shared_ptr<Connection>& c, const FrameHeader& h, std::string payload, bool thenShutdown);
+
+  // Frames and failure (transport.cpp).
+  void serviceLoop();
+  void handleControl(const std::shared_ptr<Connection>& conn, const FrameHeader& h, const std::string& payload);
   void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why);
   void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
-  // Goodbye frames: sent on every connection by close(), handled by dispatch().
-  void sayGoodbye(bool abrupt);
-  bool onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHeader& h);
+  void finishFailure(std::shared_ptr<Operation> op, OpError error);
+  std::shared_ptr<Operation> findOp(const OpKey& key);
+  void replayEarly(const std::shared_ptr<Operation>& op, std::vector<EarlyFrame> frames);
+  std::shared_ptr<uint8_t[]> earlyBuffer(size_t bytes);
+  // Goodbye frames: sent on every connection by close(), handled by handleControl().
+  void sayGoodbye();
+  FrameHeader goodbyeHeader() const;
+  std::string goodbyeBody();
+  void onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHeader& h, const std::string& payload);
   // PeerLost when an op of this key cannot run because a member left the group (code None if it can). Caller
   // holds mu_.
   OpError departedBlocking(const OpKey& key) const;
-  void finishFailure(std::shared_ptr<Operation> op, OpError error);
-  std::shared_ptr<Operation> findOp(const OpKey& key);
 
   TransportOptions options_;
   net::Listener listener_;
   std::atomic<bool> closing_{false};
   std::thread acceptThread_;
   std::thread serviceThread_;
+  std::vector<std::unique_ptr<IoThread>> io_;
+  std::atomic<unsigned> nextIo_{0};
+  std::atomic<uint64_t> workGen_{0};  // bumped whenever there is something new to write
+  struct SegmentPool;
+  std::shared_ptr<SegmentPool> segments_;  // buffers for early frames, reused instead of allocated per frame
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable configured_;
@@ -276,15 +291,17 @@ class Transport {
   std::vector<std::shared_ptr<Connection>> connections_;          // every live connection (both directions)
   std::map<OpKey, std::shared_ptr<Operation>> ops_;               // in flight
   std::map<uint64_t, uint32_t> nextSeq_;                          // per tag
-  struct EarlyFrame { int from; FrameHeader header; std::vector<uint8_t> payload; };
   std::map<OpKey, std::vector<EarlyFrame>> early_;                // frames for ops not yet submitted here
   size_t earlyBytes_ = 0;
   std::map<OpKey, OpError> earlyAborts_;
-  std::vector<std::shared_ptr<Operation>> draining_;              // failed, waiting for transfers to finish
   // Members of the current epoch that closed their engine: how many ops per tag each ran (abrupt: unknown).
-  struct Departure { bool abrupt = false; std::map<uint64_t, uint32_t> ran; };
+  struct Departure {
+    bool abrupt = false;
+    std::map<uint64_t, uint32_t> ran;
+  };
   std::map<int, Departure> departed_;
-  // Reader, writer, dialler and handshake threads are detached and counted; close() waits for the count to reach 0.
+  bool abandonedOps_ = false;  // close() failed operations in flight: its goodbye says so
+  // Short-lived threads (dialling, greeting) are detached and counted; close() waits for the count to reach 0.
   void spawn(std::function<void()> body);
   std::mutex threadsMu_;
   std::condition_variable threadsCv_;

@@ -46,20 +46,22 @@ class LateStart : public Base {
  public:
   using Base::Base;
   void start(Transport& t) override {
+    entered.set_value();
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::seconds(5), [&] { return gotFrame_; });
     lock.unlock();
     Base::start(t);
   }
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override {
-    bool ok = Base::onData(t, from, h, in);
+  void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override {
+    Base::onPayload(t, from, h, data);
     {
       std::lock_guard<std::mutex> lock(mu_);
       gotFrame_ = true;
     }
     cv_.notify_all();
-    return ok;
   }
+
+  std::promise<void> entered;  // start() was called: the op is registered, so the other peer's frames find it
 
  private:
   std::mutex mu_;
@@ -79,8 +81,11 @@ void checkFrameBeforeStart(const char* what, Make make) {
   auto opA = make(a, static_cast<Late*>(nullptr));
   auto opB = make(b, static_cast<Plain*>(nullptr));
   opA->key.tag = opB->key.tag = 5;
-  // Peer 0's submit blocks in start() until peer 1's frame is in, so it runs on a thread of its own.
+  // Peer 0's submit blocks in start() until peer 1's frame is in, so it runs on a thread of its own; peer 1 starts
+  // once peer 0's op is registered (a frame that arrived before would be replayed only after start()).
+  auto entered = opA->entered.get_future();
   auto fa = std::async(std::launch::async, [&] { return tccl_test::runOp(g[0], opA, 3000); });
+  CHECK(entered.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
   OpError eb = tccl_test::runOp(g[1], opB, 3000);
   OpError ea = fa.get();
   CHECK_MSG(!ea && !eb, "%s: peer 0 got \"%s\", peer 1 got \"%s\"", what, ea.message.c_str(), eb.message.c_str());

@@ -1,0 +1,439 @@
+// The I/O threads: each drives its share of the established connections with non-blocking sockets and one poll
+// loop. Reading: headers and small payloads through a per-connection buffer, large payloads straight into the
+// place the operation names (so a ring's all-gather data lands in the caller's buffer). Writing: the next frames of
+// the link's queue, several small ones gathered into one system call, a large one at a time so that the K
+// connections of a link take turns (one operation striped over all of them).
+#include <algorithm>
+#include <chrono>
+
+#include "transport_internal.h"
+
+namespace tccl {
+
+using Rx = Transport::Connection::Rx;
+
+namespace {
+
+constexpr size_t kInBufferBytes = 64 << 10;
+// A payload remainder at least this large is read straight into its destination instead of through the buffer.
+constexpr size_t kDirectReadBytes = 16 << 10;
+// Bytes read from one connection before the loop turns to the others (fairness), and frames gathered per write.
+constexpr size_t kReadBudgetBytes = 4 << 20;
+constexpr size_t kBatchBytes = 64 << 10;
+constexpr size_t kBatchFrames = 32;
+constexpr int kIdlePollMs = 50;
+
+}  // namespace
+
+void Transport::adopt(std::shared_ptr<Connection> conn) {
+  conn->sock.setNonBlocking(true);
+  conn->in.resize(kInBufferBytes);
+  conn->scratch.reset(new uint8_t[std::max<uint32_t>(options_.maxSegmentBytes, 1)]);
+  IoThread& io = *io_[nextIo_++ % io_.size()];
+  {
+    std::lock_guard<std::mutex> lock(io.mu);
+    io.adopted.push_back(std::move(conn));
+  }
+  io.waker.wake();
+}
+
+void Transport::wakeIo() {
+  workGen_.fetch_add(1);
+  for (auto& io : io_)
+    if (io->polling.load()) io->waker.wake();
+}
+
+void Transport::enqueueControl(const std::shared_ptr<Connection>& c, const FrameHeader& h, std::string payload, bool thenShutdown) {
+  OutFrame f;
+  FrameHeader head = h;
+  head.length = static_cast<uint32_t>(payload.size());
+  head.encode(f.head);
+  f.control = std::move(payload);
+  f.length = head.length;
+  {
+    std::lock_guard<std::mutex> lock(c->controlMu);
+    c->control.push_back(std::move(f));
+    c->control.back().payload = reinterpret_cast<const uint8_t*>(c->control.back().control.data());
+    if (thenShutdown) c->shutdownAfterControl = true;
+  }
+  wakeIo();
+}
+
+// Moves the next frames to write into c.out: queued control frames first, then data frames of the link's queue
+// (round-robin over its operations). Returns false when there is nothing to write.
+bool Transport::takeFrames(Connection& c) {
+  {
+    std::lock_guard<std::mutex> lock(c.controlMu);
+    while (!c.control.empty()) {
+      c.out.push_back(std::move(c.control.front()));
+      c.control.pop_front();
+      OutFrame& f = c.out.back();
+      f.payload = reinterpret_cast<const uint8_t*>(f.control.data());
+    }
+  }
+  if (!c.out.empty() || !c.link) return !c.out.empty();
+  Link& link = *c.link;
+  std::lock_guard<std::mutex> lock(link.mu);
+  if (link.dead) return false;
+  size_t bytes = 0;
+  while (!link.queues.empty() && c.out.size() < kBatchFrames && bytes < kBatchBytes) {
+    auto front = link.queues.begin();
+    SendItem item = std::move(front->items.front());
+    front->items.pop_front();
+    OutFrame f;
+    f.op = front->op;
+    if (front->items.empty()) link.queues.erase(front);
+    else link.queues.splice(link.queues.end(), link.queues, front);
+    f.op->activeTransfers++;
+    item.header.encode(f.head);
+    f.payload = item.payload;
+    f.length = item.header.length;
+    f.keepAlive = std::move(item.keepAlive);
+    bytes += FrameHeader::kWireSize + f.length;
+    c.out.push_back(std::move(f));
+  }
+  return !c.out.empty();
+}
+
+// Writes until the socket would block, nothing is left or the budget is spent. False when the connection failed.
+bool Transport::pumpWrite(Connection& c, size_t budget) {
+  if (c.wantWrite.load() || c.writeShut) return true;
+  for (;;) {
+    if (budget == 0) return true;
+    if (c.out.empty() && !takeFrames(c)) {
+      bool shut;
+      {
+        std::lock_guard<std::mutex> lock(c.controlMu);
+        shut = c.shutdownAfterControl && c.control.empty();
+      }
+      if (shut) {
+        c.sock.shutdownWrite();
+        c.writeShut = true;
+      }
+      return true;
+    }
+    net::ConstBuffer bufs[2 * kBatchFrames];
+    int nb = 0;
+    size_t skip = c.outOffset;
+    for (const OutFrame& f : c.out) {
+      size_t headLen = FrameHeader::kWireSize;
+      if (skip < headLen) bufs[nb++] = {f.head + skip, headLen - skip};
+      size_t payloadSkip = skip > headLen ? skip - headLen : 0;
+      if (f.length > payloadSkip) bufs[nb++] = {f.payload + payloadSkip, f.length - payloadSkip};
+      skip = 0;
+    }
+    long n = c.sock.writeSome(bufs, nb);
+    if (n < 0) return false;
+    if (n == 0) {
+      c.wantWrite = true;
+      return true;
+    }
+    size_t written = static_cast<size_t>(n);
+    budget -= std::min(budget, written);
+    int64_t now = nowMs();
+    while (written > 0) {
+      OutFrame& f = c.out.front();
+      size_t left = FrameHeader::kWireSize + f.length - c.outOffset;
+      if (written < left) {
+        c.outOffset += written;
+        break;
+      }
+      written -= left;
+      c.outOffset = 0;
+      if (f.op) {
+        std::shared_ptr<Operation> op = std::move(f.op);
+        op->bytesSent += FrameHeader::kWireSize + f.length;
+        op->lastProgressMs = now;
+        op->finishWork(*this);
+        op->activeTransfers--;
+      }
+      c.out.pop_front();
+    }
+  }
+}
+
+bool Transport::onFrameHeader(Connection& c, std::string& why) {
+  const FrameHeader& h = c.rxHeader;
+  c.rxGot = 0;
+  c.rxDst = nullptr;
+  if (h.type != FrameType::Data) {
+    c.rxControl.assign(h.length, '\0');
+    c.rxDst = reinterpret_cast<uint8_t*>(c.rxControl.data());
+    c.rx = Rx::Control;
+    return true;
+  }
+  OpKey key{h.tag, h.seq};
+  std::shared_ptr<Operation> op;
+  if (c.cachedOp && c.cachedKey == key) {
+    op = c.cachedOp;
+    op->activeTransfers++;
+  } else {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (c.epoch != epoch_) {
+      c.rx = Rx::Discard;
+      return true;
+    }
+    op = findOp(key);
+    if (op) {
+      op->activeTransfers++;
+      c.cachedKey = key;
+      c.cachedOp = op;
+    } else {
+      // Before this peer started the op (the sender is ahead), or after it failed or finished here.
+      uint32_t nextSeq = nextSeq_.count(h.tag) ? nextSeq_[h.tag] : 0;
+      if (earlyAborts_.count(key) > 0 || h.seq < nextSeq) {
+        c.rx = Rx::Discard;
+        return true;
+      }
+      if (earlyBytes_ + h.length > kMaxEarlyBytes) {
+        why = "more than 2 GiB of frames arrived for operations this peer has not started";
+        return false;
+      }
+      earlyBytes_ += h.length;
+      c.rxEarly = earlyBuffer(h.length);
+      c.rxDst = c.rxEarly.get();
+      c.rx = Rx::Early;
+      return true;
+    }
+  }
+  uint8_t* dst = nullptr;
+  if (!op->isDone() && op->onHeader(*this, c.peer, h, c.scratch.get(), dst) && !op->isDone()) {
+    c.rxOp = std::move(op);
+    c.rxDst = dst;
+    c.rx = Rx::Data;
+    return true;
+  }
+  op->activeTransfers--;
+  c.rx = Rx::Discard;
+  return true;
+}
+
+void Transport::onFrameComplete(Connection& c) {
+  const FrameHeader& h = c.rxHeader;
+  switch (c.rx) {
+    case Rx::Data: {
+      std::shared_ptr<Operation> op = std::move(c.rxOp);
+      op->bytesReceived += FrameHeader::kWireSize + h.length;
+      if (!op->isDone()) {
+        op->onPayload(*this, c.peer, h, c.rxDst);
+        op->lastProgressMs = nowMs();
+      }
+      op->activeTransfers--;
+      break;
+    }
+    case Rx::Early: {
+      EarlyFrame f{c.peer, h, std::move(c.rxEarly)};
+      OpKey key{h.tag, h.seq};
+      std::lock_guard<std::mutex> lock(mu_);
+      auto late = findOp(key);
+      if (late) {
+        // Submitted while the payload arrived: hand it over through the service thread, like a replay.
+        earlyBytes_ -= h.length;
+        std::vector<EarlyFrame> one;
+        one.push_back(std::move(f));
+        tasks_.push_back([this, late, frames = std::make_shared<std::vector<EarlyFrame>>(std::move(one))] { replayEarly(late, std::move(*frames)); });
+        serviceCv_.notify_all();
+      } else if (c.epoch == epoch_) {
+        early_[key].push_back(std::move(f));
+      } else {
+        earlyBytes_ -= h.length;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  c.rx = Rx::Header;
+}
+
+bool Transport::writeNow(const std::shared_ptr<Link>& link) {
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(link->mu);
+    conns = link->conns;
+  }
+  for (auto& c : conns) {
+    if (c->dead.load() || c->wantWrite.load()) continue;
+    std::unique_lock<std::mutex> tx(c->txMu, std::try_to_lock);
+    if (!tx.owns_lock() || !c->out.empty()) continue;
+    bool ok = pumpWrite(*c, kBatchBytes);
+    bool idle = c->out.empty();
+    tx.unlock();
+    if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
+    std::lock_guard<std::mutex> lock(link->mu);
+    return ok && idle && link->queues.empty();
+  }
+  return false;
+}
+
+// Releases what a connection holds of operations (a frame half read or half written) when it goes away.
+void Transport::releaseTransfers(Connection& c) {
+  if (c.rx == Rx::Data && c.rxOp) {
+    c.rxOp->activeTransfers--;
+    c.rxOp.reset();
+  }
+  if (c.rx == Rx::Early && c.rxEarly) {
+    std::lock_guard<std::mutex> lock(mu_);
+    earlyBytes_ -= c.rxHeader.length;
+    c.rxEarly.reset();
+  }
+  c.rx = Rx::Header;
+  c.cachedOp.reset();
+  std::lock_guard<std::mutex> tx(c.txMu);
+  for (OutFrame& f : c.out)
+    if (f.op) f.op->activeTransfers--;
+  c.out.clear();
+}
+
+// Reads what the socket has (up to a budget) and handles every frame completed on the way. False when the
+// connection ended or failed; `why` says how.
+bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& why) {
+  Connection& c = *conn;
+  size_t budget = kReadBudgetBytes;
+  auto ended = [&](long r) {
+    why = r == -1 ? (c.rx == Rx::Header && c.inEnd == c.inPos ? "connection closed by peer" : "connection closed in the middle of a frame")
+                  : "read failed: " + net::lastSocketError();
+    return false;
+  };
+  while (budget > 0) {
+    if (c.rx == Rx::Header) {
+      if (c.inEnd - c.inPos < FrameHeader::kWireSize) {
+        if (c.inPos > 0) {
+          std::memmove(c.in.data(), c.in.data() + c.inPos, c.inEnd - c.inPos);
+          c.inEnd -= c.inPos;
+          c.inPos = 0;
+        }
+        long r = c.sock.readSome(c.in.data() + c.inEnd, c.in.size() - c.inEnd);
+        if (r == 0) return true;
+        if (r < 0) return ended(r);
+        c.inEnd += static_cast<size_t>(r);
+        budget -= std::min(budget, static_cast<size_t>(r));
+        continue;
+      }
+      if (!c.rxHeader.decode(c.in.data() + c.inPos)) {
+        why = "garbage on the data connection (bad frame header)";
+        return false;
+      }
+      c.inPos += FrameHeader::kWireSize;
+      if (c.rxHeader.type != FrameType::Data && c.rxHeader.length > kMaxControlMessage) {
+        why = "oversized control frame on the data connection";
+        return false;
+      }
+      if (!onFrameHeader(c, why)) return false;
+    } else {
+      size_t need = c.rxHeader.length - c.rxGot;
+      // A payload going into operation memory stops there once the op has failed: the rest is discarded.
+      if (c.rx == Rx::Data && c.rxOp->isDone()) {
+        c.rxOp->activeTransfers--;
+        c.rxOp.reset();
+        c.rx = Rx::Discard;
+      }
+      uint8_t* dst = c.rx == Rx::Discard ? nullptr : c.rxDst + c.rxGot;
+      size_t avail = c.inEnd - c.inPos;
+      if (avail > 0 || need == 0) {
+        size_t n = std::min(avail, need);
+        if (dst && n) std::memcpy(dst, c.in.data() + c.inPos, n);
+        c.inPos += n;
+        c.rxGot += n;
+      } else if (need >= kDirectReadBytes && dst) {
+        long r = c.sock.readSome(dst, need);
+        if (r == 0) return true;
+        if (r < 0) return ended(r);
+        c.rxGot += static_cast<size_t>(r);
+        budget -= std::min(budget, static_cast<size_t>(r));
+      } else {
+        c.inPos = c.inEnd = 0;
+        long r = c.sock.readSome(c.in.data(), c.in.size());
+        if (r == 0) return true;
+        if (r < 0) return ended(r);
+        c.inEnd = static_cast<size_t>(r);
+        budget -= std::min(budget, static_cast<size_t>(r));
+        continue;
+      }
+      if (c.rxGot < c.rxHeader.length) continue;
+      if (c.rx == Rx::Control) {
+        c.rx = Rx::Header;
+        handleControl(conn, c.rxHeader, c.rxControl);
+        if (c.dead.load()) return true;
+      } else {
+        onFrameComplete(c);
+      }
+    }
+  }
+  return true;
+}
+
+void Transport::ioLoop(IoThread& io) {
+  std::vector<std::shared_ptr<Connection>> conns;
+  std::vector<net::PollItem> items;
+  bool more = false;
+  while (!io.stop.load()) {
+    uint64_t seen = workGen_.load();
+    {
+      std::lock_guard<std::mutex> lock(io.mu);
+      for (auto& c : io.adopted) conns.push_back(std::move(c));
+      io.adopted.clear();
+    }
+    // Write what is queued; drop connections that failed or were shut down by another thread.
+    for (auto& c : conns) {
+      if (c->dead.load()) continue;
+      bool ok;
+      {
+        std::lock_guard<std::mutex> tx(c->txMu);
+        ok = pumpWrite(*c);
+      }
+      if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
+    }
+    for (size_t i = 0; i < conns.size();) {
+      auto& c = conns[i];
+      if (c->dead.load()) {
+        releaseTransfers(*c);
+        c->sock.shutdownBoth();
+        conns[i] = std::move(conns.back());
+        conns.pop_back();
+      } else {
+        // A payload half read into the memory of an op that failed meanwhile is discarded from here on, so the
+        // failing op's clean-up need not wait for the rest of it.
+        if (c->rx == Rx::Data && c->rxOp && c->rxOp->isDone()) {
+          c->rxOp->activeTransfers--;
+          c->rxOp.reset();
+          c->rx = Rx::Discard;
+        }
+        // A frame of a failed op that could not be finished in time (the peer stopped reading) cannot be cut
+        // short on a stream: the connection goes.
+        bool abandoned = false;
+        {
+          std::lock_guard<std::mutex> tx(c->txMu);
+          for (const OutFrame& f : c->out) abandoned = abandoned || (f.op && f.op->abandonTransfers.load());
+        }
+        if (abandoned) onConnectionLost(c, "a frame could not be sent within " + std::to_string(kDrainTimeoutMs) + " ms (the peer stopped reading)");
+        ++i;
+      }
+    }
+    items.clear();
+    items.push_back({io.waker.fd(), true, false});
+    for (auto& c : conns) items.push_back({c->sock.native(), true, c->wantWrite});
+    io.polling.store(true);
+    int timeout = more || workGen_.load() != seen ? 0 : kIdlePollMs;
+    net::pollSockets(items.data(), items.size(), timeout);
+    io.polling.store(false);
+    if (items[0].readable) io.waker.drain();
+    more = false;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      const net::PollItem& p = items[i + 1];
+      auto& c = conns[i];
+      if (p.writable || p.failed) c->wantWrite = false;
+      if (!(p.readable || p.failed) || c->dead.load()) continue;
+      std::string why;
+      if (!pumpRead(c, why)) onConnectionLost(c, why);
+      else if (c->inEnd > c->inPos) more = true;  // buffered bytes left: come back without waiting
+    }
+  }
+  for (auto& c : conns) {
+    releaseTransfers(*c);
+    c->dead = true;
+    c->sock.shutdownBoth();
+  }
+}
+
+}  // namespace tccl

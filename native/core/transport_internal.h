@@ -1,0 +1,100 @@
+// What the transport's own source files share (transport.cpp: operations, failure, control frames;
+// handshake.cpp: listening, dialling, hello; io_loop.cpp: the I/O threads). Nothing outside them includes this.
+#pragma once
+#include <cstring>
+
+#include "transport.h"
+
+namespace tccl {
+
+// Frames for operations this peer has not started yet are kept in memory up to this many bytes in total.
+constexpr size_t kMaxEarlyBytes = size_t(2) << 30;
+// A failed operation waits this long for transfers touching its memory to finish, then breaks their connections.
+constexpr int64_t kDrainTimeoutMs = 1000;
+// close() waits at most this long for the peers to read what it sent last and close their side.
+constexpr int64_t kLingerMs = 1000;
+constexpr size_t kMaxControlMessage = 4096;
+
+template <typename T>
+inline void put(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof(T));  // little-endian hosts only (docs/protocol.md)
+}
+template <typename T>
+inline T get(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+struct Transport::Link {
+  int peer = -1;
+  uint64_t epoch = 0;
+  std::mutex mu;              // guards everything below
+  std::list<OpQueue> queues;  // one per operation with queued frames; served round-robin
+  std::vector<std::shared_ptr<Connection>> conns;
+  bool dead = false;
+  // While a dial is being retried: since when, and why the last attempt failed.
+  int64_t dialingSinceMs = 0;
+  std::string lastDialError;
+};
+
+// A frame being written: a data frame borrowed from operation memory, or a control frame that owns its bytes.
+struct OutFrame {
+  uint8_t head[FrameHeader::kWireSize];
+  const uint8_t* payload = nullptr;
+  uint32_t length = 0;
+  std::shared_ptr<Operation> op;    // data frames: counted in op->activeTransfers until written or dropped
+  std::shared_ptr<void> keepAlive;  // owned payload storage
+  std::string control;              // control frames: the payload
+};
+
+struct Transport::Connection {
+  net::Socket sock;
+  int peer = -1;
+  uint64_t epoch = 0;
+  bool outgoing = false;
+  std::shared_ptr<Link> link;  // outgoing connections serve their link's queue
+  std::atomic<bool> dead{false};
+  // The peer said goodbye on this connection: its end of stream is a departure, not a loss.
+  std::atomic<bool> saidGoodbye{false};
+
+  // Control frames queued by any thread; written between data frames by the owning I/O thread.
+  std::mutex controlMu;
+  std::deque<OutFrame> control;
+  bool shutdownAfterControl = false;  // end our side of the stream once the queued control frames are out
+
+  // Write side: the frames of the current batch; the first is written from outOffset on. Written by the I/O
+  // thread that drives the connection, or by a thread that queued frames while the connection was idle (a small
+  // first batch goes out at once instead of waiting for the I/O thread to wake up).
+  std::mutex txMu;  // guards out, outOffset, writeShut
+  std::deque<OutFrame> out;
+  size_t outOffset = 0;
+  bool writeShut = false;
+  std::atomic<bool> wantWrite{false};  // the socket would block: wait until it is writable
+
+  // ---- Read side: owned by the I/O thread that drives this connection. ----
+  // Read side: buffered bytes (headers, small payloads); large payloads are read straight into place.
+  std::vector<uint8_t> in;
+  size_t inPos = 0, inEnd = 0;
+  enum class Rx { Header, Data, Early, Control, Discard } rx = Rx::Header;
+  FrameHeader rxHeader;
+  size_t rxGot = 0;
+  uint8_t* rxDst = nullptr;
+  std::shared_ptr<Operation> rxOp;     // Data: counted in activeTransfers while its payload arrives
+  std::shared_ptr<uint8_t[]> rxEarly;  // Early: the buffer the payload is kept in
+  std::string rxControl;
+  std::unique_ptr<uint8_t[]> scratch;  // one segment: where operations may have a payload read to
+  OpKey cachedKey;                     // the op the last data frame belonged to (skips the transport lock)
+  std::shared_ptr<Operation> cachedOp;
+};
+
+struct Transport::IoThread {
+  std::thread thread;
+  net::Waker waker;
+  std::mutex mu;
+  std::vector<std::shared_ptr<Connection>> adopted;  // handed over by the set-up threads
+  std::atomic<bool> polling{false};
+  std::atomic<bool> stop{false};
+};
+
+}  // namespace tccl
