@@ -1,8 +1,8 @@
 /** Pieces shared by DiLoCo and StreamingDiLoCo: retrying collectives, gathering tensors, state bookkeeping. */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 import type { NamedTensor } from './fragments';
 import type { Collective, CommStats, StateBinding, SyncStrategy } from './types';
-import { checkInt, checkKeys, checkOneOf, describeValue } from './validate';
+import { checkInt, checkKeys, checkOneOf, describeValue } from '../validate';
 
 /** Copies the tensors, in order, into one flat buffer. */
 export function gather(tensors: readonly NamedTensor[], out: Float32Array): void {

@@ -1,12 +1,12 @@
 /**
  * DiLoCo (Douillard et al., 2023) and its asynchronous variant over a TCCL communicator.
  */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 import { countElements, normalizeParams, type NamedTensor } from './fragments';
 import { checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
-import { checkInt, checkKeys, describeValue } from './validate';
+import { checkInt, checkKeys, describeValue } from '../validate';
 
 /** Options of {@link DiLoCo}. */
 export interface DiLoCoOptions<S = unknown> extends ResilienceOptions {

@@ -2,12 +2,12 @@
  * Streaming DiLoCo (Douillard et al., 2025): the parameters are split into fragments that sync at staggered
  * times, each all-reduce overlapping further inner steps, so the peak bandwidth is divided by the fragment count.
  */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 import { checkQuantization, emptyStats, gather, mixInto, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
 import { countElements, fragmentOffsets, fragmentsDueAt, normalizeParams, partitionTensors, type FragmentPattern, type NamedTensor } from './fragments';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
-import { checkInt, checkKeys, checkNumber, checkOneOf, describeValue } from './validate';
+import { checkInt, checkKeys, checkNumber, checkOneOf, describeValue } from '../validate';
 
 /** Options of {@link StreamingDiLoCo}. */
 export interface StreamingDiLoCoOptions<S = unknown> extends ResilienceOptions {
