@@ -37,54 +37,35 @@ export class PeerLostError extends TcclError {
   }
 }
 
-/** The operation made no progress within its deadline. */
-export class TimeoutError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('TIMEOUT', message, true, options);
-  }
+/** A TcclError class whose instances all carry `code` and `retryable` (the subclass adds only its name and docs). */
+function withCode(code: string, retryable: boolean) {
+  return class extends TcclError {
+    constructor(message: string, options?: { cause?: unknown }) {
+      super(code, message, retryable, options);
+    }
+  };
 }
+
+/** The operation made no progress within its deadline. */
+export class TimeoutError extends withCode('TIMEOUT', true) {}
 
 /** The operation was aborted by an AbortSignal, by `close()`, or by another peer's abort. */
-export class AbortError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('ABORTED', message, false, options);
-  }
-}
+export class AbortError extends withCode('ABORTED', false) {}
 
 /** Peers disagree on what the operation is (element count, dtype, reduce op, quantization). */
-export class MismatchError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('MISMATCH', message, false, options);
-  }
-}
+export class MismatchError extends withCode('MISMATCH', false) {}
 
 /** Bytes on a socket did not follow the protocol (garbage, wrong version, oversized frame). */
-export class ProtocolError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('PROTOCOL', message, false, options);
-  }
-}
+export class ProtocolError extends withCode('PROTOCOL', false) {}
 
 /** The run token or a connection ticket was missing or wrong. */
-export class AuthError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('AUTH', message, false, options);
-  }
-}
+export class AuthError extends withCode('AUTH', false) {}
 
 /** Fewer than two peers are left in the group: wait for peers to join, or stop. */
-export class TooFewPeersError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('TOO_FEW_PEERS', message, false, options);
-  }
-}
+export class TooFewPeersError extends withCode('TOO_FEW_PEERS', false) {}
 
 /** The communicator or group was closed (or this peer was dropped); create a new one. */
-export class ClosedError extends TcclError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('CLOSED', message, false, options);
-  }
-}
+export class ClosedError extends withCode('CLOSED', false) {}
 
 /** A state-related contract was broken (revision, content hash, checkpoint format). */
 export class StateError extends TcclError {

@@ -5,12 +5,12 @@
  * `allReduceMany` retries failed operations after the group re-forms.
  */
 import { native } from '../binding';
-import type { AllReduceOptions, AllReduceResult, DataPlane } from '../collective';
+import type { AllReduceOptions, AllReduceResult } from '../collective';
 import { TensorArray, resolveDType, resolveReduceOp } from '../dtype';
 import { AbortError, PeerLostError, TcclError, TooFewPeersError, errorFromCode } from '../errors';
-import type { Logger } from '../log';
-import type { Msg, PeerMsg } from '../protocol';
+import type { Msg } from '../protocol';
 import { checkInt } from '../validate';
+import type { PeerContext } from './context';
 import type { Membership } from './membership';
 
 /** What an all-reduce through the communicator reports. */
@@ -31,13 +31,8 @@ export interface AllReduceManyOptions extends Omit<AllReduceOptions, 'output' | 
   retryTimeoutMs?: number;
 }
 
-export interface CollectivesHost {
-  readonly peerGroup: number;
-  readonly dataPlane: DataPlane;
+export interface CollectivesHost extends PeerContext {
   readonly membership: Membership;
-  readonly log: () => Logger;
-  send(m: PeerMsg): void;
-  failure(): Error | undefined;
   /** How long a re-form may take before a retry gives up waiting for it (twice the peer timeout). */
   reformWaitMs(): number;
 }

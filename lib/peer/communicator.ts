@@ -21,6 +21,7 @@ import type { MasterMsg, PeerMsg } from '../protocol';
 import { SharedState } from '../shared-state/state';
 import { checkInt, checkString, parseHostPort } from '../validate';
 import { AllReduceManyOptions, Collectives, CommunicatorAllReduceResult, ManyItem } from './collectives';
+import type { PeerContext } from './context';
 import { ControlClient } from './control';
 import { Membership, UpdateTopologyResult } from './membership';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
@@ -89,9 +90,13 @@ export class Communicator {
     this.peerGroup = options.peerGroup ?? 0;
     this.log = new Logger('peer', options.logLevel, 'warn');
     this.dataPlane = dataPlane;
-    const failure = () => this.failure;
-    const log = () => this.log;
-    const send = (m: PeerMsg) => this.control.send(m);
+    const ctx: PeerContext = {
+      peerGroup: this.peerGroup,
+      dataPlane,
+      log: () => this.log,
+      send: (m: PeerMsg) => this.control.send(m),
+      failure: () => this.failure,
+    };
     this.control = new ControlClient(
       {
         host, port, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
@@ -109,16 +114,11 @@ export class Communicator {
       this.log,
     );
     const membership = new Membership({
-      peerGroup: this.peerGroup, dataPlane, log, send, failure,
-      reconnecting: () => this.control.reconnecting,
-      masterAddress: () => this.control.address,
+      ...ctx, reconnecting: () => this.control.reconnecting, masterAddress: () => this.control.address,
     });
     this.membership = membership;
-    this.collectives = new Collectives({
-      peerGroup: this.peerGroup, dataPlane, membership, log, send, failure,
-      reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs,
-    });
-    this.syncClient = new SyncClient({ dataPlane, membership, log, send, failure, id: () => this.control.id });
+    this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
+    this.syncClient = new SyncClient({ ...ctx, membership, id: () => this.control.id });
   }
 
   /**

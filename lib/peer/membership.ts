@@ -4,19 +4,12 @@
  * votes (`updateTopology`). Operations wait here until their epoch is ready.
  */
 import type { NativePeer } from '../binding';
-import type { DataPlane } from '../collective';
 import { AbortError, PeerLostError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
-import type { Logger } from '../log';
-import type { Msg, PeerMsg } from '../protocol';
+import type { Msg } from '../protocol';
+import type { PeerContext } from './context';
 
 /** What membership needs of the rest of the peer. */
-export interface MembershipHost {
-  readonly peerGroup: number;
-  readonly dataPlane: DataPlane;
-  readonly log: () => Logger;
-  send(m: PeerMsg): void;
-  /** Why the communicator stopped working, if it did. */
-  failure(): Error | undefined;
+export interface MembershipHost extends PeerContext {
   /** The control connection is being re-established (nothing is ready meanwhile). */
   reconnecting(): boolean;
   /** `host:port` of the master, for messages. */

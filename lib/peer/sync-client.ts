@@ -4,15 +4,14 @@
  * member lost during a transfer does not fail the sync: the master asks for fresh reports (`stateRetry`) and
  * decides again, and this peer runs the new decision.
  */
-import type { DataPlane } from '../collective';
 import { AbortError, PeerLostError, StateError, TcclError, TimeoutError, errorFromCode } from '../errors';
-import type { Logger } from '../log';
-import type { Msg, PeerMsg } from '../protocol';
+import type { Msg } from '../protocol';
 import { SYNC_STRATEGIES, SyncStrategy } from '../shared-state/election';
 import { hashState } from '../shared-state/hash';
 import type { SharedState } from '../shared-state/state';
 import { SyncResult, executeSyncPlan } from '../shared-state/transfer';
 import { checkInt } from '../validate';
+import type { PeerContext } from './context';
 import type { Membership } from './membership';
 
 /** Options of {@link Communicator.syncSharedState}. */
@@ -42,14 +41,10 @@ export interface SyncSharedStateResult extends SyncResult {
 
 type StateMsg = Msg<'stateDecision' | 'stateRetry' | 'stateCommit' | 'stateFail'>;
 
-export interface SyncHost {
-  readonly dataPlane: DataPlane;
+export interface SyncHost extends PeerContext {
   readonly membership: Membership;
-  readonly log: () => Logger;
   /** This peer's id at the master. */
   id(): string;
-  send(m: PeerMsg): void;
-  failure(): Error | undefined;
 }
 
 /** The messages of one sync in progress, and a way to wait for the next. */

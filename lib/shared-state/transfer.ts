@@ -125,7 +125,6 @@ export async function executeSyncPlan(
   // Receivers check that their entries fit before any byte moves, and stage into scratch buffers.
   const scratch = new Map<string, Uint8Array>();
   if (isReceiver) {
-    const tc = clock();
     for (const key of myKeys) {
       const e = state.entry(key);
       const want = decision.entries[key];
