@@ -1,10 +1,11 @@
-// The shape of the code base: no import cycles, files small enough to hold in one's head, and every TypeScript
-// file of lib/, test/, bench/, scripts/ and examples/ type-checks.
+// The shape of the code base: no import cycles, files small enough to hold in one's head, the protocol doc in step
+// with the schema, and every TypeScript file of lib/, test/, bench/, scripts/ and examples/ type-checks.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findCycles, importGraph, tsFiles } from '../helpers/import-graph';
+import { messageTable } from '../../scripts/protocol-table';
 
 const ROOT = path.join(__dirname, '..', '..');
 // Type-checking every file takes a while on a busy 2-core machine (much less once build/ holds tsc's cache).
@@ -29,6 +30,13 @@ t.test('lib/ files stay under about 400 lines', async (t) => {
     const lines = fs.readFileSync(f, 'utf8').split('\n').length;
     t.ok(lines <= 420, `${rel(f)}: ${lines} lines`);
   }
+});
+
+t.test('docs/protocol.md lists every control message as the schema declares it', async (t) => {
+  const doc = fs.readFileSync(path.join(ROOT, 'docs', 'protocol.md'), 'utf8');
+  const m = /<!-- protocol-table:begin -->\n([\s\S]*?)\n<!-- protocol-table:end -->/.exec(doc);
+  t.ok(m, 'the table markers are there');
+  t.equal(m?.[1], messageTable(), 'regenerate with: node --import tsx scripts/protocol-table.ts');
 });
 
 t.test('everything type-checks (tsconfig.check.json)', async (t) => {
