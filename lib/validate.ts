@@ -50,15 +50,6 @@ export function checkString(name: string, v: unknown, subject = optionNamed(name
   return v;
 }
 
-/** An options object (absent means `{}`). */
-export function checkOptions<T extends object>(what: string, v: T | undefined): T {
-  if (v === undefined) return {} as T;
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new InvalidArgumentError(`Expected the options of ${what} to be an object, got ${describeValue(v)}`);
-  }
-  return v;
-}
-
 /** Rejects unknown keys so a misspelt option is an error, not a silent default. */
 export function checkKeys(what: string, obj: object, allowed: readonly string[]): void {
   for (const k of Object.keys(obj)) {
