@@ -58,6 +58,14 @@ export function parseArgs(argv: string[]): Record<string, string | boolean> {
   return out;
 }
 
+/** The value of `--name` on this process's command line, or `fallback`. */
+export function argValue(name: string, fallback: string): string;
+export function argValue(name: string, fallback?: string): string | undefined;
+export function argValue(name: string, fallback?: string): string | undefined {
+  const v = parseArgs(process.argv.slice(2))[name];
+  return typeof v === 'string' ? v : fallback;
+}
+
 export function fmtBytes(n: number): string {
   if (n >= 2 ** 20) return `${n / 2 ** 20} MiB`;
   if (n >= 2 ** 10) return `${n / 2 ** 10} KiB`;

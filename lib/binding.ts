@@ -1,10 +1,12 @@
 /**
- * The whole native surface in one place, typed. Only this file loads the addon; everything user-facing
- * (validation, defaults, error classes, retries) lives in the TypeScript built on top of it.
+ * The whole native surface in one place, typed: the CPU engine and kernels (native/addon/addon.cpp) and the GPU
+ * part (native/addon/device.cpp). Only this file loads the addon; everything user-facing (validation, defaults,
+ * error classes, retries) lives in the TypeScript built on top of it.
  *
- * Native promises reject with a plain Error carrying `code` (PEER_LOST, TIMEOUT, ABORTED, MISMATCH, PROTOCOL,
- * AUTH, CLOSED, INVALID_ARGUMENT) and, for PEER_LOST, `peer` (the lost peer's id); `fromNativeError` in errors.ts
- * turns them into the exported classes.
+ * Native calls throw, and native promises reject, with a plain Error carrying `code` (PEER_LOST, TIMEOUT,
+ * ABORTED, MISMATCH, PROTOCOL, AUTH, CLOSED, INVALID_ARGUMENT; on the GPU path also CUDA_UNAVAILABLE, NOT_BUILT,
+ * NCCL_UNAVAILABLE, CUDA_ERROR, NCCL_ERROR, FREED, INVALID_STATE) and, for PEER_LOST, `peer` (the lost peer's
+ * id); `toTcclError` in errors.ts turns them into the exported classes.
  */
 import * as path from 'node:path';
 
@@ -88,6 +90,52 @@ export interface NativeEngine {
   close(): Promise<void>;
 }
 
+/** What the process found of CUDA and NCCL (never throws). */
+export interface CudaInfo {
+  /** The GPU codecs and content hash were compiled in (`npm run build:cuda`). */
+  kernels: boolean;
+  runtimeLoaded: boolean;
+  /** The libcudart that was loaded ('' when none). */
+  runtimePath: string;
+  /** Why no runtime was loaded: what was tried, what to install ('' when loaded). */
+  runtimeError: string;
+  /** e.g. 13000 for CUDA 13.0; 0 when unknown. */
+  runtimeVersion: number;
+  driverVersion: number;
+  /** Usable GPUs (0 without a driver or a GPU). */
+  deviceCount: number;
+  /** Why there are no devices ('' when there are). */
+  deviceError: string;
+  ncclLoaded: boolean;
+  ncclPath: string;
+  ncclError: string;
+  /** e.g. 22703 for NCCL 2.27.3; 0 when not loaded. */
+  ncclVersion: number;
+}
+
+/** A range of device memory, owned (allocate) or wrapped (someone else's pointer); reference counted natively. */
+export interface NativeDeviceMemory {
+  allocate(byteLength: number, device: number): Promise<void>;
+  wrap(pointer: bigint, byteLength: number, device: number): void;
+  copyFromHost(src: ArrayBufferView, byteOffset: number): Promise<void>;
+  copyToHost(dst: ArrayBufferView, byteOffset: number): Promise<void>;
+  contentHash(): Promise<bigint>;
+  free(): void;
+  readonly pointer: bigint;
+  readonly byteLength: number;
+  readonly device: number;
+  readonly owned: boolean;
+  readonly freed: boolean;
+}
+
+/** One NCCL rank; `kind` 0 = all-reduce, 1 = reduce-scatter, 2 = all-gather. */
+export interface NativeNcclCommunicator {
+  init(id: Uint8Array, nranks: number, rank: number, device: number): Promise<void>;
+  collective(kind: number, send: NativeDeviceMemory, recv: NativeDeviceMemory, count: number, dtype: number, op: number): Promise<void>;
+  abort(): void;
+  destroy(): Promise<void>;
+}
+
 export interface NativeAddon {
   Engine: new (options: NativeEngineOptions) => NativeEngine;
   /** dst = dst (op) src, element-wise; for tests and small arrays (runs on the calling thread). */
@@ -104,6 +152,19 @@ export interface NativeAddon {
   decode(codec: number, src: Uint8Array, count: number, blockSize: number, out: Float32Array): void;
   /** Build facts: compiler, whether CUDA support was compiled in. */
   buildInfo(): { compiler: string; cuda: boolean; napiVersion: number };
+
+  // ---- GPU (native/addon/device.cpp); present in every build, failing with CUDA_UNAVAILABLE without CUDA ----
+  DeviceMemory: new () => NativeDeviceMemory;
+  NcclCommunicator: new () => NativeNcclCommunicator;
+  /** Loads the CUDA runtime and NCCL on first call. */
+  cudaInfo(): CudaInfo;
+  /** Page-locked host memory for staged copies (cudaHostAlloc). */
+  allocPinned(byteLength: number): Promise<ArrayBuffer>;
+  freePinned(buffer: ArrayBuffer): void;
+  deviceEncode(codec: number, src: NativeDeviceMemory, count: number, blockSize: number, stochastic: boolean, seed: number, out: NativeDeviceMemory): Promise<boolean>;
+  deviceDecode(codec: number, src: NativeDeviceMemory, count: number, blockSize: number, out: NativeDeviceMemory, accumulate: boolean): Promise<void>;
+  /** A fresh 128-byte NCCL unique id. */
+  ncclUniqueId(): Uint8Array;
 }
 
 let cached: NativeAddon | undefined;

@@ -10,7 +10,7 @@
 import type { TensorArray } from './dtype';
 import { ClosedError } from './errors';
 import { Communicator, CommunicatorAllReduceResult, CommunicatorOptions } from './peer/communicator';
-import type { AllReduceOptions } from './engine';
+import type { AllReduceOptions } from './collective';
 
 let current: Communicator | undefined;
 let starting: Promise<Communicator> | undefined;

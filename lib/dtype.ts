@@ -2,6 +2,9 @@
  * Element types and reduce operations, and how TypedArrays map to them.
  * The numeric values match native/core/dtype.h and travel on the wire: never renumber.
  */
+import { InvalidArgumentError } from './errors';
+import { describeValue } from './validate';
+
 export type DType =
   | 'float32' | 'float64' | 'float16' | 'bfloat16'
   | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64';
@@ -15,19 +18,42 @@ export const DTYPE_CODES: Readonly<Record<DType, number>> = {
 
 export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = { sum: 0, avg: 1, prod: 2, min: 3, max: 4 };
 
-const ELEMENT_BYTES: Readonly<Record<DType, number>> = {
-  float32: 4, float64: 8, float16: 2, bfloat16: 2,
-  int8: 1, uint8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4, int64: 8, uint64: 8,
-};
-
 /** The TypedArrays TCCL accepts. float16/bfloat16 travel as Uint16Array with an explicit dtype. */
 export type TensorArray =
   | Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array
   | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
 
+/** The class of a TensorArray: a length or an ArrayBuffer range in, an array out. */
+export interface TensorArrayConstructor {
+  new (length: number): TensorArray;
+  new (buffer: ArrayBufferLike, byteOffset?: number, length?: number): TensorArray;
+  readonly BYTES_PER_ELEMENT: number;
+  readonly name: string;
+}
+
+/** The array class that holds each dtype on the host (its element size is the dtype's). */
+const ARRAY_TYPES: Readonly<Record<DType, TensorArrayConstructor>> = {
+  float32: Float32Array, float64: Float64Array, float16: Uint16Array, bfloat16: Uint16Array,
+  int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array,
+  int32: Int32Array, uint32: Uint32Array, int64: BigInt64Array, uint64: BigUint64Array,
+};
+
 /** Bytes per element of a dtype. */
 export function dtypeBytes(dtype: DType): number {
-  return ELEMENT_BYTES[dtype];
+  return ARRAY_TYPES[dtype].BYTES_PER_ELEMENT;
+}
+
+/** Checks a dtype name. */
+export function checkDType(dtype: unknown): DType {
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_CODES)) {
+    throw new InvalidArgumentError(`Unknown dtype ${JSON.stringify(dtype)}; expected one of ${Object.keys(DTYPE_CODES).join(', ')}`);
+  }
+  return dtype as DType;
+}
+
+/** The TypedArray class that holds a dtype on the host (Uint16Array for float16/bfloat16). */
+export function arrayTypeOf(dtype: DType): TensorArrayConstructor {
+  return ARRAY_TYPES[checkDType(dtype)];
 }
 
 /** The dtype a TypedArray holds by default (a Uint16Array is uint16 unless float16/bfloat16 is given). */
@@ -59,26 +85,24 @@ function arrayMatchesDType(data: ArrayBufferView, dtype: DType): boolean {
  */
 export function resolveDType(data: unknown, dtype: DType | undefined, what = 'data'): DType {
   if (!ArrayBuffer.isView(data) || data instanceof DataView) {
-    throw new TypeError(
-      `Expected "${what}" to be a TypedArray (Float32Array, Float64Array, Int32Array, Uint16Array for float16/bfloat16, ...), got ${describe(data)}`,
+    throw new InvalidArgumentError(
+      `Expected "${what}" to be a TypedArray (Float32Array, Float64Array, Int32Array, Uint16Array for float16/bfloat16, ...), got ${describeValue(data)}`,
     );
   }
   if (dtype !== undefined) {
-    if (!(dtype in DTYPE_CODES)) {
-      throw new TypeError(`Unknown dtype "${String(dtype)}"; expected one of ${Object.keys(DTYPE_CODES).join(', ')}`);
-    }
+    checkDType(dtype);
     if (!arrayMatchesDType(data, dtype)) {
-      throw new TypeError(
+      throw new InvalidArgumentError(
         `dtype "${dtype}" does not match ${data.constructor.name} for "${what}": ` +
           (dtype === 'float16' || dtype === 'bfloat16'
             ? `pass ${dtype} values as the bits in a Uint16Array`
-            : `pass a ${expectedArrayName(dtype)} or leave dtype out`),
+            : `pass a ${ARRAY_TYPES[dtype].name} or leave dtype out`),
       );
     }
     return dtype;
   }
   const inferred = inferDType(data);
-  if (!inferred) throw new TypeError(`Unsupported array type ${data.constructor.name} for "${what}"`);
+  if (!inferred) throw new InvalidArgumentError(`Unsupported array type ${data.constructor.name} for "${what}"`);
   return inferred;
 }
 
@@ -86,22 +110,7 @@ export function resolveDType(data: unknown, dtype: DType | undefined, what = 'da
 export function resolveReduceOp(op: unknown): ReduceOp {
   if (op === undefined) return 'sum';
   if (typeof op !== 'string' || !(op in REDUCE_OP_CODES)) {
-    throw new TypeError(`Unknown reduce op ${JSON.stringify(op)}; expected one of sum, avg, prod, min, max`);
+    throw new InvalidArgumentError(`Unknown reduce op ${JSON.stringify(op)}; expected one of sum, avg, prod, min, max`);
   }
   return op as ReduceOp;
-}
-
-function expectedArrayName(dtype: DType): string {
-  const names: Record<DType, string> = {
-    float32: 'Float32Array', float64: 'Float64Array', float16: 'Uint16Array', bfloat16: 'Uint16Array',
-    int8: 'Int8Array', uint8: 'Uint8Array', int16: 'Int16Array', uint16: 'Uint16Array',
-    int32: 'Int32Array', uint32: 'Uint32Array', int64: 'BigInt64Array', uint64: 'BigUint64Array',
-  };
-  return names[dtype];
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
-  return typeof v;
 }

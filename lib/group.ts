@@ -14,9 +14,12 @@
  * ```
  */
 import { createHash } from 'node:crypto';
-import { AllReduceOptions, AllReduceResult, Engine, EngineOptions } from './engine';
-import { TensorArray } from './dtype';
+import type { AllReduceOptions, AllReduceResult, EngineOptions } from './collective';
 import type { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer } from './device';
+import type { TensorArray } from './dtype';
+import { Engine } from './engine';
+import { InvalidArgumentError } from './errors';
+import { checkInt, parseHostPort } from './validate';
 
 export interface RingGroupOptions extends EngineOptions {
   /** This peer's position in `peers`. */
@@ -32,12 +35,7 @@ export interface RingGroupOptions extends EngineOptions {
 
 /** Parses `host:port` (IPv6 as `[::1]:port`). */
 export function parseAddress(address: string, what = 'address'): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(typeof address === 'string' ? address : '');
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) {
-    throw new TypeError(`Expected ${what} as "host:port" (e.g. "10.0.0.2:29500"), got ${JSON.stringify(address)}`);
-  }
-  return { host: m[1] ?? m[2], port };
+  return parseHostPort(address, what);
 }
 
 /** 16-byte connection ticket derived from a token (all zeros without one). */
@@ -65,10 +63,8 @@ export class RingGroup {
    */
   static async create(options: RingGroupOptions): Promise<RingGroup> {
     const { rank, peers } = options;
-    if (!Array.isArray(peers) || peers.length === 0) throw new TypeError('Expected "peers" to be a non-empty array of "host:port"');
-    if (!Number.isInteger(rank) || rank < 0 || rank >= peers.length) {
-      throw new TypeError(`Expected "rank" to be an integer from 0 to ${peers.length - 1}, got ${String(rank)}`);
-    }
+    if (!Array.isArray(peers) || peers.length === 0) throw new InvalidArgumentError('Expected "peers" to be a non-empty array of "host:port"');
+    checkInt('rank', rank, 0, peers.length - 1);
     const parsed = peers.map((p, i) => parseAddress(p, `peers[${i}]`));
     const engine = Engine.create({ ...options, host: options.host ?? parsed[rank].host, port: parsed[rank].port });
     return RingGroup.fromEngine(engine, rank, peers, options.token);

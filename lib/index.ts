@@ -11,9 +11,13 @@
  * await comm.allReduce(grad, { op: 'avg' });
  * ```
  */
-export * from './errors';
+export {
+  TcclError, PeerLostError, TimeoutError, AbortError, MismatchError, ProtocolError, AuthError, TooFewPeersError, ClosedError,
+  StateError, CudaUnavailableError, CudaError, InvalidArgumentError, errorFromCode,
+} from './errors';
 export { DType, ReduceOp, TensorArray, dtypeBytes } from './dtype';
-export { Engine, EngineOptions, AllReduceOptions, AllReduceResult, QuantizationOptions } from './engine';
+export { Engine } from './engine';
+export { EngineOptions, AllReduceOptions, AllReduceResult, QuantizationOptions, ExchangeOptions, ExchangeResult, ExchangeSend, ExchangeRecv } from './collective';
 export { RingGroup, RingGroupOptions, parseAddress } from './group';
 export const version = '0.1.0';
 export { Master, MasterOptions } from './master/master';
@@ -28,6 +32,6 @@ export * from './diloco';
 export * from './shared-state';
 export {
   DeviceBuffer, DeviceBufferOptions, allReduceDevice, AllReduceTarget, DeviceAllReduceOptions, DeviceAllReduceResult,
-  cudaInfo, CudaInfo, CudaUnavailableError, CudaError, gpuEncode, gpuDecode, encodedSize as gpuEncodedSize, GpuCodec,
+  cudaInfo, CudaInfo, gpuEncode, gpuDecode, encodedSize as gpuEncodedSize, GpuCodec,
   GpuCodecOptions, NcclCommunicator,
 } from './device';

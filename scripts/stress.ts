@@ -13,19 +13,14 @@
  *
  * `--sequence N [--seed S]` runs the randomized back-to-back operation sequence instead (scripts/sequence-stress.ts).
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import * as readline from 'node:readline';
 import { Master } from '../lib/master/master';
 import { Communicator } from '../lib/peer/communicator';
 import { TcclError } from '../lib/errors';
 import * as fs from 'node:fs';
-import { machineInfo } from '../bench/common';
-
-function arg(name: string, fallback?: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
+import { argValue, machineInfo } from '../bench/common';
+import { PeerProcess } from '../test/harness/process';
+import { say } from '../test/harness/runner';
 
 /** Element i of peer `id`'s contribution at `step`: small integers, so float32 sums are exact. */
 function contribution(id: number, step: number, i: number): number {
@@ -33,8 +28,7 @@ function contribution(id: number, step: number, i: number): number {
 }
 
 async function runPeer(master: string): Promise<void> {
-  const n = Number(arg('elements', '4096'));
-  const say = (m: object) => process.stdout.write(JSON.stringify(m) + '\n');
+  const n = Number(argValue('elements', '4096'));
   const comm = await Communicator.connect({ master, connections: 2, listenHost: '127.0.0.1', logLevel: 'error', timeoutMs: 120_000 });
   const me = Number(comm.id.slice(1));
   say({ ev: 'ready', id: comm.id });
@@ -77,17 +71,17 @@ async function runPeer(master: string): Promise<void> {
 }
 
 interface Child {
-  proc: ChildProcess;
+  proc: PeerProcess;
   id?: string;
   killed: boolean;
 }
 
 async function orchestrate(): Promise<number> {
-  const durationS = Number(arg('duration', '60'));
-  const maxPeers = Number(arg('max-peers', '6'));
-  let seed = Number(arg('seed', String(Date.now() % 100000)));
+  const durationS = Number(argValue('duration', '60'));
+  const maxPeers = Number(argValue('max-peers', '6'));
+  let seed = Number(argValue('seed', String(Date.now() % 100000)));
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const master = new Master({ logLevel: (arg('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
+  const master = new Master({ logLevel: (argValue('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
   const port = await master.listen();
   const children = new Set<Child>();
   const hashes = new Map<string, string>();
@@ -95,18 +89,16 @@ async function orchestrate(): Promise<number> {
   let ops = 0, kills = 0, spawns = 0, retries = 0, unverified = 0;
   let lastOp = Date.now();
   let longestStallMs = 0;
+  let longestStallEnded = '';
   const start = Date.now();
 
   const spawnPeer = () => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', __filename, '--peer', `127.0.0.1:${port}`, '--elements', arg('elements', '4096')!], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const proc = new PeerProcess(__filename, { argv: ['--peer', `127.0.0.1:${port}`, '--elements', argValue('elements', '4096')!], env: { TCCL_LOG_LEVEL: 'error' } });
     const c: Child = { proc, killed: false };
     children.add(c);
     spawns++;
-    readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
-      let m: { ev: string; id: string; epoch?: number; step?: number; hash?: string; world?: number };
-      try { m = JSON.parse(line); } catch { return; }
+    proc.on('event', (m: { ev: string; id: string; epoch?: number; step?: number; hash?: string; world?: number }) => {
+      const line = JSON.stringify(m);
       if (m.ev === 'ready') c.id = m.id;
       else if (m.ev === 'retry') retries++;
       else if (m.ev === 'unverified') unverified++;
@@ -114,7 +106,10 @@ async function orchestrate(): Promise<number> {
       else if (m.ev === 'op') {
         ops++;
         const now = Date.now();
-        longestStallMs = Math.max(longestStallMs, now - lastOp);
+        if (now - lastOp > longestStallMs) {
+          longestStallMs = now - lastOp;
+          longestStallEnded = new Date(now).toISOString();
+        }
         lastOp = now;
         const key = `${m.epoch}/${m.step}`;
         const seen = hashes.get(key);
@@ -122,9 +117,9 @@ async function orchestrate(): Promise<number> {
         else if (seen !== m.hash) failures.push(`peers hold different bytes for epoch ${m.epoch} step ${m.step}`);
       }
     });
-    proc.on('exit', (code, signal) => {
+    void proc.exited.then((code) => {
       children.delete(c);
-      if (!c.killed) failures.push(`peer ${c.id ?? proc.pid} died on its own (code ${code}, signal ${signal})`);
+      if (!c.killed) failures.push(`peer ${c.id ?? proc.pid} died on its own (code ${code}, signal ${proc.child.signalCode}): ${proc.stderr.slice(-2000)}`);
     });
   };
 
@@ -139,7 +134,7 @@ async function orchestrate(): Promise<number> {
     } else if (alive.length >= 3) {
       const victim = alive[Math.floor(rand() * alive.length)];
       victim.killed = true;
-      victim.proc.kill('SIGKILL');
+      victim.proc.kill();
       kills++;
     }
     if (Date.now() - lastOp > 30_000) failures.push('no completed operation for 30 s');
@@ -147,21 +142,21 @@ async function orchestrate(): Promise<number> {
   longestStallMs = Math.max(longestStallMs, Date.now() - lastOp);
   for (const c of children) {
     c.killed = true;
-    c.proc.kill('SIGKILL');
+    c.proc.kill();
   }
   await master.close();
-  const summary = { durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, failures };
+  const summary = { durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, longestStallEnded, failures };
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
-  const out = arg('json');
+  const out = argValue('json');
   if (out) fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), ...summary }, null, 2) + '\n');
   process.stdout.write(failures.length === 0 && ops > 0 ? 'stress: PASS\n' : 'stress: FAIL\n');
   return failures.length === 0 && ops > 0 ? 0 : 1;
 }
 
-const peerMaster = arg('peer');
-const sequenceOps = arg('sequence');
+const peerMaster = argValue('peer');
+const sequenceOps = argValue('sequence');
 if (sequenceOps) {
-  import('./sequence-stress').then(({ sequenceStress }) => sequenceStress(Number(sequenceOps), Number(arg('seed', '11')))).then(
+  import('./sequence-stress').then(({ sequenceStress }) => sequenceStress(Number(sequenceOps), Number(argValue('seed', '11')))).then(
     (code) => process.exit(code),
     (err: Error) => {
       process.stderr.write(`${err.stack}\n`);

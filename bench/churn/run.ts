@@ -8,16 +8,11 @@
  * to its first successful all-reduce. Frozen trials SIGSTOP a peer instead (master peer timeout 2 s). Prints
  * JSON with medians and worst cases.
  */
-import { ChildProcess, spawn } from 'node:child_process';
-import * as readline from 'node:readline';
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
-import { machineInfo, median, writeResult } from '../common';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
+import { PeerProcess } from '../../test/harness/process';
+import { say } from '../../test/harness/runner';
+import { argValue, machineInfo, median, writeResult } from '../common';
 
 async function peer(master: string, mib: number): Promise<void> {
   const comm = await Communicator.connect({ master, connections: 4, listenHost: '127.0.0.1', logLevel: 'error' });
@@ -25,7 +20,7 @@ async function peer(master: string, mib: number): Promise<void> {
   for (;;) {
     try {
       const r = await comm.allReduce(data, { timeoutMs: 20_000 });
-      process.stdout.write(JSON.stringify({ ev: 'op', t: Date.now(), epoch: r.epoch, world: r.worldSize }) + '\n');
+      say({ ev: 'op', t: Date.now(), epoch: r.epoch, world: r.worldSize });
       data.fill(1);
     } catch {
       // retryable failures: the group re-forms; the vote below waits for it
@@ -35,30 +30,30 @@ async function peer(master: string, mib: number): Promise<void> {
 }
 
 interface P {
-  proc: ChildProcess;
+  proc: PeerProcess;
   started: number;
   firstOp?: number;
   lastEpoch: number;
 }
 
 async function main(): Promise<void> {
-  const trials = Number(arg('trials', '20'));
-  const frozenTrials = Number(arg('frozen-trials', '5'));
-  const mib = Number(arg('mib', '16'));
+  const trials = Number(argValue('trials', '20'));
+  const frozenTrials = Number(argValue('frozen-trials', '5'));
+  const mib = Number(argValue('mib', '16'));
   const master = new Master({ logLevel: 'error', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
   const port = await master.listen();
   const peers = new Set<P>();
   let opListeners: ((t: number, epoch: number, p: P) => void)[] = [];
   const start = () => {
-    const p: P = { proc: spawn(process.execPath, ['--import', 'tsx', __filename, '--peer', `127.0.0.1:${port}`, '--mib', String(mib)], { stdio: ['ignore', 'pipe', 'inherit'] }), started: Date.now(), lastEpoch: 0 };
+    const p: P = { proc: new PeerProcess(__filename, { argv: ['--peer', `127.0.0.1:${port}`, '--mib', String(mib)] }), started: Date.now(), lastEpoch: 0 };
     peers.add(p);
-    readline.createInterface({ input: p.proc.stdout! }).on('line', (line) => {
-      const m = JSON.parse(line) as { t: number; epoch: number };
+    p.proc.on('event', (m: { ev: string; t: number; epoch: number }) => {
+      if (m.ev !== 'op') return;
       p.firstOp ??= m.t;
       p.lastEpoch = m.epoch;
       for (const l of opListeners) l(m.t, m.epoch, p);
     });
-    p.proc.on('exit', () => peers.delete(p));
+    void p.proc.exited.then(() => peers.delete(p));
     return p;
   };
   const nextOp = (after: number, minEpoch: number, not?: P) =>
@@ -94,17 +89,16 @@ async function main(): Promise<void> {
     const epochNow = Math.max(...master.groupsInfo().map((g) => g.epoch));
     const t0 = Date.now();
     const recovered = nextOp(t0, epochNow + 1, victim);
-    if (i < trials) victim.proc.kill('SIGKILL');
-    else victim.proc.kill('SIGSTOP');
+    victim.proc.kill(i < trials ? 'SIGKILL' : 'SIGSTOP');
     const t1 = await recovered;
     (i < trials ? kills : frozen).push(t1 - t0);
     if (i >= trials) {
-      victim.proc.kill('SIGKILL');
-      victim.proc.kill('SIGCONT');
+      victim.proc.child.kill('SIGKILL');
+      victim.proc.child.kill('SIGCONT');
     }
     await spawnAndWait();
   }
-  for (const p of peers) p.proc.kill('SIGKILL');
+  for (const p of peers) p.proc.kill();
   await master.close();
   const summary = {
     mib, peers: 3, trials, frozenTrials, peerTimeoutMs: 2000,
@@ -118,7 +112,7 @@ async function main(): Promise<void> {
 }
 
 if (process.argv.includes('--peer')) {
-  void peer(arg('peer', ''), Number(arg('mib', '16')));
+  void peer(argValue('peer', ''), Number(argValue('mib', '16')));
 } else {
   void main();
 }

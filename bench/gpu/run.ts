@@ -1,11 +1,9 @@
 // GPU benchmark (needs a CUDA GPU and the CUDA build: `npm run build:cuda && node --import tsx bench/gpu/run.ts`):
 // 1) device-buffer vs host-buffer all-reduce between 2 processes on this machine (TCP ring on loopback), and
 // 2) GPU codec and content-hash throughput vs the CPU ones. Prints one JSON line per measurement.
-import { spawn } from 'node:child_process';
-import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { native } from '../../lib/binding';
 import { DeviceBuffer, cudaInfo, encodedSize, gpuDecode, gpuEncode } from '../../lib/device';
+import { PeerProcess, stopAll } from '../../test/harness/process';
 
 const MB = 1 << 20;
 async function time(f: () => Promise<unknown>, iters = 5): Promise<number> {
@@ -43,17 +41,17 @@ async function kernels(): Promise<void> {
 }
 
 async function allReduce(): Promise<void> {
-  const peerTs = path.join(__dirname, 'peer.ts');
-  const procs = [0, 1].map(() => spawn(process.execPath, ['--import', 'tsx', peerTs], { stdio: ['pipe', 'pipe', 'inherit'] }));
-  const its = procs.map((p) => readline.createInterface({ input: p.stdout! })[Symbol.asyncIterator]());
-  const ports = await Promise.all(its.map(async (it) => JSON.parse((await it.next()).value).port));
-  const peers = ports.map((p) => `127.0.0.1:${p}`);
-  procs.forEach((p, rank) => p.stdin!.write(JSON.stringify({ rank, peers, sizesMB: [4, 64, 256], iters: 5 }) + '\n'));
-  for await (const line of its[0]) {
-    if (line === 'done') break;
-    console.log(line);
+  const procs = [0, 1].map(() => new PeerProcess('bench/gpu/peer.ts'));
+  try {
+    const peers = (await Promise.all(procs.map((p) => p.ready))).map((hello) => `127.0.0.1:${hello.port}`);
+    procs[0].on('event', ({ ev, ...row }) => {
+      if (ev === 'result') console.log(JSON.stringify(row));
+    });
+    const replies = await Promise.all(procs.map((p, rank) => p.request('run', { rank, peers, sizesMB: [4, 64, 256], iters: 5 }, 600_000)));
+    for (const r of replies) if (!r.ok) throw new Error(`a rank failed: ${String(r.message)}`);
+  } finally {
+    await stopAll(procs);
   }
-  procs.forEach((p) => p.kill());
 }
 
 async function main(): Promise<void> {

@@ -7,8 +7,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ROOT, machineInfo, median, parseArgs, writeResult } from '../common';
-import { startRing, stopAll } from '../../test/helpers/ring';
-import { runQ, startQRing, stopQ } from '../../test/helpers/quantized';
+import { configure, startRing, stopAll } from '../../test/helpers/ring';
+import { runQ } from '../../test/helpers/quantized';
 
 const args = parseArgs(process.argv.slice(2));
 const quick = Boolean(args.quick);
@@ -57,15 +57,14 @@ async function allReduceTimes(): Promise<any[]> {
 
 async function errorVsPeers(): Promise<any[]> {
   const maxN = quick ? 4 : 8;
-  const all = await startQRing(maxN);
+  const all = await startRing(maxN);
   const rows: any[] = [];
   const count = quick ? 65_536 : 262_144;
   try {
     let epoch = 2;
     for (let n = 2; n <= maxN; n++) {
       const peers = all.slice(0, n);
-      const addresses = peers.map((p) => `127.0.0.1:${p.port}`);
-      await Promise.all(peers.map((p) => p.request({ cmd: 'configure', rank: p.rank, peers: addresses, epoch })));
+      await configure(peers, { epoch });
       epoch++;
       const qs = [
         { codec: 'uint8', blockSize: 256 }, { codec: 'uint4', blockSize: 256 }, { codec: 'uint4', blockSize: 256, stochastic: true },
@@ -79,7 +78,7 @@ async function errorVsPeers(): Promise<any[]> {
       console.log(`${n} peers: ` + rows.filter((r) => r.peers === n).map((r) => `${r.codec} rms ${r.rmsError.toExponential(2)}`).join(', '));
     }
   } finally {
-    await stopQ(all);
+    await stopAll(all);
   }
   return rows;
 }

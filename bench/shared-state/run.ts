@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { native } from '../../lib/binding';
 import { buildHelper, machineInfo, median, parseArgs, writeResult } from '../common';
-import { collectReports, formGroup, startStatePeers, stopStatePeers, syncOnce } from '../../test/fixtures/state-harness';
-import type { EntrySpec } from '../../test/fixtures/state-peer';
+import { collectReports, formGroup, startStatePeers, stopStatePeers, syncOnce } from '../../test/helpers/state';
+import type { EntrySpec } from '../../test/helpers/state';
 
 const MiB = 1 << 20;
 const args = parseArgs(process.argv.slice(2));

@@ -6,16 +6,17 @@
  *                            [--host-mbps 1000 (0 = no host caps)] [--out bench/results]
  *
  * Every peer listens on its own real address (127.0.20.x) and is reached by the others only through the
- * emulator (bench/wan/wanproxy.cpp) at its emulated address (127.0.10.x), one route per ordered pair, so what
+ * emulator (test/harness/wan/wanproxy.cpp) at its emulated address (127.0.10.x), one route per ordered pair, so what
  * peer i sends to peer j crosses link i->j: 20 ms one way (40 ms RTT), 100 Mbit/s per TCP connection,
  * 1 Gbit/s per link. Writes bench/results/wan.json and bench/results/wan.svg (wan-quick.* with --quick).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { median, parseArgs } from '../common';
 import { Engine } from '../../lib/engine';
 import { throughputChart, Series } from './chart';
-import { LinkSpec, WanEmulator, WanMesh, WanStats, linkId, realHost } from './emulator';
+import { LinkSpec, WanEmulator, WanMesh, WanStats, linkId, realHost } from '../../test/harness/wan/emulator';
 import { BlastResult, selfTest } from './selftest';
 import { TopologyTimings, timeTopology } from './topology';
 
@@ -42,79 +43,29 @@ interface Args {
   repeatBelowS: number;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = {
-    quick: false,
-    runs: 3,
-    peers: [3, 4],
-    sizesMiB: [64, 256],
-    ks: [1, 2, 4, 8, 16],
-    codecs: ['float32', 'uint8'],
-    selftest: true,
-    topology: true,
-    hostMbps: HOST_MBPS_DEFAULT,
-    out: path.join(__dirname, '..', 'results'),
+const FLAGS = ['quick', 'runs', 'peers', 'sizes', 'ks', 'codecs', 'no-selftest', 'host-mbps', 'socket-buffer', 'no-topology', 'out'];
+
+function parseRunArgs(argv: string[]): Args {
+  const o = parseArgs(argv);
+  for (const k of Object.keys(o)) if (!FLAGS.includes(k)) throw new Error(`unknown argument --${k}`);
+  const str = (k: string) => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
+  const list = (k: string, d: number[]) => str(k)?.split(',').map(Number) ?? d;
+  const quick = o.quick === true;
+  return {
+    quick,
+    runs: Number(str('runs') ?? (quick ? 1 : 3)),
+    peers: list('peers', [3, 4]),
+    sizesMiB: list('sizes', quick ? [64] : [64, 256]),
+    ks: list('ks', quick ? [1, 4, 16] : [1, 2, 4, 8, 16]),
+    codecs: (str('codecs')?.split(',') ?? ['float32', 'uint8']) as Args['codecs'],
+    selftest: o['no-selftest'] !== true,
+    topology: o['no-topology'] !== true,
+    hostMbps: Number(str('host-mbps') ?? HOST_MBPS_DEFAULT),
+    socketBufferBytes: str('socket-buffer') === undefined ? undefined : Number(str('socket-buffer')),
+    out: str('out') ?? path.join(__dirname, '..', 'results'),
     repeatBelowS: 8,
   };
-  const list = (v: string) => v.split(',').map(Number);
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1];
-    switch (argv[i]) {
-      case '--quick':
-        a.quick = true;
-        a.runs = 1;
-        a.sizesMiB = [64];
-        a.ks = [1, 4, 16];
-        break;
-      case '--runs':
-        a.runs = Number(v);
-        i++;
-        break;
-      case '--peers':
-        a.peers = list(v);
-        i++;
-        break;
-      case '--sizes':
-        a.sizesMiB = list(v);
-        i++;
-        break;
-      case '--ks':
-        a.ks = list(v);
-        i++;
-        break;
-      case '--codecs':
-        a.codecs = v.split(',') as Args['codecs'];
-        i++;
-        break;
-      case '--no-selftest':
-        a.selftest = false;
-        break;
-      case '--host-mbps':
-        a.hostMbps = Number(v);
-        i++;
-        break;
-      case '--socket-buffer':
-        a.socketBufferBytes = Number(v);
-        i++;
-        break;
-      case '--no-topology':
-        a.topology = false;
-        break;
-      case '--out':
-        a.out = v;
-        i++;
-        break;
-      default:
-        throw new Error(`unknown argument ${argv[i]}`);
-    }
-  }
-  return a;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 export interface AllReduceRow {
   peers: number;
@@ -213,7 +164,7 @@ async function main(): Promise<void> {
     writeChart(argv[1].replace(/\.json$/, '.svg'), r.allReduce, r.args);
     return;
   }
-  const args = parseArgs(argv);
+  const args = parseRunArgs(argv);
   const started = Date.now();
   const log = (s: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${s}`);
   const notes: string[] = [];

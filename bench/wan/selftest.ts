@@ -4,7 +4,8 @@
  * Used by bench/wan/run.ts (section "emulator") and runnable alone: `npx tsx bench/wan/selftest.ts`.
  */
 import { spawn } from 'node:child_process';
-import { buildTool, LinkSpec, WanEmulator } from './emulator';
+import * as path from 'node:path';
+import { buildTool, LinkSpec, WanEmulator } from '../../test/harness/wan/emulator';
 
 export interface BlastResult {
   label: string;
@@ -59,7 +60,7 @@ async function blastOne(
   link: LinkSpec | null,
   emu?: WanEmulator,
 ): Promise<{ bytes: number; secs: number; minB: number; maxB: number }> {
-  const bin = buildTool('wanblast');
+  const bin = buildTool(path.join(__dirname, 'wanblast.cpp'));
   const sinkHost = `127.0.21.${idx + 1}`;
   const sink = await startSink(bin, sinkHost, conns);
   let host = sinkHost;

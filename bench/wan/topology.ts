@@ -5,7 +5,7 @@
  */
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
-import { LinkSpec, WanEmulator } from './emulator';
+import { LinkSpec, WanEmulator } from '../../test/harness/wan/emulator';
 
 export interface TopologyTimings {
   peers: number;

@@ -1,8 +1,8 @@
 /** Pieces shared by DiLoCo and StreamingDiLoCo: retrying collectives, gathering tensors, state bookkeeping. */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 import type { NamedTensor } from './fragments';
 import type { Collective, CommStats, StateBinding, SyncStrategy } from './types';
-import { checkInt, checkKeys, checkOneOf, describeValue } from './validate';
+import { checkInt, checkKeys, checkOneOf, describeValue } from '../validate';
 
 /** Copies the tensors, in order, into one flat buffer. */
 export function gather(tensors: readonly NamedTensor[], out: Float32Array): void {
@@ -46,6 +46,15 @@ export function emptyStats(): CommStats {
 }
 
 /** Validates quantization options here too, so a bad codec fails at construction, not at the first outer step. */
+/** The checks both optimizers start with: a Communicator-like first argument and an options object of known keys. */
+export function checkConstructorArgs(what: string, comm: unknown, options: unknown, keys: readonly string[]): void {
+  if (comm === null || typeof comm !== 'object' || typeof (comm as Collective<unknown>).allReduce !== 'function') {
+    throw new TypeError(`${what}: the first argument must be a Communicator, got ${describeValue(comm)}`);
+  }
+  if (options === null || typeof options !== 'object') throw new TypeError(`${what}: options must be an object with at least { params }`);
+  checkKeys(what, options, keys);
+}
+
 export function checkQuantization(q: unknown): QuantizationOptions | undefined {
   if (q === undefined) return undefined;
   if (q === null || typeof q !== 'object') {

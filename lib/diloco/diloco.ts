@@ -1,12 +1,12 @@
 /**
  * DiLoCo (Douillard et al., 2023) and its asynchronous variant over a TCCL communicator.
  */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 import { countElements, normalizeParams, type NamedTensor } from './fragments';
-import { checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
+import { checkConstructorArgs, checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
-import { checkInt, checkKeys, describeValue } from './validate';
+import { checkInt, describeValue } from '../validate';
 
 /** Options of {@link DiLoCo}. */
 export interface DiLoCoOptions<S = unknown> extends ResilienceOptions {
@@ -104,11 +104,7 @@ export class DiLoCo<S = unknown> {
     readonly comm: Collective<S>,
     options: DiLoCoOptions<S>,
   ) {
-    if (comm === null || typeof comm !== 'object' || typeof (comm as Collective<S>).allReduce !== 'function') {
-      throw new TypeError(`DiLoCo: the first argument must be a Communicator, got ${describeValue(comm)}`);
-    }
-    if (options === null || typeof options !== 'object') throw new TypeError('DiLoCo: options must be an object with at least { params }');
-    checkKeys('DiLoCo', options, OPTION_KEYS);
+    checkConstructorArgs('DiLoCo', comm, options, OPTION_KEYS);
     this.tensors = normalizeParams(options.params);
     this.innerSteps = checkInt('innerSteps', options.innerSteps ?? 500, 1);
     this.optimizer = createOuterOptimizer(options.outer ?? {});

@@ -1,6 +1,7 @@
 /** Parameter tensors, their grouping into fragments, and the Streaming DiLoCo schedule. */
 import type { ParamsInput } from './types';
-import { checkFloat32, checkInt, checkOneOf, describeValue } from './validate';
+import { InvalidArgumentError } from '../errors';
+import { checkInt, checkOneOf, describeValue } from '../validate';
 
 /** One parameter tensor: a Float32Array view into the model. */
 export interface NamedTensor {
@@ -100,4 +101,12 @@ export function fragmentsDueAt(step: number, interval: number, offsets: readonly
   const r = step % interval;
   for (let p = 0; p < offsets.length; p++) if (offsets[p] % interval === r) due.push(p);
   return due;
+}
+
+function checkFloat32(name: string, v: unknown): Float32Array {
+  if (!(v instanceof Float32Array)) {
+    throw new InvalidArgumentError(`DiLoCo: "${name}" must be a Float32Array (a view of the model's parameters), got ${describeValue(v)}`);
+  }
+  if (v.length === 0) throw new InvalidArgumentError(`DiLoCo: "${name}" is empty; every parameter tensor needs at least one element`);
+  return v;
 }

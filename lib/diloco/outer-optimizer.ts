@@ -3,7 +3,7 @@
  * compute each element with the same sequence of IEEE operations on every machine, so peers that apply the same
  * step to the same state stay bit-identical.
  */
-import { checkKeys, checkNumber, checkOneOf, describeValue } from './validate';
+import { checkKeys, checkNumber, checkOneOf, describeValue } from '../validate';
 
 /** Outer optimizer settings. */
 export interface OuterOptimizerOptions {

@@ -2,12 +2,12 @@
  * Streaming DiLoCo (Douillard et al., 2025): the parameters are split into fragments that sync at staggered
  * times, each all-reduce overlapping further inner steps, so the peak bandwidth is divided by the fragment count.
  */
-import type { QuantizationOptions } from '../engine';
-import { checkQuantization, emptyStats, gather, mixInto, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
+import type { QuantizationOptions } from '../collective';
+import { checkConstructorArgs, checkQuantization, emptyStats, gather, mixInto, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
 import { countElements, fragmentOffsets, fragmentsDueAt, normalizeParams, partitionTensors, type FragmentPattern, type NamedTensor } from './fragments';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
-import { checkInt, checkKeys, checkNumber, checkOneOf, describeValue } from './validate';
+import { checkInt, checkNumber, checkOneOf } from '../validate';
 
 /** Options of {@link StreamingDiLoCo}. */
 export interface StreamingDiLoCoOptions<S = unknown> extends ResilienceOptions {
@@ -103,11 +103,7 @@ export class StreamingDiLoCo<S = unknown> {
     readonly comm: Collective<S>,
     options: StreamingDiLoCoOptions<S>,
   ) {
-    if (comm === null || typeof comm !== 'object' || typeof (comm as Collective<S>).allReduce !== 'function') {
-      throw new TypeError(`StreamingDiLoCo: the first argument must be a Communicator, got ${describeValue(comm)}`);
-    }
-    if (options === null || typeof options !== 'object') throw new TypeError('StreamingDiLoCo: options must be an object with at least { params }');
-    checkKeys('StreamingDiLoCo', options, OPTION_KEYS);
+    checkConstructorArgs('StreamingDiLoCo', comm, options, OPTION_KEYS);
     const tensors = normalizeParams(options.params);
     this.fragmentCount = checkInt('fragments', options.fragments ?? 4, 1);
     const pattern = checkOneOf('fragmentPattern', options.fragmentPattern ?? 'sequential', ['sequential', 'strided'] as const);

@@ -2,7 +2,7 @@
  * What the DiLoCo optimizers need from a communicator. `Communicator` (lib/peer) satisfies it; so does any object
  * with the same methods, which keeps the optimizers framework- and transport-agnostic.
  */
-import type { QuantizationOptions } from '../engine';
+import type { QuantizationOptions } from '../collective';
 
 /** Result of one all-reduce as the optimizers read it. */
 export interface CollectiveAllReduceResult {

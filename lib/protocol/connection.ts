@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
-import { validateMessage } from './messages';
+import { AnyMsg, validateMessage } from './messages';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
@@ -45,13 +45,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   /** Sends one message; quietly does nothing once the connection is closed. */
-  send(message: { t: string } & Record<string, unknown>): void {
+  send(message: AnyMsg): void {
     if (this.closed) return;
     this.socket.write(encodeFrame(message, this.maxFrameBytes));
   }
 
   /** Sends a last message, then closes gracefully. */
-  sendAndClose(message: { t: string } & Record<string, unknown>, reason?: Error): void {
+  sendAndClose(message: AnyMsg, reason?: Error): void {
     if (this.closed) return;
     this.socket.end(encodeFrame(message, this.maxFrameBytes));
     this.shutdown(reason, false);

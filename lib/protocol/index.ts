@@ -1,4 +1,5 @@
 export * from './frame';
 export * from './messages';
+export { MAX_STATE_ENTRIES, checkStateEntries, checkSyncDecision } from './state';
 export * from './auth';
 export * from './connection';

@@ -21,10 +21,16 @@ import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../binding';
-import { DType, DTYPE_CODES, TensorArray, dtypeBytes } from '../dtype';
+import { DType, DTYPE_CODES, arrayTypeOf, dtypeBytes } from '../dtype';
 import { StateError } from '../errors';
-import { SharedState, STATE_ERROR_CODES, checkRevision } from './state';
+import { STATE_ERROR_CODES, StateEntry, checkRevision } from './entry';
 import { hashHex } from './hash';
+
+/** What a checkpoint holds: a SharedState's revision and entries. */
+export interface CheckpointContents {
+  revision: number;
+  entries: readonly StateEntry[];
+}
 
 export const CHECKPOINT_MAGIC = 'TCCLSTAT';
 export const CHECKPOINT_VERSION = 1;
@@ -54,12 +60,6 @@ function bytesOf(data: ArrayBufferView): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-const ARRAY_OF: Record<DType, new (n: number) => TensorArray> = {
-  float32: Float32Array, float64: Float64Array, float16: Uint16Array, bfloat16: Uint16Array,
-  int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array,
-  int32: Int32Array, uint32: Uint32Array, int64: BigInt64Array, uint64: BigUint64Array,
-};
-
 async function writeAll(fh: fsp.FileHandle, data: Uint8Array, position: number): Promise<void> {
   for (let done = 0; done < data.byteLength; ) {
     const n = Math.min(IO_CHUNK, data.byteLength - done);
@@ -81,9 +81,10 @@ async function readAll(fh: fsp.FileHandle, into: Uint8Array, position: number): 
 }
 
 /** See {@link SharedState.save}. */
-export async function saveCheckpoint(state: SharedState, path: string): Promise<void> {
+export async function saveCheckpoint(state: { revision: number; entries(): readonly StateEntry[] }, path: string): Promise<void> {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError('Expected a checkpoint path');
   const entries = state.entries();
+  const totalBytes = entries.reduce((n, e) => n + e.data.byteLength, 0);
   const hashes: string[] = [];
   for (const e of entries) hashes.push(hashHex(await native().contentHash(bytesOf(e.data))));
   const header: Header = { revision: state.revision, entries: [] };
@@ -102,7 +103,7 @@ export async function saveCheckpoint(state: SharedState, path: string): Promise<
     });
     return at;
   };
-  layout(Number.MAX_SAFE_INTEGER - state.byteLength - ALIGN * (entries.length + 1));
+  layout(Number.MAX_SAFE_INTEGER - totalBytes - ALIGN * (entries.length + 1));
   const maxHeaderBytes = Buffer.byteLength(JSON.stringify(header));
   layout(alignUp(PREFIX_BYTES + maxHeaderBytes));
   const json = Buffer.from(JSON.stringify(header).padEnd(maxHeaderBytes, ' '));
@@ -192,7 +193,7 @@ function parseHeader(path: string, json: Buffer, fileSize: number): Header {
 }
 
 /** See {@link SharedState.load}. */
-export async function loadCheckpoint(path: string): Promise<SharedState> {
+export async function loadCheckpoint(path: string): Promise<CheckpointContents> {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError('Expected a checkpoint path');
   const fh = await fsp.open(path, 'r');
   try {
@@ -222,9 +223,9 @@ export async function loadCheckpoint(path: string): Promise<SharedState> {
     await readAll(fh, json, PREFIX_BYTES);
     if (native().contentHashSync(json) !== prefix.readBigUInt64LE(16)) throw corrupt(path, 'the header checksum does not match');
     const header = parseHeader(path, json, size);
-    const state = new SharedState({}, { revision: header.revision });
+    const entries: StateEntry[] = [];
     for (const e of header.entries) {
-      const data = new ARRAY_OF[e.dtype](e.length);
+      const data = new (arrayTypeOf(e.dtype))(e.length);
       const view = bytesOf(data);
       const n = await readAll(fh, view, e.offset);
       if (n !== e.byteLength) {
@@ -237,9 +238,9 @@ export async function loadCheckpoint(path: string): Promise<SharedState> {
           `Checkpoint ${path} is corrupt: entry "${e.key}" hashes to ${hash}, the header says ${e.hash}`,
         );
       }
-      state.set(e.key, { data, dtype: e.dtype, allowContentInequality: e.allowContentInequality });
+      entries.push({ key: e.key, data, dtype: e.dtype, allowContentInequality: e.allowContentInequality });
     }
-    return state;
+    return { revision: header.revision, entries };
   } finally {
     await fh.close();
   }

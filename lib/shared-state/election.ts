@@ -28,7 +28,7 @@
  */
 import { DTYPE_CODES } from '../dtype';
 import type { EntryDigest, StateDigest } from './hash';
-import { STATE_ERROR_CODES } from './state';
+import { STATE_ERROR_CODES } from './entry';
 
 export type SyncStrategy = 'enforcePopular' | 'sendOnly' | 'receiveOnly';
 export const SYNC_STRATEGIES: readonly SyncStrategy[] = ['enforcePopular', 'sendOnly', 'receiveOnly'];

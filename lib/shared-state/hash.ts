@@ -4,7 +4,7 @@
  */
 import { native } from '../binding';
 import type { DType } from '../dtype';
-import type { SharedState } from './state';
+import type { StateEntry } from './entry';
 
 /** What a peer knows of one entry: enough for the master to compare and to plan a transfer. */
 export interface EntryDigest {
@@ -35,7 +35,7 @@ export async function hashBytes(view: ArrayBufferView): Promise<string> {
  * Hashes every entry that takes part in syncs (allowContentInequality entries are left out). Entries are hashed
  * one after another on a native thread each (each hash itself is parallel inside).
  */
-export async function hashState(state: SharedState): Promise<StateDigest> {
+export async function hashState(state: { revision: number; entries(): readonly StateEntry[] }): Promise<StateDigest> {
   const entries: Record<string, EntryDigest> = {};
   for (const e of state.entries()) {
     if (e.allowContentInequality) continue;

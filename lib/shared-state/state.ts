@@ -17,59 +17,11 @@
  * ```
  */
 import { DType, TensorArray, dtypeBytes, resolveDType } from '../dtype';
-import { StateError } from '../errors';
+import { InvalidArgumentError, StateError } from '../errors';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { EntryInit, STATE_ERROR_CODES, StateEntry, checkKey, checkRevision } from './entry';
 
-/** Error codes of {@link StateError} raised by the shared-state code (stable strings). */
-export const STATE_ERROR_CODES = {
-  /** A checkpoint file does not start with the TCCL state magic. */
-  badMagic: 'STATE_CHECKPOINT_MAGIC',
-  /** A checkpoint file has a format version this build cannot read. */
-  badVersion: 'STATE_CHECKPOINT_VERSION',
-  /** A checkpoint file's header is damaged (checksum, JSON, impossible sizes). */
-  corrupt: 'STATE_CHECKPOINT_CORRUPT',
-  /** A checkpoint file is shorter (or longer) than its header says. */
-  truncated: 'STATE_CHECKPOINT_TRUNCATED',
-  /** An entry's bytes do not hash to the expected value (checkpoint or transfer). */
-  hashMismatch: 'STATE_HASH_MISMATCH',
-  /** A peer's revision is not the one the group expects. */
-  revision: 'STATE_REVISION',
-  /** sendOnly peers hold different states. */
-  sendOnlyConflict: 'STATE_SENDONLY_CONFLICT',
-  /** No peer offers its state (every peer is receiveOnly, or every candidate was excluded). */
-  noSource: 'STATE_NO_SOURCE',
-  /** A peer's entries (keys, dtypes, byte lengths) do not match the elected state, so it cannot receive it. */
-  layout: 'STATE_LAYOUT_MISMATCH',
-} as const;
-
-/** One entry of a {@link SharedState}. */
-export interface StateEntry {
-  readonly key: string;
-  /** The live array; a sync writes into it only after the new bytes have been verified. */
-  readonly data: TensorArray;
-  readonly dtype: DType;
-  /** Not hashed and never transferred: each peer may hold its own value (e.g. per-peer RNG state). */
-  readonly allowContentInequality: boolean;
-}
-
-/** An entry as given to the constructor or {@link SharedState.set}. */
-export type EntryInit = TensorArray | { data: TensorArray; dtype?: DType; allowContentInequality?: boolean };
-
-const KEY_MAX = 1024;
-
-function checkKey(key: unknown): string {
-  if (typeof key !== 'string' || key.length === 0 || key.length > KEY_MAX) {
-    throw new TypeError(`Expected a shared-state key to be a non-empty string of at most ${KEY_MAX} characters, got ${JSON.stringify(key)}`);
-  }
-  return key;
-}
-
-/** Checks a revision number. */
-export function checkRevision(v: unknown, what = 'revision'): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new TypeError(`Expected "${what}" to be a non-negative safe integer, got ${String(v)}`);
-  }
-  return v;
-}
+export { EntryInit, STATE_ERROR_CODES, StateEntry, checkRevision };
 
 /** Named entries (TypedArrays, dtype explicit for float16/bfloat16) plus a revision; see the module example. */
 export class SharedState {
@@ -94,7 +46,7 @@ export class SharedState {
   set(key: string, init: EntryInit, options: { dtype?: DType; allowContentInequality?: boolean } = {}): this {
     checkKey(key);
     const o = ArrayBuffer.isView(init) ? { data: init as TensorArray } : init;
-    if (typeof o !== 'object' || o === null) throw new TypeError(`Expected entry "${key}" to be a TypedArray or {data, dtype}`);
+    if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`Expected entry "${key}" to be a TypedArray or {data, dtype}`);
     const dtype = resolveDType(o.data, (o as { dtype?: DType }).dtype ?? options.dtype, `entry "${key}"`);
     const allow = Boolean((o as { allowContentInequality?: boolean }).allowContentInequality ?? options.allowContentInequality);
     this.map.set(key, Object.freeze({ key, data: o.data, dtype, allowContentInequality: allow }));
@@ -151,15 +103,16 @@ export class SharedState {
    * Writes an atomic checkpoint: a temp file next to `path`, fsync, rename over `path`, fsync of the directory.
    * A crash leaves either the old file or the new one, never a mix. Never blocks the event loop on the data.
    */
-  async save(path: string): Promise<void> {
-    const { saveCheckpoint } = await import('./checkpoint');
-    await saveCheckpoint(this, path);
+  save(path: string): Promise<void> {
+    return saveCheckpoint(this, path);
   }
 
   /** Reads and verifies a checkpoint written by {@link SharedState.save}; throws StateError when it is damaged. */
   static async load(path: string): Promise<SharedState> {
-    const { loadCheckpoint } = await import('./checkpoint');
-    return loadCheckpoint(path);
+    const { revision, entries } = await loadCheckpoint(path);
+    const state = new SharedState({}, { revision });
+    for (const e of entries) state.set(e.key, e);
+    return state;
   }
 }
 

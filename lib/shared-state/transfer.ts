@@ -14,11 +14,12 @@
  *   {@link electWithout}; the peers run this function again with the new decision.
  */
 import { native } from '../binding';
-import type { Engine, ExchangeRecv, ExchangeSend } from '../engine';
+import type { DataPlane, ExchangeRecv, ExchangeSend } from '../collective';
 import { StateError } from '../errors';
 import type { SyncDecision, Transfer } from './election';
 import { hashBytes } from './hash';
-import { SharedState, STATE_ERROR_CODES } from './state';
+import { STATE_ERROR_CODES } from './entry';
+import type { SharedState } from './state';
 
 /** Who is who in the engine's current group. */
 export interface GroupFacts {
@@ -89,7 +90,7 @@ export function retryTransfers(d: SyncDecision, failed: Map<string, Set<string>>
  * from the data plane. The live state is untouched on every rejection.
  */
 export async function executeSyncPlan(
-  engine: Pick<Engine, 'exchange'>,
+  engine: Pick<DataPlane, 'exchange'>,
   group: GroupFacts,
   decision: SyncDecision,
   state: SharedState,
@@ -124,7 +125,6 @@ export async function executeSyncPlan(
   // Receivers check that their entries fit before any byte moves, and stage into scratch buffers.
   const scratch = new Map<string, Uint8Array>();
   if (isReceiver) {
-    const tc = clock();
     for (const key of myKeys) {
       const e = state.entry(key);
       const want = decision.entries[key];

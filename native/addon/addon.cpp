@@ -1,6 +1,8 @@
-// N-API glue: the only file that includes napi.h. Arguments are copied from JS values into plain C++ structs on
-// the main thread; native threads never touch a JS value; buffers are kept alive by references until the
-// operation's promise settles, which happens through a thread-safe function on the main thread.
+// N-API glue of the CPU engine and kernels (device.cpp is the GPU half; native/addon is the only code that
+// includes napi.h, native/core never does). Its JS surface is declared in lib/binding.ts. Arguments are copied
+// from JS values into plain C++ structs on the main thread; native threads never touch a JS value; buffers are
+// kept alive by references until the operation's promise settles, which happens through a thread-safe function
+// on the main thread.
 #include <napi.h>
 
 #include <cmath>

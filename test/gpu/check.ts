@@ -2,12 +2,10 @@
 // hash against the CPU ones bit for bit, device all-reduce across several processes on one GPU (TCP ring between
 // them, results bit-identical to the host all-reduce), abort when a process is killed, and the NCCL bootstrap
 // (unique id relayed by the parent, as the master would) when NCCL is found. Prints `N passed, N failed`.
-import { spawn, ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { native } from '../../lib/binding';
 import { DeviceBuffer, NcclCommunicator, cudaInfo, encodedSize, gpuDecode, gpuEncode, GpuCodec } from '../../lib/device';
 import type { DType } from '../../lib/dtype';
+import { PeerProcess, stopAll } from '../harness/process';
 
 let passed = 0, failed = 0;
 function check(ok: boolean, what: string, detail = ''): void {
@@ -138,16 +136,14 @@ async function hashes(device: number): Promise<void> {
   }
 }
 
-interface Peer { proc: ChildProcess; lines: AsyncIterableIterator<string>; port: number }
+interface Peer { proc: PeerProcess; port: number }
 async function startPeer(): Promise<Peer> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'peer.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = readline.createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  const first = await lines.next();
-  return { proc, lines, port: JSON.parse(first.value).port };
+  const proc = new PeerProcess('test/gpu/peer.ts');
+  return { proc, port: (await proc.ready).port as number };
 }
-async function next(p: Peer): Promise<Record<string, unknown> | undefined> {
-  const l = await p.lines.next();
-  return l.done ? undefined : JSON.parse(l.value);
+/** The peer's next result (a step, or the NCCL check); undefined once it exited. */
+function next(p: Peer): Promise<Record<string, unknown> | undefined> {
+  return p.proc.next((e) => e.ev === 'step' || e.ev === 'nccl', 300_000);
 }
 
 async function multiProcess(device: number, size: number, kill: boolean, withNccl: boolean): Promise<void> {
@@ -156,7 +152,7 @@ async function multiProcess(device: number, size: number, kill: boolean, withNcc
   const steps = kill ? 200 : 4;
   const count = kill ? 8 << 20 : (1 << 20) + 3;
   const nccl = withNccl ? { id: Array.from(NcclCommunicator.uniqueId()), size } : undefined; // the master's relay
-  peers.forEach((p, rank) => p.proc.stdin!.write(JSON.stringify({ rank, peers: addrs, steps, count, device, nccl: kill ? undefined : nccl }) + '\n'));
+  peers.forEach((p, rank) => void p.proc.request('run', { rank, peers: addrs, steps, count, device, nccl: kill ? undefined : nccl }));
   if (kill) {
     await next(peers[size - 1]); // let one step finish, then kill the last process mid-run
     peers[size - 1].proc.kill('SIGKILL');
@@ -185,7 +181,7 @@ async function multiProcess(device: number, size: number, kill: boolean, withNcc
       check(row.every((m) => m.ok && m.first === expect && m.last === expect), `NCCL communicator (id relayed by the parent) all-reduce over ${size} ranks`, JSON.stringify(row));
     }
   }
-  for (const p of peers) p.proc.kill('SIGKILL');
+  await stopAll(peers.map((p) => p.proc));
 }
 
 async function main(): Promise<void> {

@@ -1,18 +1,16 @@
-// One process of the multi-process GPU check (test/gpu/check.ts): listens, prints {"port"}, reads one JSON line
-// {rank, peers, steps, count, nccl?: {id, size}} and then all-reduces device buffers over the TCP ring, printing one
-// JSON line per result. Inputs are exact small integers, so sums are exact and comparable across paths.
-import * as readline from 'node:readline';
+// One process of the multi-process GPU check (test/gpu/check.ts), started through test/harness/process.ts:
+// prints { ev: 'ready', port }; the command `run { rank, peers, steps, count, device, nccl?: { id, size } }`
+// all-reduces device buffers over the TCP ring, printing one { ev: 'step' } per result (and one { ev: 'nccl' }).
+// Inputs are exact small integers, so sums are exact and comparable across paths.
 import { Engine } from '../../lib/engine';
 import { RingGroup } from '../../lib/group';
 import { DeviceBuffer, NcclCommunicator, allReduceDevice } from '../../lib/device';
 import { native } from '../../lib/binding';
+import { say, serve } from '../harness/runner';
 
-const say = (o: object) => process.stdout.write(JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
 const engine = Engine.create({ host: '127.0.0.1', port: 0, connections: 4 });
-say({ port: engine.port });
-
-const rl = readline.createInterface({ input: process.stdin });
-rl.once('line', (line) => void main(JSON.parse(line)).catch((e) => { say({ fatal: String(e?.stack ?? e) }); process.exit(1); }));
+serve({ run: (c) => main(c as Parameters<typeof main>[0]) }, { onExit: () => engine.close() });
+say({ ev: 'ready', port: engine.port });
 
 function input(rank: number, step: number, n: number): Float32Array {
   const a = new Float32Array(n);
@@ -34,11 +32,11 @@ async function main(c: { rank: number; peers: string[]; steps: number; count: nu
       const ref = host.slice();
       await group.allReduce(ref, { op: 'sum', tag: 2 * step + 1, timeoutMs: 10_000 });
       const same = Buffer.compare(Buffer.from(fromDevice.buffer), Buffer.from(ref.buffer)) === 0;
-      say({ step, ok: true, worldSize: r.worldSize, same, hash: native().contentHashSync(fromDevice), gpuHash: await dev.contentHash(), ms });
+      say({ ev: 'step', step, ok: true, worldSize: r.worldSize, same, hash: native().contentHashSync(fromDevice), gpuHash: await dev.contentHash(), ms });
     } catch (err) {
       const e = err as Error & { code?: string };
       const after = await dev.contentHash();
-      say({ step, ok: false, name: e.name, code: e.code, message: e.message, inputKept: after === inHash });
+      say({ ev: 'step', step, ok: false, name: e.name, code: e.code, message: e.message, inputKept: after === inHash });
       break;
     } finally {
       dev.free();
@@ -50,13 +48,11 @@ async function main(c: { rank: number; peers: string[]; steps: number; count: nu
       const buf = await DeviceBuffer.from(new Float32Array(1024).fill(c.rank + 1), { device: c.device });
       await comm.allReduce(buf);
       const v = (await buf.toArray()) as Float32Array;
-      say({ nccl: true, ok: true, first: v[0], last: v[1023] });
+      say({ ev: 'nccl', nccl: true, ok: true, first: v[0], last: v[1023] });
       buf.free();
       await comm.destroy();
     } catch (err) {
-      say({ nccl: true, ok: false, message: String(err) });
+      say({ ev: 'nccl', nccl: true, ok: false, message: String(err) });
     }
   }
-  await engine.close();
-  process.exit(0);
 }

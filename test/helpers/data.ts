@@ -127,3 +127,25 @@ export function referenceReduce(dtype: DType, op: ReduceOp, inputs: TensorArray[
 export function hashBytes(data: ArrayBufferView): string {
   return createHash('sha256').update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex').slice(0, 16);
 }
+
+/** Deterministic 32-bit words from a seed (xorshift32), each ANDed with `mask`. */
+function fillWords(words: Uint32Array, seed: number, mask: number): void {
+  let x = (seed * 2654435761 + 0x9e3779b9) >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    words[i] = (x & mask) >>> 0;
+  }
+}
+
+/** Deterministic bytes from a seed (whole words from xorshift32, then a byte pattern for the tail). */
+export function fillFromSeed(bytes: Uint8Array, seed: number): void {
+  fillWords(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2), seed, 0xffffffff);
+  for (let i = (bytes.byteLength >>> 2) * 4; i < bytes.length; i++) bytes[i] = (seed + i) & 0xff;
+}
+
+/** Deterministic finite float32 values from a seed. */
+export function finiteFloatsFromSeed(a: Float32Array, seed: number): void {
+  fillWords(new Uint32Array(a.buffer, a.byteOffset, a.length), seed, 0x3f7fffff);
+}

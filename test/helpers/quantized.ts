@@ -1,12 +1,10 @@
-// Inputs, float64 references and per-element error bounds for the quantized all-reduce, plus a launcher for the
-// peer processes of test/fixtures/quantized-peer.ts. The bounds restate docs/quantization.md independently of
+// Inputs, float64 references and per-element error bounds for the quantized all-reduce, and the `run` command of
+// the engine peers (test/fixtures/engine-peer.ts). The bounds restate docs/quantization.md independently of
 // the native code: they only assume the chunk layout (chunk c = elements [floor(count*c/n), floor(count*(c+1)/n)),
 // blocks of blockSize elements from each chunk's start) and the codecs' documented per-value errors.
-import { ChildProcess, spawn } from 'node:child_process';
-import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { floatToBf16Bits, floatToHalfBits, rng, toNumbers } from './data';
 import type { DType, TensorArray } from '../../lib/dtype';
+import type { PeerHandle } from './ring';
 
 export type Dist = 'normal' | 'uniform' | 'heavy' | 'constant' | 'bias';
 export type CodecName = 'uint8' | 'uint4' | 'float16' | 'bfloat16';
@@ -147,66 +145,8 @@ export function errorStats(got: ArrayLike<number>, ref: Float64Array, bound?: Fl
   return { rms: Math.sqrt(se / m), max, mean: sum / m, refRms: Math.sqrt(sr / m), worstRatio, worstIndex, violations, firstViolation };
 }
 
-// ---- peer processes ----
-
-const FIXTURE = path.join(__dirname, '..', 'fixtures', 'quantized-peer.ts');
-let nextId = 1;
-
-export interface QPeer {
-  rank: number; port: number; pid: number; proc: ChildProcess; exited: Promise<number | null>;
-  request(cmd: Record<string, unknown>, timeoutMs?: number): Promise<any>;
-  kill(): void;
-}
-
-export async function startQPeer(rank: number, env: Record<string, string> = {}): Promise<QPeer> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', FIXTURE], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-  const waiting = new Map<number, (v: any) => void>();
-  let onHello!: (v: any) => void;
-  const hello = new Promise<any>((res) => (onHello = res));
-  readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
-    let msg: any;
-    try { msg = JSON.parse(line); } catch { return; }
-    if (msg.id === undefined) onHello(msg);
-    else waiting.get(msg.id)?.(msg);
-  });
-  const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
-  const first = await Promise.race([hello, exited.then((c) => { throw new Error(`quantized peer exited with ${c}`); })]);
-  return {
-    rank, port: first.port, pid: first.pid, proc, exited,
-    request(cmd, timeoutMs = 60_000) {
-      const id = nextId++;
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => { waiting.delete(id); reject(new Error(`peer ${rank}: no answer to ${String(cmd.cmd)}`)); }, timeoutMs);
-        const done = (v: any) => { clearTimeout(timer); waiting.delete(id); if (v.fatal) reject(new Error(`peer ${rank}: ${v.fatal}`)); else resolve(v); };
-        waiting.set(id, done);
-        void exited.then(() => { if (waiting.has(id)) done({ id, exited: true }); });
-        proc.stdin!.write(JSON.stringify({ ...cmd, id }) + '\n');
-      });
-    },
-    kill() { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); },
-  };
-}
-
-/** Starts n peer processes and configures them as one group (epoch 1). */
-export async function startQRing(n: number, env: Record<string, string> = {}): Promise<QPeer[]> {
-  const peers = await Promise.all(Array.from({ length: n }, (_, i) => startQPeer(i, env)));
-  const addresses = peers.map((p) => `127.0.0.1:${p.port}`);
-  await Promise.all(peers.map((p) => p.request({ cmd: 'configure', rank: p.rank, peers: addresses })));
-  return peers;
-}
-
-export async function stopQ(peers: QPeer[]): Promise<void> {
-  await Promise.all(peers.map(async (p) => {
-    if (p.proc.exitCode !== null || p.proc.signalCode !== null) return;
-    p.proc.stdin!.end();
-    const t = setTimeout(() => p.kill(), 5000);
-    await p.exited;
-    clearTimeout(t);
-  }));
-}
-
-/** Runs the same op list (or a per-peer one) on every peer; returns results[peer][op]. */
-export async function runQ(peers: QPeer[], ops: Record<string, unknown>[] | ((p: QPeer) => Record<string, unknown>[]), timeoutMs = 60_000): Promise<any[][]> {
+/** Runs the same quantized op list (or a per-peer one) on every peer; returns results[peer][op]. */
+export async function runQ(peers: PeerHandle[], ops: Record<string, unknown>[] | ((p: PeerHandle) => Record<string, unknown>[]), timeoutMs = 60_000): Promise<any[][]> {
   const replies = await Promise.all(peers.map((p) => p.request({ cmd: 'run', ops: typeof ops === 'function' ? ops(p) : ops }, timeoutMs)));
   return replies.map((r) => r.results ?? (r.exited ? [{ ok: false, exited: true }] : []));
 }

@@ -6,7 +6,7 @@
 // Used by test/native/sequence.test.ts (a bounded count) and `npm run stress -- --sequence N` (a long run).
 import type { Engine } from '../../lib/engine';
 import type { DType, ReduceOp, TensorArray } from '../../lib/dtype';
-import { dtypeBytes } from '../../lib/dtype';
+import { arrayTypeOf, dtypeBytes } from '../../lib/dtype';
 import { bf16BitsToFloat, floatToBf16Bits, floatToHalfBits, halfBitsToFloat, hashBytes, rng } from './data';
 
 const DTYPES: DType[] = ['float32', 'float64', 'float16', 'bfloat16', 'int8', 'uint8', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64'];
@@ -71,18 +71,7 @@ function inputValue(rank: number, i: number, j: number): number {
 }
 
 function arrayFor(dtype: DType, count: number): TensorArray {
-  switch (dtype) {
-    case 'float32': return new Float32Array(count);
-    case 'float64': return new Float64Array(count);
-    case 'float16': case 'bfloat16': case 'uint16': return new Uint16Array(count);
-    case 'int8': return new Int8Array(count);
-    case 'uint8': return new Uint8Array(count);
-    case 'int16': return new Int16Array(count);
-    case 'int32': return new Int32Array(count);
-    case 'uint32': return new Uint32Array(count);
-    case 'int64': return new BigInt64Array(count);
-    case 'uint64': return new BigUint64Array(count);
-  }
+  return new (arrayTypeOf(dtype))(count);
 }
 
 function write(dtype: DType, a: TensorArray, i: number, v: number): void {

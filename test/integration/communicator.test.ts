@@ -1,13 +1,13 @@
 // The Communicator against a real master with real peer processes and the native data plane: joining while
 // others run, a peer killed mid-operation, a frozen peer, and the default communicator.
-import t from 'tap';
+import t, { Test } from 'tap';
 import { Master } from '../../lib/master/master';
-import { PeerEvent, PeerProcess, expectedFirst, startPeer, waitFor } from '../fixtures/harness';
+import { PeerEvent, PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
 
 const VALUES = [1, 2, 3];
 
 /** Checks every round a peer reported: the sum over the first worldSize peers, and one hash per world size. */
-function checkRounds(t: Tap.Test, peers: PeerProcess[], hashes: Map<number, string>): void {
+function checkRounds(t: Test, peers: PeerProcess[], hashes: Map<number, string>): void {
   for (const p of peers) {
     for (const e of p.events.filter((x) => x.ev === 'round')) {
       const sizes = e.worldSizes as number[];
@@ -25,7 +25,7 @@ function checkRounds(t: Tap.Test, peers: PeerProcess[], hashes: Map<number, stri
 const rounds = (p: PeerProcess, ws?: number) =>
   p.events.filter((e) => e.ev === 'round' && (ws === undefined || (e.worldSizes as number[]).every((w) => w === ws))).length;
 
-async function startMaster(t: Tap.Test, opts = {}): Promise<{ master: Master; address: string; peers: PeerProcess[] }> {
+async function startMaster(t: Test, opts = {}): Promise<{ master: Master; address: string; peers: PeerProcess[] }> {
   const master = new Master({ logLevel: 'error', heartbeatIntervalMs: 200, peerTimeoutMs: 1500, ...opts });
   const port = await master.listen();
   const peers: PeerProcess[] = [];
@@ -64,7 +64,8 @@ t.test('a peer joins while the others run, after they vote it in', async (t) => 
   t.notOk([a, b, c].some((p) => p.events.some((e) => e.ev === 'reply' && e.ok === false)), 'no operation failed');
 });
 
-t.test('SIGKILL during operations: survivors retry at the smaller world with intact buffers', async (t) => {
+/** Three peers of one group: the first forms it, one vote of it accepts the other two. */
+async function threePeers(t: Test) {
   const { master, address, peers } = await startMaster(t);
   const a = spawnPeer(peers, address, 1);
   await a.ready;
@@ -72,7 +73,12 @@ t.test('SIGKILL during operations: survivors retry at the smaller world with int
   const c = spawnPeer(peers, address, 3);
   await waitFor(async () => (await a.request('state')).pending === true && master.groupsInfo()[0]?.pending.length === 2, 20_000, 'pending peers');
   t.equal((await a.request('updateTopology')).accepted, 2, 'one vote accepts both pending peers');
-  await Promise.all([b.ready, c.ready]);
+  const [, cReady] = await Promise.all([b.ready, c.ready]);
+  return { master, a, b, c, cReady };
+}
+
+t.test('SIGKILL during operations: survivors retry at the smaller world with intact buffers', async (t) => {
+  const { a, b, c } = await threePeers(t);
   const loop = { n: 262144, count: 4, maxInFlight: 2, rounds: 100000 };
   const replies = [a, b, c].map((p) => p.request('many', loop));
   void replies;
@@ -88,14 +94,7 @@ t.test('SIGKILL during operations: survivors retry at the smaller world with int
 });
 
 t.test('a frozen peer is dropped, the others go on, and it gets a clear error when resumed', async (t) => {
-  const { master, address, peers } = await startMaster(t);
-  const a = spawnPeer(peers, address, 1);
-  await a.ready;
-  const b = spawnPeer(peers, address, 2);
-  const c = spawnPeer(peers, address, 3);
-  await waitFor(() => master.groupsInfo()[0]?.pending.length === 2, 20_000, 'pending peers');
-  await a.request('updateTopology');
-  const [, cReady] = await Promise.all([b.ready, c.ready]);
+  const { master, a, b, c, cReady } = await threePeers(t);
   const loop = { n: 65536, count: 2, rounds: 100000 };
   const cReply = c.request('many', loop);
   void a.request('many', loop);
@@ -103,7 +102,7 @@ t.test('a frozen peer is dropped, the others go on, and it gets a clear error wh
   await waitFor(() => rounds(a, 3) >= 2, 30_000, 'three-peer rounds');
   c.kill('SIGSTOP');
   await waitFor(() => master.groupsInfo()[0]?.members.length === 2, 20_000, 'frozen peer dropped');
-  t.notOk(master.groupsInfo()[0].members.includes(cReady.id as string), 'the frozen peer is the one dropped');
+  t.notOk(master.groupsInfo()[0].members.includes(String(cReady.id)), 'the frozen peer is the one dropped');
   await waitFor(() => rounds(a, 2) >= 3 && rounds(b, 2) >= 3, 30_000, 'survivors go on');
   c.kill('SIGCONT');
   const r = await cReply;

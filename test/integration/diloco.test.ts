@@ -1,5 +1,5 @@
 // DiLoCo, async DiLoCo and Streaming DiLoCo over the real master and Communicators (loopback, one process).
-import t from 'tap';
+import t, { Test } from 'tap';
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
 import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
@@ -8,7 +8,7 @@ function drift(p: Float32Array, peer: number, step: number) {
   for (let i = 0; i < p.length; i++) p[i] += 0.01 * (peer + 1) * Math.sin(i * 0.1 + step);
 }
 
-async function group(t: Tap.Test, n: number) {
+async function group(t: Test, n: number) {
   const master = new Master({ host: '127.0.0.1', port: 0, logLevel: 'silent' });
   const port = await master.listen();
   const comms: Communicator[] = [];
@@ -28,9 +28,6 @@ async function group(t: Tap.Test, n: number) {
   return { comms: [first, ...(await Promise.all(rest))], connect };
 }
 
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-}
 
 t.test('DiLoCo over real communicators: bit-identical, revision +1 per outer step, a newcomer catches up', async (t) => {
   const { comms, connect } = await group(t, 3);

@@ -1,7 +1,7 @@
 // The master against strangers and bad clients (wrong or missing token, garbage, oversized frames, another
 // protocol version), two isolated peer groups, and peers on several loopback addresses. Peers here are
 // in-process Communicators with real data-plane engines.
-import t from 'tap';
+import t, { Test } from 'tap';
 import * as net from 'node:net';
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
@@ -10,21 +10,21 @@ import { FrameDecoder, encodeFrame, makeNonce, PROTOCOL_VERSION } from '../../li
 
 const TOKEN = 'correct horse battery staple';
 
-async function startMaster(t: Tap.Test, opts = {}): Promise<{ master: Master; address: string }> {
+async function startMaster(t: Test, opts = {}): Promise<{ master: Master; address: string }> {
   const master = new Master({ logLevel: 'silent', heartbeatIntervalMs: 200, peerTimeoutMs: 2000, ...opts });
   const port = await master.listen();
   t.teardown(() => master.close());
   return { master, address: `127.0.0.1:${port}` };
 }
 
-async function connect(t: Tap.Test, opts: Parameters<typeof Communicator.connect>[0]): Promise<Communicator> {
+async function connect(t: Test, opts: Parameters<typeof Communicator.connect>[0]): Promise<Communicator> {
   const c = await Communicator.connect({ connections: 2, logLevel: 'silent', listenHost: '127.0.0.1', ...opts });
   t.teardown(() => c.close());
   return c;
 }
 
 /** Two accepted peers of a group, after their vote. */
-async function pair(t: Tap.Test, address: string, extra = {}): Promise<[Communicator, Communicator]> {
+async function pair(t: Test, address: string, extra = {}): Promise<[Communicator, Communicator]> {
   const a = await connect(t, { master: address, ...extra });
   const bp = connect(t, { master: address, ...extra });
   while (!a.arePeersPending()) await new Promise((r) => setTimeout(r, 10));

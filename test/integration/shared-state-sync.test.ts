@@ -1,17 +1,12 @@
-// communicator.syncSharedState end to end: a real master, real peer processes (test/fixtures/sync-peer.ts),
+// communicator.syncSharedState end to end: a real master, real peer processes (test/fixtures/communicator-peer.ts),
 // real sockets. Late joiners, drifted entries, strategies, revision violations and a source killed mid-transfer.
-import t from 'tap';
+import t, { Test } from 'tap';
 import { Master } from '../../lib/master/master';
 import { Connection } from '../../lib/protocol';
-import { PeerEvent, PeerProcess, startPeer, waitFor } from '../fixtures/harness';
+import { PeerEvent, PeerProcess, startPeer, waitFor } from '../helpers/communicator';
 
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-}
 
-const SCRIPT = 'test/fixtures/sync-peer.ts';
-
-async function setup(t: Tap.Test) {
+async function setup(t: Test) {
   const master = new Master({ logLevel: (process.env.TCCL_TEST_MASTER_LOG as 'error') ?? 'error', heartbeatIntervalMs: 200, peerTimeoutMs: 1500, voteTimeoutMs: 20_000 });
   const port = await master.listen();
   const peers: PeerProcess[] = [];
@@ -20,7 +15,7 @@ async function setup(t: Tap.Test) {
     await master.close();
   });
   const spawn = (label: string) => {
-    const p = startPeer({ master: `127.0.0.1:${port}`, connections: 2, label }, SCRIPT);
+    const p = startPeer({ master: `127.0.0.1:${port}`, connections: 2, label });
     peers.push(p);
     return p;
   };
@@ -167,7 +162,7 @@ t.test('a source killed during the transfer: the receiver finishes from the othe
   await c.ready;
   await c.request('init', { entries: big(8) });
   const idOf = new Map<string, PeerProcess>();
-  for (const p of [a, b, c]) idOf.set((await p.ready).id as string, p);
+  for (const p of [a, b, c]) idOf.set(String((await p.ready).id), p);
 
   // Freeze the first source the moment the master sends the decision (before it can send a byte), then kill it.
   const send = Connection.prototype.send;
@@ -211,7 +206,7 @@ t.test('a source killed during the transfer: the receiver finishes from the othe
   await waitFor(() => master.groupsInfo()[0]?.pending.length === 1, 20_000, 'd pending');
   await Promise.all([survivor, c].map((p) => p.request('updateTopology')));
   const dReady = await d.ready;
-  idOf.set(dReady.id as string, d);
+  idOf.set(String(dReady.id), d);
   await d.request('init', { entries: big(9) });
   freezeCount = 2;
   await bumpAll([survivor, c]);

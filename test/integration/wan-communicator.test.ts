@@ -4,8 +4,8 @@
 // advertises, and advertises an emulated address (127.0.34.x) that only the emulator listens on.
 import t from 'tap';
 import { Master } from '../../lib/master/master';
-import { WanEmulator } from '../../bench/wan/emulator';
-import { PeerProcess, expectedFirst, startPeer, waitFor } from '../fixtures/harness';
+import { WanEmulator } from '../harness/wan/emulator';
+import { PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
 
 const linux = process.platform === 'linux';
 const VALUES = [1, 2, 3];

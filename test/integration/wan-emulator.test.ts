@@ -2,7 +2,7 @@
 // Bounds are deliberately generous (a busy 2-core CI machine); precise figures belong in bench/wan.
 import t from 'tap';
 import * as net from 'node:net';
-import { WanEmulator } from '../../bench/wan/emulator';
+import { WanEmulator } from '../harness/wan/emulator';
 
 const linux = process.platform === 'linux';
 

@@ -1,28 +1,29 @@
-// Quantized all-reduce over real peer processes (test/fixtures/quantized-peer.ts): per-element error bounds
+// Quantized all-reduce over real peer processes (test/fixtures/engine-peer.ts): per-element error bounds
 // against a float64 reference for every codec and input distribution, bit parity on 1 to 8 peers, error that
 // does not grow with the number of peers, unbiased stochastic rounding, NaN/Inf, mismatches, bad options,
 // concurrent tags and a peer lost mid-operation.
-import t from 'tap';
+import t, { Test } from 'tap';
 import { Engine } from '../../lib/engine';
-import { runQ, startQRing, stopQ, QPeer } from '../helpers/quantized';
+import { runQ } from '../helpers/quantized';
+import { PeerHandle, configure, startRing, stopAll } from '../helpers/ring';
 
 const CODECS = ['uint8', 'uint4', 'float16', 'bfloat16'] as const;
 // Largest RMS error relative to the result's RMS for normal data (observed values are 3-10x smaller).
 const RMS_LIMIT = { uint8: 0.02, uint4: 0.3, float16: 1e-3, bfloat16: 8e-3 };
 
-function samePeers(tt: Tap.Test, results: any[][], i: number, label: string) {
+function samePeers(tt: Test, results: any[][], i: number, label: string) {
   const per = results.map((r) => r[i]);
   tt.ok(per.every((r) => r.ok), `${label}: succeeded everywhere ${per.find((r) => !r.ok)?.message ?? ''}`);
   tt.equal(new Set(per.map((r) => r.hash)).size, 1, `${label}: all ${per.length} peers hold identical bytes`);
 }
 
-function withinBound(tt: Tap.Test, r: any, label: string) {
+function withinBound(tt: Test, r: any, label: string) {
   tt.equal(r.stats.violations, 0, `${label}: every element within its error bound (worst ${r.stats.worstRatio.toFixed(3)} of the bound) ${r.stats.firstViolation ?? ''}`);
 }
 
 t.test('3 peers: every codec x distribution x dtype within its error bound, all ops in flight at once', async (t) => {
-  const peers = await startQRing(3);
-  t.teardown(() => stopQ(peers));
+  const peers = await startRing(3);
+  t.teardown(() => stopAll(peers));
   const ops: any[] = [];
   let tag = 100;
   for (const codec of CODECS) {
@@ -59,14 +60,13 @@ t.test('3 peers: every codec x distribution x dtype within its error bound, all 
 });
 
 t.test('1 to 8 peers: bit parity, bounds, and RMS error at 8 peers <= 1.25x the error at 2 peers', async (t) => {
-  const all = await startQRing(8);
-  t.teardown(() => stopQ(all));
+  const all = await startRing(8);
+  t.teardown(() => stopAll(all));
   const rms: Record<string, Record<number, number>> = {};
   let epoch = 2;
   for (const n of [2, 3, 5, 6, 8, 1]) {
     const peers = all.slice(0, n);
-    const addresses = peers.map((p) => `127.0.0.1:${p.port}`);
-    await Promise.all(peers.map((p) => p.request({ cmd: 'configure', rank: p.rank, peers: addresses, epoch })));
+    await configure(peers, { epoch });
     epoch++;
     const ops = [
       ...CODECS.map((codec, i) => ({ count: 48_000, dist: 'normal', seed: 7, tag: i, op: 'avg', quantization: { codec, blockSize: 256 } })),
@@ -90,8 +90,8 @@ t.test('1 to 8 peers: bit parity, bounds, and RMS error at 8 peers <= 1.25x the 
 });
 
 t.test('stochastic rounding is unbiased on average; nearest rounding of the same data is not', async (t) => {
-  const peers = await startQRing(2);
-  t.teardown(() => stopQ(peers));
+  const peers = await startRing(2);
+  t.teardown(() => stopAll(peers));
   const base = { count: 8192, dist: 'bias', op: 'avg', repeat: 24 };
   const results = await runQ(peers, (p) => [
     { ...base, tag: 1, quantization: { codec: 'uint4', blockSize: 16, stochastic: true, seed: 42 }, stats: p.rank === 0 },
@@ -110,8 +110,8 @@ t.test('stochastic rounding is unbiased on average; nearest rounding of the same
 });
 
 t.test('NaN/Inf, mismatched options and bad ops: clear errors on every peer, buffers intact', async (t) => {
-  const peers = await startQRing(3);
-  t.teardown(() => stopQ(peers));
+  const peers = await startRing(3);
+  t.teardown(() => stopAll(peers));
   const count = 30_000;
   // NaN in a chunk that another peer owns (caught when rank1 encodes it), Inf in rank1's own chunk (caught when
   // rank1 reduces its chunk).
@@ -161,8 +161,8 @@ t.test('in-process checks of the options: non-float dtypes and unknown codecs ar
 });
 
 t.test('a peer lost mid-operation: PeerLostError on the survivors, in-place buffers hold their input', async (t) => {
-  let peers: QPeer[] = await startQRing(3);
-  t.teardown(() => stopQ(peers));
+  let peers: PeerHandle[] = await startRing(3);
+  t.teardown(() => stopAll(peers));
   // Peer 2 never joins and is killed while the others wait for its contributions.
   const pending = runQ(peers.slice(0, 2), [{ count: 2_000_000, quantization: { codec: 'uint8' }, timeoutMs: 20_000 }]);
   await new Promise((r) => setTimeout(r, 300));
@@ -171,9 +171,9 @@ t.test('a peer lost mid-operation: PeerLostError on the survivors, in-place buff
     t.equal(r[0].code, 'PEER_LOST', `PeerLostError: ${r[0].message}`);
     t.equal(r[0].inputIntact, true, 'input intact');
   }
-  await stopQ(peers);
+  await stopAll(peers);
   // All join; one is killed while data is on the wire.
-  peers = await startQRing(3);
+  peers = await startRing(3);
   const onWire = runQ(peers, [{ count: 6_000_000, quantization: { codec: 'uint4', blockSize: 64 }, timeoutMs: 20_000 }]);
   await new Promise((r) => setTimeout(r, 150));
   peers[1].kill();

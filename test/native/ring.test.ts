@@ -1,8 +1,8 @@
 // The static ring of real peer processes over real sockets: correctness for every dtype and op, odd sizes,
 // concurrency, and every way an operation can fail (killed peer, abort, timeout, mismatch, garbage, stranger).
-import t from 'tap';
+import t, { Test } from 'tap';
 import * as net from 'node:net';
-import { allReduceOn, startRing, stopAll, PeerHandle } from '../helpers/ring';
+import { allReduceOn, startPeer, startRing, stopAll, PeerHandle } from '../helpers/ring';
 import { makeInput, referenceReduce, toNumbers } from '../helpers/data';
 import type { DType, ReduceOp } from '../../lib/dtype';
 
@@ -16,14 +16,14 @@ function closeEnough(dtype: DType, got: number, want: number): boolean {
 }
 
 /** Checks that every peer got identical bytes and that they match the JS reference. */
-function checkResults(tt: Tap.Test, results: any[], dtype: DType, op: ReduceOp, count: number, seed: number, label: string) {
+function checkResults(tt: Test, results: any[], dtype: DType, op: ReduceOp, count: number, seed: number, label: string) {
   const n = results.length;
   for (const r of results) tt.ok(r.ok, `${label}: peer succeeded ${r.ok ? '' : r.message}`);
   tt.equal(new Set(results.map((r) => r.hash)).size, 1, `${label}: all ${n} peers hold the same bytes`);
   if (results[0].data) {
     const inputs = Array.from({ length: n }, (_, rank) => makeInput(dtype, count, rank, seed));
     const want = referenceReduce(dtype, op, inputs);
-    const got = toNumbers(dtype, (dtype === 'int64' ? BigInt64Array : dtype === 'uint64' ? BigUint64Array : Float64Array).from(
+    const got = toNumbers(dtype, ((dtype === 'int64' ? BigInt64Array : dtype === 'uint64' ? BigUint64Array : Float64Array) as any).from(
       results[0].data.map((s: string) => (dtype === 'int64' || dtype === 'uint64' ? BigInt(s) : Number(s))) as any,
     ) as any);
     const bad = got.findIndex((g, j) => !closeEnough(dtype, g, want[j]));
@@ -185,7 +185,7 @@ t.test('garbage, a silent stranger and a wrong token on a peer port do not distu
   silent.destroy();
 
   // A third process that knows the addresses but not the token cannot join the ring.
-  const { startPeer } = await import('../helpers/ring');
+
   const stranger = await startPeer(0);
   t.teardown(() => stopAll([stranger]));
   await stranger.request({ cmd: 'configure', rank: 0, peers: [`127.0.0.1:${stranger.port}`, `127.0.0.1:${peers[1].port}`], token: 'wrong' });

@@ -1,12 +1,9 @@
 // Members of a static RingGroup started in any order: the group waits for the late ones (dialling them again with
 // back-off) instead of failing with "Connection refused", and a member that never comes says how long it was tried.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import * as net from 'node:net';
-import * as path from 'node:path';
+import { PeerProcess } from '../harness/process';
 import { rng } from '../helpers/data';
-
-const FIXTURE = path.join(__dirname, '..', 'fixtures', 'static-member.ts');
 
 async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -20,23 +17,17 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function member(rank: number, peers: string[], delayMs: number, retryMs: number): Promise<any> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', FIXTURE, String(rank), peers.join(','), String(delayMs), String(retryMs)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  proc.stdout.on('data', (d) => (out += d));
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 90_000);
-  return new Promise((resolve) =>
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop()!));
-      } catch {
-        resolve({ ok: false, message: `member ${rank} exited with ${code} and printed ${JSON.stringify(out)}` });
-      }
-    }),
-  );
+/** Runs test/fixtures/static-member.ts to its end (it closes its group itself) and returns the result it printed. */
+async function member(rank: number, peers: string[], delayMs: number, retryMs: number): Promise<any> {
+  const proc = new PeerProcess('test/fixtures/static-member.ts', { argv: [String(rank), peers.join(','), String(delayMs), String(retryMs)] });
+  const timer = setTimeout(() => proc.kill(), 90_000);
+  try {
+    const r = await proc.next((e) => e.ev === 'result', 90_000);
+    const code = await proc.exited; // not stopped early: its close() lets the others finish what it ran
+    return r ?? { ok: false, message: `member ${rank} exited with ${code} before its result: ${proc.stderr}` };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 t.test('members started in random order and with delays form the group', async (t) => {

@@ -1,9 +1,9 @@
 // Shared-state transfer between real engines in real peer processes: late joiner, one altered entry, several
 // sources, a lying source (hash mismatch and retry), a source killed mid-transfer, and 256 MiB with checks.
 import t from 'tap';
-import { collectReports, formGroup, startStatePeers, stopStatePeers, syncOnce, StatePeer } from '../fixtures/state-harness';
+import { collectReports, formGroup, startStatePeers, stopStatePeers, syncOnce, StatePeer } from '../helpers/state';
 import { electWithout } from '../../lib/shared-state/election';
-import type { EntrySpec } from '../fixtures/state-peer';
+import type { EntrySpec } from '../helpers/state';
 
 const MiB = 1 << 20;
 

@@ -14,7 +14,7 @@ import { TcclError } from '../../lib/errors';
 
 const info = cudaInfo();
 const noGpu = info.deviceCount === 0;
-const DEVICE_TS = path.resolve(__dirname, '../../lib/device.ts');
+const DEVICE_TS = path.resolve(__dirname, '../../lib/device/index.ts');
 
 // Runs a snippet in a fresh process (the libraries are loaded once per process) with extra environment.
 function child(env: Record<string, string>, code: string): Record<string, unknown> {

@@ -5,7 +5,7 @@ import {
   FrameDecoder, decodeBody, encodeFrame, makeNonce, masterProof, peerProof, proofMatches, validateMessage, PROTOCOL_VERSION,
 } from '../../lib/protocol';
 import { Logger } from '../../lib/log';
-import { parseHostPort } from '../../lib/peer/communicator';
+import { parseHostPort } from '../../lib/validate';
 
 t.test('frames round-trip, also when split across chunks or batched', async (t) => {
   const msgs = [

@@ -1,5 +1,5 @@
 // SharedState entries, hashing and checkpoint files: round trip, atomic replace, and every kind of damage.
-import t from 'tap';
+import t, { Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -91,7 +91,7 @@ t.test('saving does not block the event loop', async (t) => {
   fs.rmSync(file);
 });
 
-async function expectStateError(t: Tap.Test, file: string, code: string, re: RegExp) {
+async function expectStateError(t: Test, file: string, code: string, re: RegExp) {
   try {
     await SharedState.load(file);
     t.fail(`${path.basename(file)}: loaded without error`);

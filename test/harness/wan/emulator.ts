@@ -1,5 +1,6 @@
 /**
- * Node driver of the user-space WAN emulator (bench/wan/wanproxy.cpp): builds the executable when needed,
+ * Node driver of the user-space WAN emulator (wanproxy.cpp next to this file), shared by the tests and the WAN
+ * benchmark (bench/wan): builds the executable when needed,
  * spawns it, and sends it line commands. Linux only (epoll, timerfd, signalfd; several 127.x.y.z addresses).
  *
  * Model: a *link* is one direction between two hosts, with a one-way delay, a cap per TCP connection and an
@@ -11,8 +12,8 @@ import { ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export const WAN_DIR = __dirname;
-export const WAN_BUILD_DIR = path.join(__dirname, 'build');
+/** Where the C++ tools are built (ignored by git). */
+export const WAN_BUILD_DIR = path.join(__dirname, '..', '..', '..', 'build', 'wan');
 
 export interface LinkSpec {
   /** One-way delay in ms (RTT over a link pair = the two delays). */
@@ -52,11 +53,10 @@ export interface WanStats {
   routes: Record<string, { port: number; accepted: number; open: number }>;
 }
 
-/** Compiles a C++ tool of bench/wan (g++ -O2) unless an up-to-date build exists; returns its path. */
-export function buildTool(name: 'wanproxy' | 'wanblast'): string {
+/** Compiles a single-file C++ tool (g++ -O2) unless an up-to-date build exists; returns the executable's path. */
+export function buildTool(src: string): string {
   if (process.platform !== 'linux') throw new Error('The WAN emulator needs Linux (epoll, timerfd, 127.x.y.z loopback addresses)');
-  const src = path.join(WAN_DIR, `${name}.cpp`);
-  const out = path.join(WAN_BUILD_DIR, name);
+  const out = path.join(WAN_BUILD_DIR, path.basename(src, '.cpp'));
   const fresh = fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(src).mtimeMs;
   if (!fresh) {
     fs.mkdirSync(WAN_BUILD_DIR, { recursive: true });
@@ -109,7 +109,7 @@ export class WanEmulator {
 
   /** Builds (if needed) and starts the emulator; resolves once it is ready for commands. */
   static async start(): Promise<WanEmulator> {
-    const bin = buildTool('wanproxy');
+    const bin = buildTool(path.join(__dirname, 'wanproxy.cpp'));
     const proc = spawn(bin, [], { stdio: ['pipe', 'pipe', 'pipe'] });
     const emu = new WanEmulator(proc);
     const first = await emu.next();

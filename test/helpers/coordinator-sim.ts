@@ -1,0 +1,117 @@
+// Drives the master's state machine (lib/master/coordinator.ts) in-process: a fake clock, one inbox per peer,
+// and the peers' side of the protocol reduced to what a test needs to say.
+import { Coordinator, CoordinatorOptions } from '../../lib/master/coordinator';
+import type { MasterMsg, Msg, PeerMsg } from '../../lib/protocol';
+import type { EntryDigest } from '../../lib/shared-state/hash';
+
+export type Kind = MasterMsg['t'];
+
+export class Sim {
+  now = 1_000_000;
+  readonly core: Coordinator;
+  /** Messages each peer received and the test has not taken yet. */
+  readonly inbox = new Map<string, MasterMsg[]>();
+  /** Peers the master dropped, with the reason. */
+  readonly dropped = new Map<string, string>();
+  /** The newest ring epoch each peer was sent (what it installs and acknowledges). */
+  private readonly rings = new Map<string, number>();
+  private ticket = 0;
+
+  constructor(options: CoordinatorOptions = {}) {
+    this.core = new Coordinator({
+      now: () => this.now,
+      random: (n) => new Uint8Array(n).fill(++this.ticket & 0xff),
+      voteTimeoutMs: 5000,
+      ackTimeoutMs: 1000,
+      ...options,
+    });
+  }
+
+  private run(effects: ReturnType<Coordinator['apply']>): void {
+    for (const e of effects) {
+      if (e.type === 'drop') {
+        this.dropped.set(e.peer, e.reason);
+        continue;
+      }
+      if (e.msg.t === 'ring') this.rings.set(e.to, e.msg.epoch);
+      if (!this.inbox.has(e.to)) this.inbox.set(e.to, []);
+      this.inbox.get(e.to)!.push(e.msg);
+    }
+  }
+
+  /** A peer registers with group `group`; returns its id. */
+  join(group = 0, port = 4000): string {
+    const id = this.core.newPeerId();
+    this.inbox.set(id, []);
+    this.run(this.core.apply({ type: 'join', peer: id, group, host: '127.0.0.1', port }));
+    return id;
+  }
+
+  say(peer: string, msg: PeerMsg): void {
+    this.run(this.core.apply({ type: 'message', peer, msg }));
+  }
+
+  lose(peer: string, reason = 'control connection closed'): void {
+    this.run(this.core.apply({ type: 'lost', peer, reason }));
+  }
+
+  /** Moves the clock and lets the coordinator act on its deadlines. */
+  advance(ms: number): void {
+    this.now += ms;
+    this.run(this.core.apply({ type: 'tick' }));
+  }
+
+  /** Takes (removes) the messages of kind `t` a peer received, in order. */
+  take<K extends Kind>(peer: string, t: K): Msg<K>[] {
+    const all = this.inbox.get(peer) ?? [];
+    const mine = all.filter((m) => m.t === t) as Msg<K>[];
+    this.inbox.set(peer, all.filter((m) => m.t !== t));
+    return mine;
+  }
+
+  /** The kinds of the messages a peer has received and not taken, in order (world views left out). */
+  kinds(peer: string): Kind[] {
+    return (this.inbox.get(peer) ?? []).filter((m) => m.t !== 'world').map((m) => m.t);
+  }
+
+  /** Every listed peer acknowledges the newest ring it was sent (as a communicator does at once). */
+  ack(...peers: string[]): void {
+    for (const p of peers) {
+      const epoch = this.rings.get(p);
+      if (epoch === undefined) throw new Error(`${p} received no ring to acknowledge`);
+      this.take(p, 'ring');
+      this.say(p, { t: 'ack', epoch });
+    }
+  }
+
+  /** Forms a group of n peers (the first starts it, one vote accepts the others); returns their ids. */
+  group(n: number, group = 0): string[] {
+    const first = this.join(group);
+    this.ack(first);
+    const rest = Array.from({ length: n - 1 }, (_, i) => this.join(group, 4001 + i));
+    if (rest.length) {
+      this.say(first, { t: 'vote', id: 1 });
+      this.ack(first, ...rest);
+      this.take(first, 'voteResult');
+    }
+    for (const p of [first, ...rest]) this.inbox.set(p, []);
+    return [first, ...rest];
+  }
+
+  epoch(group = 0): number {
+    return this.core.groupsInfo().find((g) => g.peerGroup === group)!.epoch;
+  }
+
+  /** The last world view a peer received. */
+  world(peer: string): Msg<'world'> | undefined {
+    const w = this.take(peer, 'world');
+    return w[w.length - 1];
+  }
+}
+
+/** A state digest report: every entry float32 of `bytes` bytes, hashed as `hash`. */
+export function report(attempt: number, revision: number, hashes: Record<string, string>, strategy: Msg<'stateReport'>['strategy'] = 'enforcePopular'): Msg<'stateReport'> {
+  const entries: Record<string, EntryDigest> = {};
+  for (const [k, h] of Object.entries(hashes)) entries[k] = { hash: h, byteLength: 64 << 20, dtype: 'float32' };
+  return { t: 'stateReport', attempt, strategy, revision, entries };
+}
