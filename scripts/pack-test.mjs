@@ -1,16 +1,20 @@
 #!/usr/bin/env node
-// Installs TCCL the way a user does and runs it from that copy: `npm pack`, then `npm install <tarball>` into an
-// empty temporary project, offline (the tarball plus the npm cache that `npm ci` filled), then the installed
-// `tccl` binary runs a master and two peers all-reduce through it, one importing the package as ESM and one
-// requiring it as CommonJS. Also checks the published file list, that the linux prebuild is what gets loaded
-// (no compiler run at install, no build/ directory), what a stale build/ does, and the type declarations.
+// Installs TCCL the way a user does and runs it from that copy: `npm pack`, then the tarball into an empty
+// temporary project, offline (the tarball plus the npm cache that `npm ci` filled), then the installed `tccl`
+// binary runs a master and two peers all-reduce through it, one importing the package as ESM and one requiring
+// it as CommonJS. Also checks the published file list, that this platform's prebuild is what gets loaded (no
+// compiler run at install, no build/ directory), what a stale build/ does, and the type declarations.
 //
-// Usage: node scripts/pack-test.mjs [--from-source] [--keep]
-//   Makes the prebuild for this platform first when prebuilds/ lacks it. --from-source then also rebuilds the
-//   addon inside the installed copy (`npm rebuild tccl --build-from-source`, what a user gets where no prebuild
-//   fits), proving the tarball holds everything a compiler needs, and all-reduces again with that build.
+// Usage: node scripts/pack-test.mjs [--tarball FILE] [--from-source] [--keep]
+//   Makes the prebuild for this platform first when prebuilds/ lacks it.
+//   --tarball FILE  test a package made elsewhere (the workflow's tarball with every platform's prebuild).
+//   --from-source   then also rebuild the addon inside the installed copy (`npm rebuild tccl
+//                   --build-from-source`, what a user gets where no prebuild fits), proving the tarball holds
+//                   everything a compiler needs, and all-reduce again with that build.
+//   --keep          leave the temporary project in place.
 // Prints `ok - ...` / `not ok - ...` per check and ends with `pack: N passed, N failed`; exits 1 on a failure.
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -20,6 +24,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 const keep = process.argv.includes('--keep');
 const fromSource = process.argv.includes('--from-source');
+const tarballArg = process.argv.includes('--tarball') ? path.resolve(process.argv[process.argv.indexOf('--tarball') + 1] ?? '') : undefined;
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 const tuple = `${process.platform}-${process.arch}`;
 let passed = 0;
@@ -61,13 +66,13 @@ const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'tccl-pack-'))
 let master;
 try {
   // 1. A prebuild for this platform, made the way a release makes it.
-  if (!fs.existsSync(path.join(root, 'prebuilds', tuple))) {
+  if (!tarballArg && !fs.existsSync(path.join(root, 'prebuilds', tuple))) {
     console.log(`# npm run prebuilds (no prebuilds/${tuple} yet)`);
     run(npm, ['run', 'prebuilds'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
   }
 
   // 2. The tarball and its file list.
-  const [packed] = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', tmp], { cwd: root }));
+  const packed = tarballArg ? describeTarball(tarballArg) : JSON.parse(run(npm, ['pack', '--json', '--pack-destination', tmp], { cwd: root }))[0];
   const files = new Set(packed.files.map((f) => f.path));
   const has = (prefix) => [...files].some((f) => f === prefix || f.startsWith(prefix + '/'));
   console.log(`# ${packed.filename}: ${packed.files.length} files, ${packed.size} bytes packed`);
@@ -158,6 +163,18 @@ try {
 }
 console.log(`pack: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 && passed > 0 ? 0 : 1);
+
+/** What `npm pack --json` says of a tarball, for one made elsewhere (copied next to the project). */
+function describeTarball(file) {
+  const filename = path.basename(file);
+  fs.copyFileSync(file, path.join(tmp, filename));
+  const bytes = fs.readFileSync(file);
+  const list = run('tar', ['-tzf', file]).split('\n').filter((l) => l && !l.endsWith('/'));
+  return {
+    filename, size: bytes.length, integrity: `sha512-${createHash('sha512').update(bytes).digest('base64')}`,
+    files: list.map((l) => ({ path: l.replace(/^package\//, '') })),
+  };
+}
 
 /**
  * The user's project: it depends on the tarball, with a lockfile that pins TCCL's dependencies to the versions
