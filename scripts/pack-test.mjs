@@ -68,7 +68,7 @@ try {
   // 1. A prebuild for this platform, made the way a release makes it.
   if (!tarballArg && !fs.existsSync(path.join(root, 'prebuilds', tuple))) {
     console.log(`# npm run prebuilds (no prebuilds/${tuple} yet)`);
-    run(npm, ['run', 'prebuilds'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    run(npm, ['run', 'prebuilds'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { JOBS: 'max', ...process.env } });
   }
 
   // 2. The tarball and its file list.
