@@ -262,9 +262,6 @@ void Socket::shutdownBoth() {
   if (!valid()) return;
 #ifdef _WIN32
   ::shutdown(fd_, SD_BOTH);
-  // Winsock does not promise that shutdown() wakes a recv() blocked in another thread; cancelling the socket's
-  // pending I/O does (the blocked call fails with WSA_OPERATION_ABORTED).
-  CancelIoEx(reinterpret_cast<HANDLE>(fd_), nullptr);
 #else
   ::shutdown(fd_, SHUT_RDWR);
 #endif
