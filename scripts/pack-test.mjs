@@ -68,7 +68,11 @@ try {
   // 1. A prebuild for this platform, made the way a release makes it.
   if (!tarballArg && !fs.existsSync(path.join(root, 'prebuilds', tuple))) {
     console.log(`# npm run prebuilds (no prebuilds/${tuple} yet)`);
-    run(npm, ['run', 'prebuilds'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { JOBS: 'max', ...process.env } });
+    try {
+      run(npm, ['run', 'prebuilds'], { cwd: root, env: { JOBS: 'max', ...process.env } });
+    } catch (err) {
+      throw new Error(`npm run prebuilds failed:\n${`${err.stdout ?? ''}${err.stderr ?? ''}`.slice(-4000)}`);
+    }
   }
 
   // 2. The tarball and its file list.
