@@ -62,11 +62,20 @@ void initSockets() {
 #endif
 }
 
+// Winsock codes are not errno values, so strerror() would name the wrong error on Windows.
+static std::string socketErrorText(int code) {
+#ifdef _WIN32
+  return "winsock error " + std::to_string(code);
+#else
+  return std::strerror(code);
+#endif
+}
+
 std::string lastSocketError() {
 #ifdef _WIN32
-  return "winsock error " + std::to_string(WSAGetLastError());
+  return socketErrorText(WSAGetLastError());
 #else
-  return std::strerror(errno);
+  return socketErrorText(errno);
 #endif
 }
 
@@ -129,7 +138,7 @@ Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, 
         socklen_t len = sizeof(soError);
         getsockopt(s, SOL_SOCKET, SO_ERROR, reinterpret_cast<char*>(&soError), &len);
         ok = soError == 0;
-        if (!ok) error = "connect to " + host + ":" + service + ": " + std::strerror(soError);
+        if (!ok) error = "connect to " + host + ":" + service + ": " + socketErrorText(soError);
       } else if (inProgress) {
         error = "connect to " + host + ":" + service + " timed out after " + std::to_string(timeoutMs) + " ms";
       } else {
@@ -455,7 +464,14 @@ bool Listener::listen(const std::string& host, uint16_t port, std::string& error
     NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (s == kInvalid) continue;
     int one = 1;
+#ifdef _WIN32
+    // On Windows SO_REUSEADDR lets another process bind the same port and take over its connections;
+    // exclusive use is the equivalent of the POSIX default.
+    setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, reinterpret_cast<const char*>(&one), sizeof(one));
+#else
+    // Lets a restarted peer listen again at once on a fixed port whose old connections are in TIME_WAIT.
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&one), sizeof(one));
+#endif
     if (::bind(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) == 0 && ::listen(s, 256) == 0) {
       sockaddr_storage ss{};
       socklen_t len = sizeof(ss);
