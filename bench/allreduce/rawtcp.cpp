@@ -1,10 +1,12 @@
-// Raw loopback TCP reference for the benchmarks: two processes, K connections between them. By default every
-// connection sends and receives at once (both directions, like the two peers of a ring: bench/allreduce); with
-// `oneway` the connecting side only sends and the serving side only receives (a state transfer:
-// bench/shared-state). Prints bytes per second per direction as JSON. Uses the project's own socket layer with
-// the same options the data plane uses.
-//   rawtcp serve <port> <K> <bytesPerDirection> [oneway]     (prints {"port":N}, then {"bytesPerSecond":X})
+// Raw loopback TCP reference for the benchmarks, on the project's own socket layer with the data plane's socket
+// options. Prints bytes per second per direction and the process's CPU seconds as JSON.
+//   rawtcp serve <port> <K> <bytesPerDirection> [oneway]     (prints {"port":N}, then the result)
 //   rawtcp connect <host> <port> <K> <bytesPerDirection> [oneway]
+//     two processes, K connections between them; every connection sends and receives at once, or with `oneway`
+//     the connecting side only sends and the serving side only receives (a state transfer: bench/shared-state);
+//   rawtcp ring <K> <bytesPerDirection>                      (prints {"port":N}, reads its right neighbour's port)
+//     one of N processes in a ring, like the peers of a ring all-reduce (bench/allreduce): K connections to the
+//     right neighbour that only send, K from the left that only receive, all at once.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +14,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
 
 #include "socket.h"
 
@@ -21,12 +25,18 @@ static constexpr size_t kChunk = 256 << 10;  // same segment size as the data pl
 
 enum class Direction { Both, SendOnly, RecvOnly };
 
-static double run(std::vector<Socket>& socks, size_t bytesPerDirection, Direction dir) {
-  size_t k = socks.size();
-  size_t per = bytesPerDirection / k;
+static double cpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Sends bytesPerDirection over `out` and receives as much over `in` (the same sockets for both directions).
+static double run(std::vector<Socket>& out, std::vector<Socket>& in, size_t bytesPerDirection, Direction dir) {
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
-  for (auto& s : socks) {
+  for (auto& s : out) {
+    size_t per = bytesPerDirection / out.size();
     if (dir != Direction::RecvOnly) threads.emplace_back([&s, per] {
       std::vector<char> buf(kChunk, 1);
       for (size_t done = 0; done < per;) {
@@ -35,6 +45,9 @@ static double run(std::vector<Socket>& socks, size_t bytesPerDirection, Directio
         done += n;
       }
     });
+  }
+  for (auto& s : in) {
+    size_t per = bytesPerDirection / in.size();
     if (dir != Direction::SendOnly) threads.emplace_back([&s, per] {
       std::vector<char> buf(kChunk);
       for (size_t done = 0; done < per;) {
@@ -46,7 +59,7 @@ static double run(std::vector<Socket>& socks, size_t bytesPerDirection, Directio
   }
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return static_cast<double>(per * k) / secs;
+  return static_cast<double>(bytesPerDirection) / secs;
 }
 
 int main(int argc, char** argv) {
@@ -88,15 +101,54 @@ int main(int argc, char** argv) {
       s.applyOptions(opts);
       socks.push_back(std::move(s));
     }
+  } else if (mode == "ring" && argc == 4) {
+    int k = std::atoi(argv[2]);
+    bytes = std::strtoull(argv[3], nullptr, 10);
+    Listener l;
+    std::string err;
+    if (!l.listen("127.0.0.1", 0, err)) {
+      std::fprintf(stderr, "%s\n", err.c_str());
+      return 1;
+    }
+    std::printf("{\"port\":%u}\n", l.port());
+    std::fflush(stdout);
+    unsigned right = 0;
+    if (std::scanf("%u", &right) != 1) return 64;
+    std::vector<Socket> out, in;
+    std::thread dialer([&] {
+      for (int i = 0; i < k; ++i) {
+        std::string e;
+        Socket s = Socket::connectTo("127.0.0.1", static_cast<uint16_t>(right), 5000, e);
+        if (!s.valid()) std::exit(1);
+        s.applyOptions(opts);
+        out.push_back(std::move(s));
+      }
+    });
+    while (static_cast<int>(in.size()) < k) {
+      Socket s = l.accept(10000);
+      if (!s.valid()) return 2;
+      s.applyOptions(opts);
+      in.push_back(std::move(s));
+    }
+    dialer.join();
+    // Barrier: a byte around the ring, so every process starts streaming together.
+    char b = 0;
+    out[0].sendAll(&b, 1);
+    in[0].recvAll(&b, 1);
+    double cpu0 = cpuSeconds();
+    double bps = run(out, in, bytes, Direction::Both);
+    std::printf("{\"bytesPerSecond\":%.0f,\"cpuSeconds\":%.4f}\n", bps, cpuSeconds() - cpu0);
+    return 0;
   } else {
-    std::fprintf(stderr, "usage: rawtcp serve <port> <K> <bytes> [oneway] | rawtcp connect <host> <port> <K> <bytes> [oneway]\n");
+    std::fprintf(stderr, "usage: rawtcp serve <port> <K> <bytes> [oneway] | rawtcp connect <host> <port> <K> <bytes> [oneway] | rawtcp ring <K> <bytes>\n");
     return 64;
   }
   // A one-byte barrier so both ends start streaming together.
   char b = 0;
   for (auto& s : socks) s.sendAll(&b, 1);
   for (auto& s : socks) s.recvAll(&b, 1);
-  double bps = run(socks, bytes, dir);
-  std::printf("{\"bytesPerSecond\":%.0f}\n", bps);
+  double cpu0 = cpuSeconds();
+  double bps = run(socks, socks, bytes, dir);
+  std::printf("{\"bytesPerSecond\":%.0f,\"cpuSeconds\":%.4f}\n", bps, cpuSeconds() - cpu0);
   return 0;
 }

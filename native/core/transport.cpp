@@ -322,6 +322,7 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
   std::shared_ptr<Operation> op;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (h.offset > 0 && h.offset <= peers_.size()) err.peer = peers_[h.offset - 1].id;
     op = findOp(key);
     if (!op) {
       // Not started here yet: remember, so that starting it fails at once; tell the others once.
@@ -492,6 +493,12 @@ void Transport::fail(const std::shared_ptr<Operation>& op, OpError error, bool p
     h.tag = op->key.tag;
     h.seq = op->key.seq;
     h.aux = static_cast<uint32_t>(error.code);
+    {
+      // offset: 1 + the index of the lost peer the error names (0: none), so the receivers name it too.
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i = 0; i < peers_.size() && !error.peer.empty(); ++i)
+        if (peers_[i].id == error.peer) h.offset = i + 1;
+    }
     broadcastControl(h, error.message, -1);
   }
   {

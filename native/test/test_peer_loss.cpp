@@ -52,13 +52,14 @@ constexpr int kChildExitCode = 3;
 class StallingRing : public RingAllReduce {
  public:
   StallingRing(const AllReduceBuffers& b, void (*onStall)()) : RingAllReduce(b, kSegment), onStall_(onStall) {}
-  bool onData(Transport& t, int from, const FrameHeader& h, PayloadReader& in) override {
-    if (frames_.fetch_add(1) + 1 < kStallAfter) return RingAllReduce::onData(t, from, h, in);
+  bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override {
+    if (frames_.fetch_add(1) + 1 < kStallAfter) return RingAllReduce::onHeader(t, from, h, scratch, dst);
     if (!stalled_.exchange(true) && onStall_) onStall_();
-    // Bounded: the test drops this peer within milliseconds; 20 s is a safety net, never the normal path.
+    // Holds up this transport's I/O thread. Bounded: the test drops this peer within milliseconds; 20 s is a
+    // safety net, never the normal path.
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!isDone() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    return in.discard(h.length);
+    return false;  // the payload is discarded
   }
   bool stalled() const { return stalled_.load(); }
 
@@ -95,14 +96,14 @@ std::unique_ptr<Transport> startTransport() {
 
 // The survivors' side: both ops fail with PeerLost for p2, inputs intact; then a group of two (epoch 2) sums.
 void checkSurvivors(const char* how, Transport& t0, Transport& t1, std::future<OpError>& f0, std::future<OpError>& f1,
-                    std::vector<PeerInfo> peers, bool peerFieldNamed) {
+                    std::vector<PeerInfo> peers) {
   std::vector<OpError> errs{awaitOp(f0), awaitOp(f1)};
   for (size_t r = 0; r < 2; ++r) {
     const OpError& e = errs[r];
     // A Timeout here would mean the drop went unnoticed until the op's deadline.
     CHECK_MSG(e.code == ErrorCode::PeerLost && e.message.find("p2") != std::string::npos,
               "%s: peer %zu got code %d: %s", how, r, static_cast<int>(e.code), e.message.c_str());
-    if (peerFieldNamed) CHECK_MSG(e.peer == "p2", "%s: peer %zu's error names the lost peer (got '%s')", how, r, e.peer.c_str());
+    CHECK_MSG(e.peer == "p2", "%s: peer %zu's error names the lost peer (got '%s')", how, r, e.peer.c_str());
   }
   std::printf("%s: survivors failed with \"%s\"\n", how, errs[0].message.c_str());
 
@@ -144,7 +145,7 @@ void testEngineClosesMidRing() {
   CHECK_MSG(e2.code == ErrorCode::Closed, "the closed peer's own op settles Closed (got %d)", static_cast<int>(e2.code));
   // Whether a survivor learns it from the goodbye or from the other survivor's abort decides whether the peer
   // field is filled; the message names the peer either way.
-  checkSurvivors("engine closed mid-op", *ts[0], *ts[1], f0, f1, peers, false);
+  checkSurvivors("engine closed mid-op", *ts[0], *ts[1], f0, f1, peers);
   CHECK_MSG(data[0] == inputOf(0) && data[1] == inputOf(1), "survivors held their input after the failure");
   for (auto& t : ts) t->close();
 }
@@ -262,7 +263,7 @@ void testProcessDiesMidRing(const char* self) {
   auto f1 = submitOp(*t1, ringOp(b, kTag), 30000);
   const int code = child.wait(30000);
   CHECK_MSG(code == kChildExitCode, "the child died at its stall point, mid-operation (exit code %d)", code);
-  checkSurvivors("process died mid-op", *t0, *t1, f0, f1, peers, true);
+  checkSurvivors("process died mid-op", *t0, *t1, f0, f1, peers);
   CHECK_MSG(a == inputOf(0) && b == inputOf(1), "survivors held their input after the failure");
   t0->close();
   t1->close();
