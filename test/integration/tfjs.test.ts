@@ -6,9 +6,8 @@ import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
 import { allReduceGradients, allReduceTensors, TfjsDiLoCo, TfjsStreamingDiLoCo, type TfjsLayer } from '../../lib/tfjs/index';
 
-type Test = Parameters<Parameters<typeof t.test>[1]>[0];
 
-async function group(t: Test, n: number) {
+async function group(t: { teardown(fn: () => Promise<void>): void }, n: number) {
   const master = new Master({ host: '127.0.0.1', port: 0, logLevel: 'silent' });
   const port = await master.listen();
   const comms: Communicator[] = [];
@@ -32,14 +31,12 @@ function bytesOf(vars: tf.Variable[] | tf.Tensor[]): Buffer {
 }
 
 function mlp(seed: number): tf.Sequential {
-  return tf.tidy(() =>
-    tf.sequential({
-      layers: [
-        tf.layers.dense({ units: 16, inputShape: [8], activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-        tf.layers.dense({ units: 4, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
-      ],
-    }),
-  );
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({ units: 16, inputShape: [8], activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
+      tf.layers.dense({ units: 4, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
+    ],
+  });
 }
 
 /** One inner step of Adam on a random regression batch that differs per peer and step. */

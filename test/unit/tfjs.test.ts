@@ -140,3 +140,18 @@ t.test('TfjsStreamingDiLoCo equals StreamingDiLoCo on plain arrays, bit for bit 
     tf.dispose(vars);
   }
 });
+
+t.test('step() lets timers and sockets run between inner steps (heartbeats, overlapped all-reduces)', async (t) => {
+  const ls = layers([[4], [4]]);
+  const a = new TfjsDiLoCo(solo(), { model: ls, innerSteps: 100 });
+  const b = new TfjsStreamingDiLoCo(solo(), { model: ls, fragments: 2, innerSteps: 100 });
+  await a.join();
+  await b.join();
+  for (const opt of [a, b]) {
+    let ran = false;
+    setImmediate(() => (ran = true));
+    await opt.step(); // not a sync point: without a yield only microtasks would run
+    t.equal(ran, true, `${opt.constructor.name}.step() yielded to the event loop`);
+  }
+  tf.dispose(ls.flatMap((l) => l.variables));
+});
