@@ -1,6 +1,6 @@
 /**
  * The SVG of the language-model bench, dependency-free: training loss against inner step for every row
- * (left), and each row's training wall-clock and bytes sent per worker (right, log scale for bytes).
+ * (left), and each row's training wall-clock, the part of it spent on the network, and bytes sent (right).
  */
 import type { Row } from './run';
 
@@ -12,7 +12,7 @@ export function lmChart(rows: Row[], c: { steps: number; linkMbps: number; rttMs
   const W = 980;
   const H = 470;
   const L = { x: 60, y: 70, w: 430, h: 320 };
-  const R = { x: 640, y: 70, w: 300, h: 320 };
+  const R = { x: 640, y: 70, w: 320, h: 320 };
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
@@ -42,23 +42,22 @@ export function lmChart(rows: Row[], c: { steps: number; linkMbps: number; rttMs
     out.push(`<text x="${L.x + L.w - 190}" y="${L.y + 13 + 16 * i}" font-size="11">${esc(r.name)}: held-out ${r.heldOutLoss.toFixed(3)}</text>`);
   });
 
-  // Right: wall-clock bars and bytes per worker.
+  // Right: training wall-clock (filled) and the part of it spent waiting on the network (dark), with bytes.
   const maxT = Math.max(...rows.map((r) => r.trainSeconds));
-  const bh = Math.min(36, L.h / Math.max(1, rows.length) - 8);
-  out.push(`<text x="${R.x}" y="${R.y - 10}" font-weight="bold">training wall-clock (slowest worker)</text>`);
+  const bh = Math.min(40, L.h / Math.max(1, rows.length) - 8);
+  const bw = R.w - 90;
+  out.push(`<text x="${R.x}" y="${R.y - 10}" font-weight="bold">training wall-clock, slowest worker</text>`);
   rows.forEach((r, i) => {
     const top = R.y + i * (bh + 8) + 4;
-    const w = (r.trainSeconds / maxT) * (R.w - 10);
-    out.push(`<text x="${R.x - 8}" y="${top + bh / 2 + 4}" text-anchor="end" font-size="11">${esc(r.name)}</text>`);
-    out.push(`<rect x="${R.x}" y="${top}" width="${w.toFixed(1)}" height="${(bh / 2).toFixed(1)}" fill="${COLORS[i % COLORS.length]}" opacity="0.8"/>`);
-    out.push(`<text x="${R.x + w + 4}" y="${top + bh / 4 + 4}" font-size="11">${r.trainSeconds.toFixed(0)} s</text>`);
-    // bytes: log scale from 100 KB to the largest row
-    const maxB = Math.max(...rows.map((q) => q.bytesPerWorker), 1e6);
-    const bw = r.bytesPerWorker > 0 ? (Math.max(0, Math.log10(r.bytesPerWorker / 1e5)) / Math.log10(maxB / 1e5)) * (R.w - 10) : 0;
-    out.push(`<rect x="${R.x}" y="${top + bh / 2 + 1}" width="${bw.toFixed(1)}" height="${(bh / 2 - 2).toFixed(1)}" fill="none" stroke="${COLORS[i % COLORS.length]}"/>`);
-    out.push(`<text x="${R.x + bw + 4}" y="${top + bh / 2 + bh / 4 + 3}" font-size="10" fill="#444">${(r.bytesPerWorker / 1e6).toFixed(2)} MB sent per worker</text>`);
+    const w = (r.trainSeconds / maxT) * bw;
+    const wc = (Math.min(r.commSeconds, r.trainSeconds) / maxT) * bw;
+    out.push(`<text x="${R.x - 8}" y="${top + bh / 3 + 4}" text-anchor="end" font-size="11">${esc(r.name)}</text>`);
+    out.push(`<rect x="${R.x}" y="${top}" width="${w.toFixed(1)}" height="${(bh * 0.6).toFixed(1)}" fill="${COLORS[i % COLORS.length]}" opacity="0.35"/>`);
+    out.push(`<rect x="${R.x}" y="${top}" width="${wc.toFixed(1)}" height="${(bh * 0.6).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`);
+    out.push(`<text x="${R.x + w + 4}" y="${top + bh * 0.3 + 4}" font-size="11">${r.trainSeconds.toFixed(0)} s</text>`);
+    out.push(`<text x="${R.x}" y="${top + bh * 0.6 + 11}" font-size="10" fill="#444">${r.commSeconds.toFixed(0)} s on the network; ${(r.bytesPerWorker / 1e6).toFixed(2)} MB sent per worker</text>`);
   });
-  out.push(`<text x="${R.x}" y="${R.y + L.h + 34}" font-size="11" fill="#555">filled: seconds (linear); outline: MB sent per worker (log scale)</text>`);
+  out.push(`<text x="${R.x - 100}" y="${R.y + L.h + 34}" font-size="11" fill="#555">dark: waiting on the network; light: computing (4 workers share 2 cores)</text>`);
   out.push('</svg>');
   return out.join('\n');
 }

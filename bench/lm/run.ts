@@ -6,6 +6,7 @@
  * dies, another joins later). Writes bench/results/lm.json and bench/results/lm.svg.
  *
  *   npm run bench:lm [-- --steps 400 --inner-steps 40 --mbps 100 --rtt-ms 40 --only ddp,diloco --with-local] [--quick] [--verbose]
+ *   npm run bench:lm -- --redraw     (chart and table again from bench/results/lm.json)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -172,6 +173,13 @@ function table(rows: Row[]): string {
 }
 
 async function main() {
+  if (a.redraw === true) {
+    // re-render the chart and the table from the last results, without training
+    const d = JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, `lm${quick ? '-quick' : ''}.json`), 'utf8'));
+    fs.writeFileSync(path.join(RESULTS_DIR, `lm${quick ? '-quick' : ''}.svg`), lmChart(d.rows, d.config));
+    console.log(table(d.rows));
+    return;
+  }
   const t0 = performance.now();
   const corpus = prepareCorpus((s) => process.stderr.write(`${s}\n`)); // once, before the workers race for it
   let backends: BackendTiming[] | undefined;
