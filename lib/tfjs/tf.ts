@@ -27,9 +27,9 @@ export function tfjs(): typeof TF {
 }
 
 /**
- * True when `tf.tensor(values)` copies `values` at once. The wasm backend copies into its heap; the cpu,
- * webgl and tfjs-node backends keep a reference to the array (uploaded or converted later), so an array the
- * caller goes on writing must be copied first.
+ * True when `tf.tensor(values)` copies `values` at once. The wasm backend copies into its heap (tested); the cpu
+ * backend keeps a reference to the array (tested), and other backends are not relied upon: an array the caller
+ * goes on writing is copied first for every backend but wasm.
  */
 export function backendCopiesOnWrite(): boolean {
   return tfjs().getBackend() === 'wasm';
