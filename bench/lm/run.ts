@@ -1,7 +1,7 @@
 /**
  * Language-model bench: four worker processes train the character-level transformer of examples/lm on the KJV
  * text through a real master, every byte (data plane and control plane) through the WAN emulator
- * (bench/wan/wanproxy.cpp): each worker and the master sit behind their own emulated link of `--mbps` Mbit/s
+ * (test/harness/wan/wanproxy.cpp): each worker and the master sit behind their own emulated link of `--mbps` Mbit/s
  * and `--rtt-ms` / 2 one-way delay. Every row trains the same number of tokens (except the churn row: a worker
  * dies, another joins later). Writes bench/results/lm.json and bench/results/lm.svg.
  *
@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Master } from '../../lib/index';
 import { machineInfo, parseArgs, writeResult, RESULTS_DIR } from '../common';
-import { WanEmulator } from '../wan/emulator';
+import { WanEmulator } from '../../test/harness/wan/emulator';
 import { prepareCorpus, CORPUS_SOURCE } from '../../examples/lm/data';
 import { runWorkers, type RunOutcome, type WorkerResult } from '../../examples/lm/local';
 import { measureBackends, type BackendTiming } from './backends';
