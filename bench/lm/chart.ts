@@ -2,7 +2,38 @@
  * The SVG of the language-model bench, dependency-free: training loss against inner step for every row
  * (left), and each row's training wall-clock, the part of it spent on the network, and bytes sent (right).
  */
-import type { Row } from './run';
+
+/** One row of the bench (bench/lm/run.ts). */
+export interface Row {
+  name: string;
+  label: string;
+  /** Mean over the workers that finished (each evaluates its own weights), and the spread. */
+  heldOutLoss: number;
+  heldOutLossRange: [number, number];
+  tokens: number;
+  /** Bytes each worker sent in all-reduces and state syncs (the library's count): mean of the workers that ran from the start. */
+  bytesPerWorker: number;
+  /** Largest number of bytes one worker sent in one sync. */
+  peakBytesPerSync: number;
+  /** Everything that crossed the emulator (payload, framing, control plane), divided by the workers. */
+  wireBytesPerWorker: number;
+  /** Training loop (first step to finish()), slowest worker; and process start to the last exit. */
+  trainSeconds: number;
+  wallSeconds: number;
+  /** Mean per worker: seconds in the tfjs step, seconds waiting on communication. */
+  computeSeconds: number;
+  commSeconds: number;
+  /** All finished workers hold bit-identical weights. */
+  identical: boolean;
+  workersFinished: number;
+  /** Last progress step of the killed worker; worker 0's step when the newcomer started; the newcomer's first step. */
+  killedAt?: number;
+  joinedAt?: number;
+  admittedAt?: number;
+  curve: [number, number][];
+  fragments?: string[][];
+  retries: number;
+}
 
 const COLORS = ['#000000', '#1f77b4', '#2ca02c', '#d62728', '#ff7f0e', '#7f7f7f', '#9467bd'];
 

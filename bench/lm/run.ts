@@ -16,7 +16,7 @@ import { WanEmulator } from '../../test/harness/wan/emulator';
 import { prepareCorpus, CORPUS_SOURCE } from '../../examples/lm/data';
 import { runWorkers, type RunOutcome, type WorkerResult } from '../../examples/lm/local';
 import { measureBackends, type BackendTiming } from './backends';
-import { lmChart } from './chart';
+import { lmChart, type Row } from './chart';
 
 const a = parseArgs(process.argv.slice(2));
 const quick = a.quick === true;
@@ -53,37 +53,6 @@ const ROWS: RowSpec[] = [
   },
   { name: 'local', label: 'each worker alone (no communication)', args: ['--mode', 'local'] },
 ];
-
-export interface Row {
-  name: string;
-  label: string;
-  /** Mean over the workers that finished (each evaluates its own weights), and the spread. */
-  heldOutLoss: number;
-  heldOutLossRange: [number, number];
-  tokens: number;
-  /** Bytes each worker sent in all-reduces and state syncs (the library's count): mean of the workers that ran from the start. */
-  bytesPerWorker: number;
-  /** Largest number of bytes one worker sent in one sync. */
-  peakBytesPerSync: number;
-  /** Everything that crossed the emulator (payload, framing, control plane), divided by the workers. */
-  wireBytesPerWorker: number;
-  /** Training loop (first step to finish()), slowest worker; and process start to the last exit. */
-  trainSeconds: number;
-  wallSeconds: number;
-  /** Mean per worker: seconds in the tfjs step, seconds waiting on communication. */
-  computeSeconds: number;
-  commSeconds: number;
-  /** All finished workers hold bit-identical weights. */
-  identical: boolean;
-  workersFinished: number;
-  /** Last progress step of the killed worker; worker 0's step when the newcomer started; the newcomer's first step. */
-  killedAt?: number;
-  joinedAt?: number;
-  admittedAt?: number;
-  curve: [number, number][];
-  fragments?: string[][];
-  retries: number;
-}
 
 async function runRow(spec: RowSpec, common: string[]): Promise<Row> {
   const emu = await WanEmulator.start();
