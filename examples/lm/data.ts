@@ -1,0 +1,127 @@
+/**
+ * The training text: the King James Version of the Bible as Debian's `bible-kjv` package ships it (public domain:
+ * the translation dates from 1611; the package's data file is free to copy, see
+ * /usr/share/doc/bible-kjv-text/copyright), about 4.1 million characters of English. `prepareCorpus()` installs
+ * the package when it is missing and this process may (root with apt-get), extracts the plain text with the
+ * package's `bible` program and caches it; `--text FILE` uses any other UTF-8 text instead.
+ *
+ * Character level: the vocabulary is the set of characters of the text (73 for the KJV). The held-out split is
+ * every 20th block of 4,096 characters, so it spans the whole book rather than only its end.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const CORPUS_SOURCE = 'King James Version of the Bible, Debian package bible-kjv-text (public domain text)';
+const CACHE = path.join(os.tmpdir(), 'tccl-lm-kjv.txt');
+const BLOCK = 4096;
+const HELD_OUT_EVERY = 20;
+
+function which(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const p = path.join(dir, cmd);
+    if (fs.existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/**
+ * Returns the path of the KJV text, extracting it (and installing `bible-kjv` with apt-get if needed and
+ * possible) on first use. Throws an error that says what to install when it cannot.
+ */
+export function prepareCorpus(log: (s: string) => void = () => undefined): string {
+  if (fs.existsSync(CACHE) && fs.statSync(CACHE).size > 1_000_000) return CACHE;
+  let bible = which('bible');
+  if (!bible && process.platform === 'linux' && process.getuid?.() === 0 && which('apt-get')) {
+    log('installing the Debian package bible-kjv (the KJV text and its reader) with apt-get ...');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const apt = (args: string[]) => execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=300', ...args], { stdio: 'ignore', env, timeout: 600_000 });
+    try {
+      apt(['install', '-y', '-qq', 'bible-kjv']);
+    } catch {
+      apt(['update', '-qq']); // a fresh machine's package lists may not know the package yet
+      apt(['install', '-y', '-qq', 'bible-kjv']);
+    }
+    bible = which('bible');
+  }
+  if (!bible) {
+    throw new Error(
+      'The language-model example trains on the KJV text of the Debian package bible-kjv, which is not installed: ' +
+        'run `sudo apt-get install bible-kjv`, or pass --text FILE with any English UTF-8 text of a few MB',
+    );
+  }
+  // -l: one line per verse (no wrapping); every book and chapter in order.
+  const raw = execFileSync(bible, ['-l', '1000000', 'Gen1:1-Rev22:21'], { maxBuffer: 64 << 20, encoding: 'utf8' });
+  const text = raw
+    .split('\n')
+    .map((l) => l.replace(/^ +\d+ /, '')) // verse numbers
+    .filter((l) => l.trim().length > 0)
+    .join('\n');
+  if (text.length < 1_000_000) throw new Error(`The bible program produced only ${text.length} characters; is bible-kjv-text installed?`);
+  const tmp = `${CACHE}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text + '\n');
+  fs.renameSync(tmp, CACHE);
+  return CACHE;
+}
+
+export interface Corpus {
+  /** Characters of the vocabulary; token id i is chars[i]. */
+  chars: string[];
+  train: Uint8Array;
+  heldOut: Uint8Array;
+}
+
+/** Reads a text file and encodes it; blocks of 4,096 characters, every 20th held out. */
+export function loadCorpus(file: string): Corpus {
+  const text = fs.readFileSync(file, 'utf8');
+  const chars = [...new Set(text)].sort();
+  if (chars.length > 255) throw new Error(`${file} has ${chars.length} distinct characters; this example supports at most 255`);
+  const id = new Map(chars.map((c, i) => [c, i]));
+  const all = Uint8Array.from(text, (c) => id.get(c)!);
+  const blocks = Math.ceil(all.length / BLOCK);
+  const train: number[] = [];
+  const held: number[] = [];
+  for (let b = 0; b < blocks; b++) (b % HELD_OUT_EVERY === HELD_OUT_EVERY - 1 ? held : train).push(b);
+  const pack = (list: number[]) => {
+    const out = new Uint8Array(list.reduce((n, b) => n + Math.min(BLOCK, all.length - b * BLOCK), 0));
+    let o = 0;
+    for (const b of list) {
+      const part = all.subarray(b * BLOCK, Math.min(all.length, (b + 1) * BLOCK));
+      out.set(part, o);
+      o += part.length;
+    }
+    return out;
+  };
+  return { chars, train: pack(train), heldOut: pack(held) };
+}
+
+/** A small deterministic PRNG (mulberry32), so every run draws the same batches. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Fills x and y ([batch * context] token ids; y is x shifted by one) with random windows of this worker's shard
+ * of `data` (shard i of n: the i-th of n equal contiguous slices). Deterministic in (seed, shard, step).
+ */
+export function sampleBatch(data: Uint8Array, shard: number, shards: number, step: number, seed: number, x: Int32Array, y: Int32Array, context: number): void {
+  const len = Math.floor(data.length / shards);
+  const start = shard * len;
+  const r = rng(seed * 1_000_003 + shard * 7919 + step * 104_729);
+  const batch = x.length / context;
+  for (let b = 0; b < batch; b++) {
+    const o = start + Math.floor(r() * (len - context - 1));
+    for (let t = 0; t < context; t++) {
+      x[b * context + t] = data[o + t];
+      y[b * context + t] = data[o + t + 1];
+    }
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * One language-model worker: trains the character-level transformer of model.ts on its shard of the KJV text
+ * with TensorFlow.js and syncs through a TCCL master.
+ *
+ *   node --import tsx examples/lm/train.ts --master HOST:48148 --token-file run.token --shard 0/4 --mode streaming
+ *
+ * Prints progress lines and, at the end, one `RESULT {json}` line (read by examples/lm/local.ts and bench/lm).
+ */
+import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import { Communicator, type QuantizationOptions } from '../../lib/index';
+import { allReduceGradients, TfjsDiLoCo, TfjsStreamingDiLoCo } from '../../lib/tfjs/index';
+import { backendInfo, useBackend, type BackendName } from './backend';
+import { CharTransformer } from './model';
+import { loadCorpus, prepareCorpus, rng, sampleBatch } from './data';
+
+const USAGE = `Options:
+  --master HOST:PORT      the master (required unless --mode local)
+  --token-file F          file with the run token (or TCCL_TOKEN)
+  --shard I/N             this worker's shard of the training text (default 0/1)
+  --mode M                ddp | diloco | async | streaming | local (default streaming)
+  --steps N               inner steps (default 400)
+  --batch B               sequences per step (default 8)
+  --context T             characters per sequence (default 32)
+  --d-model D             width (default 64)   --layers L  blocks (default 2)   --heads H (default 4)
+  --lr X                  inner Adam learning rate (default 0.003)
+  --inner-steps H         DiLoCo / Streaming DiLoCo H (default 40)
+  --outer-lr X            outer Nesterov learning rate (default 0.7)
+  --outer-momentum X      outer Nesterov momentum (default 0.9)
+  --fragments P           Streaming DiLoCo fragments (default 4)
+  --overlap T             Streaming DiLoCo overlap tau in inner steps (default 2)
+  --quant C               uint8 | uint4 | float16 | bfloat16 (default: none)
+  --backend B             wasm | cpu (default wasm; see README)
+  --text FILE             train on this UTF-8 text instead of the KJV
+  --eval-seqs N           held-out sequences for the final loss (default 128)
+  --wait-peers N          before training, wait until the group has N workers (default 1)
+  --join                  join a run in progress (receive the state from the group)
+  --seed S                model init and data seed, the same on every worker (default 1)
+  --log-every N           progress line every N steps (default 20)
+  --connections K         TCP connections per data link (default 4)
+  --advertise ADDR        address the other workers dial for this one (default: as the master sees it)
+  --listen-host ADDR      address the data plane listens on (default 0.0.0.0)
+  --data-port P           data-plane port (default: any free port)`;
+
+function parse(argv: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`);
+    if (a === '--join') m.set('join', '1');
+    else {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      m.set(a.slice(2), v);
+    }
+  }
+  return m;
+}
+
+async function main() {
+  const a = parse(process.argv.slice(2));
+  const num = (k: string, d: number) => {
+    const v = a.has(k) ? Number(a.get(k)) : d;
+    if (!Number.isFinite(v)) throw new Error(`--${k} must be a number, got ${a.get(k)}`);
+    return v;
+  };
+  const mode = a.get('mode') ?? 'streaming';
+  if (!['ddp', 'diloco', 'async', 'streaming', 'local'].includes(mode)) throw new Error(`unknown --mode ${mode}\n${USAGE}`);
+  const [shard, shards] = (a.get('shard') ?? '0/1').split('/').map(Number);
+  if (!(shards >= 1 && shard >= 0 && shard < shards)) throw new Error(`--shard must be I/N with 0 <= I < N, got ${a.get('shard')}`);
+  const steps = num('steps', 400);
+  const batch = num('batch', 8);
+  const context = num('context', 32);
+  const seed = num('seed', 1);
+  const logEvery = num('log-every', 20);
+  const quant = a.get('quant') as QuantizationOptions['codec'] | undefined;
+  const quantization = quant ? { codec: quant } : undefined;
+  const t0 = performance.now();
+
+  await useBackend((a.get('backend') ?? 'wasm') as BackendName);
+  const corpus = loadCorpus(a.get('text') ?? prepareCorpus((s) => console.log(s)));
+  const model = new CharTransformer(
+    { vocab: corpus.chars.length, context, dModel: num('d-model', 64), layers: num('layers', 2), heads: num('heads', 4) },
+    seed,
+  );
+  const optimizer = tf.train.adam(num('lr', 3e-3));
+
+  let comm: Communicator | undefined;
+  if (mode !== 'local') {
+    const master = a.get('master') ?? process.env.TCCL_MASTER;
+    if (!master) throw new Error('--master HOST:PORT is required (or --mode local)');
+    const tokenFile = a.get('token-file');
+    const token = tokenFile ? fs.readFileSync(tokenFile, 'utf8').trim() : process.env.TCCL_TOKEN || undefined;
+    comm = await Communicator.connect({
+      master, token, label: `lm-${shard}`, connections: num('connections', 4),
+      advertiseAddress: a.get('advertise'), listenHost: a.get('listen-host'), dataPort: num('data-port', 0),
+    });
+    if (!a.has('join')) {
+      // every member votes until the group is complete, so all start together
+      while (comm.groupWorldSize < num('wait-peers', 1)) {
+        await comm.updateTopology();
+        if (comm.groupWorldSize < num('wait-peers', 1)) await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+  const outer = { lr: num('outer-lr', 0.7), momentum: num('outer-momentum', 0.9) };
+  const strategy = a.has('join') ? 'receiveOnly' : 'enforcePopular';
+  let diloco: TfjsDiLoCo | TfjsStreamingDiLoCo | undefined;
+  if (comm && (mode === 'diloco' || mode === 'async')) {
+    diloco = new TfjsDiLoCo(comm, { model: model.layers, innerSteps: num('inner-steps', 40), outer, quantization, async: mode === 'async' });
+  } else if (comm && mode === 'streaming') {
+    diloco = new TfjsStreamingDiLoCo(comm, {
+      model: model.layers, fragments: num('fragments', 4), innerSteps: num('inner-steps', 40), overlapSteps: num('overlap', 2), outer, quantization,
+    });
+    console.log(`fragments: ${diloco.fragmentLayers.map((f) => f.join('+')).join(' | ')}`);
+  }
+  if (diloco) await diloco.join({ strategy });
+  if (comm && mode === 'ddp' && a.has('join')) throw new Error('--join is supported with the DiLoCo modes (the newcomer receives the outer state)');
+  console.log(`model: ${model.parameterCount} parameters, ${JSON.stringify(backendInfo())}, ${corpus.train.length} training characters`);
+
+  const xb = new Int32Array(batch * context);
+  const yb = new Int32Array(batch * context);
+  const curve: [number, number][] = [];
+  let bytesSent = 0;
+  let peak = 0;
+  let lossAcc = 0;
+  let lossN = 0;
+  let commMs = 0;
+  let computeMs = 0;
+  let trained = 0;
+  const first = diloco?.innerStep ?? 0;
+  const tTrain = performance.now();
+  for (let step = first + 1; step <= steps; step++) {
+    sampleBatch(corpus.train, shard, shards, step, seed, xb, yb, context);
+    const c0 = performance.now();
+    const x = tf.tensor2d(xb, [batch, context], 'int32');
+    const y = tf.tensor2d(yb, [batch, context], 'int32');
+    let loss: number;
+    if (mode === 'ddp' && comm) {
+      const { value, grads } = tf.variableGrads(() => model.loss(x, y), model.variables);
+      loss = value.dataSync()[0];
+      const m0 = performance.now();
+      computeMs += m0 - c0;
+      const r = await allReduceGradients(comm, grads, { disposeInputs: true, ...(quantization ? { quantization } : {}) });
+      commMs += performance.now() - m0;
+      bytesSent += r.bytesSent;
+      peak = Math.max(peak, r.bytesSent);
+      const a0 = performance.now();
+      optimizer.applyGradients(r.tensors as never); // a map by variable name, as variableGrads made it
+      tf.dispose([value, r.tensors]);
+      computeMs += performance.now() - a0;
+    } else {
+      const l = optimizer.minimize(() => model.loss(x, y), true, model.variables)!;
+      loss = l.dataSync()[0];
+      l.dispose();
+      computeMs += performance.now() - c0;
+    }
+    tf.dispose([x, y]);
+    trained += batch * context;
+    lossAcc += loss;
+    lossN++;
+    const s0 = performance.now();
+    if (diloco) await diloco.step();
+    commMs += performance.now() - s0;
+    if (step % logEvery === 0 || step === steps) {
+      const sent = diloco ? diloco.stats.bytesSent : bytesSent;
+      curve.push([step, lossAcc / lossN]);
+      console.log(`step ${step}/${steps}  loss ${(lossAcc / lossN).toFixed(4)}  sent ${(sent / 1e6).toFixed(2)} MB  peers ${comm?.groupWorldSize ?? 1}  tensors ${tf.memory().numTensors}`);
+      lossAcc = 0;
+      lossN = 0;
+    }
+  }
+  if (diloco) await diloco.finish();
+  const trainSeconds = (performance.now() - tTrain) / 1000;
+  const heldOutLoss = evaluate(model, corpus.heldOut, num('eval-seqs', 128), context);
+  const hash = createHash('sha256');
+  for (const v of model.variables) hash.update(Buffer.from((v.dataSync() as Float32Array).slice().buffer));
+  const stats = diloco?.stats;
+  const result = {
+    shard, mode, steps, first, tokens: trained, heldOutLoss, curve, parameters: model.parameterCount,
+    bytesSent: stats ? stats.bytesSent : bytesSent,
+    peakBytesPerSync: stats ? stats.peakBytesPerSync : peak,
+    retries: stats?.retries ?? 0,
+    wallSeconds: (performance.now() - t0) / 1000,
+    trainSeconds,
+    computeSeconds: computeMs / 1000,
+    commSeconds: commMs / 1000,
+    paramsHash: hash.digest('hex').slice(0, 16),
+    fragments: diloco instanceof TfjsStreamingDiLoCo ? diloco.fragmentLayers : undefined,
+    tensorsAtEnd: tf.memory().numTensors,
+    backend: backendInfo(),
+  };
+  console.log(`done: held-out loss ${heldOutLoss.toFixed(4)} nats/char  sent ${(result.bytesSent / 1e6).toFixed(2)} MB  ${result.wallSeconds.toFixed(0)} s`);
+  console.log(`RESULT ${JSON.stringify(result)}`);
+  await comm?.close();
+}
+
+/** Mean cross-entropy over `count` fixed windows of the held-out text (the same windows on every worker). */
+function evaluate(model: CharTransformer, data: Uint8Array, count: number, context: number): number {
+  const r = rng(424242);
+  const per = 16;
+  let total = 0;
+  let n = 0;
+  for (let done = 0; done < count; done += per) {
+    const b = Math.min(per, count - done);
+    const x = new Int32Array(b * context);
+    const y = new Int32Array(b * context);
+    for (let i = 0; i < b; i++) {
+      const o = Math.floor(r() * (data.length - context - 1));
+      for (let t = 0; t < context; t++) {
+        x[i * context + t] = data[o + t];
+        y[i * context + t] = data[o + t + 1];
+      }
+    }
+    total += tf.tidy(() => model.loss(tf.tensor2d(x, [b, context], 'int32'), tf.tensor2d(y, [b, context], 'int32')).dataSync()[0]) * b;
+    n += b;
+  }
+  return total / n;
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.stack : err);
+  process.exit(1);
+});
