@@ -31,32 +31,30 @@ static double cpuSeconds() {
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
+// The data streams through buffers as large as a tensor of the benchmark (64 MiB each way), in segments like the
+// data plane's, so the raw reference pays the same memory traffic as the all-reduce, not just cache-hot copies.
+static constexpr size_t kTensorBytes = size_t(64) << 20;
+
 // Sends bytesPerDirection over `out` and receives as much over `in` (the same sockets for both directions).
 static double run(std::vector<Socket>& out, std::vector<Socket>& in, size_t bytesPerDirection, Direction dir) {
+  std::vector<char> sendBuf(dir != Direction::RecvOnly ? kTensorBytes : 0, 1), recvBuf(dir != Direction::SendOnly ? kTensorBytes : 0);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
-  for (auto& s : out) {
-    size_t per = bytesPerDirection / out.size();
-    if (dir != Direction::RecvOnly) threads.emplace_back([&s, per] {
-      std::vector<char> buf(kChunk, 1);
-      for (size_t done = 0; done < per;) {
-        size_t n = std::min(kChunk, per - done);
-        if (!s.sendAll(buf.data(), n)) std::exit(3);
-        done += n;
-      }
-    });
-  }
-  for (auto& s : in) {
-    size_t per = bytesPerDirection / in.size();
-    if (dir != Direction::SendOnly) threads.emplace_back([&s, per] {
-      std::vector<char> buf(kChunk);
-      for (size_t done = 0; done < per;) {
-        size_t n = std::min(kChunk, per - done);
-        if (!s.recvAll(buf.data(), n)) std::exit(4);
-        done += n;
-      }
-    });
-  }
+  // Connection i of K streams segments i, i+K, i+2K, ... of the buffer, wrapping around.
+  auto stream = [bytesPerDirection](Socket& s, char* base, size_t i, size_t k, bool sending) {
+    size_t per = bytesPerDirection / k;
+    size_t slots = kTensorBytes / kChunk;
+    for (size_t done = 0, seg = i; done < per; seg += k) {
+      size_t n = std::min(kChunk, per - done);
+      char* p = base + (seg % slots) * kChunk;
+      if (!(sending ? s.sendAll(p, n) : s.recvAll(p, n))) std::exit(sending ? 3 : 4);
+      done += n;
+    }
+  };
+  for (size_t i = 0; i < out.size() && dir != Direction::RecvOnly; ++i)
+    threads.emplace_back([&, i] { stream(out[i], sendBuf.data(), i, out.size(), true); });
+  for (size_t i = 0; i < in.size() && dir != Direction::SendOnly; ++i)
+    threads.emplace_back([&, i] { stream(in[i], recvBuf.data(), i, in.size(), false); });
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(bytesPerDirection) / secs;

@@ -13,8 +13,9 @@ namespace {
 
 // A goodbye lists (tag, ops run) pairs of 12 bytes; a peer that used more tags says an abrupt goodbye instead.
 constexpr size_t kMaxGoodbyeTags = kMaxControlMessage / 12;
-// Early frames at most this large get a pooled buffer; the pool keeps at most this many spare buffers.
-constexpr size_t kMaxPooledSegments = 64;
+// The pool of early-frame buffers keeps at most this many spare segments (64 MiB of 256 KiB segments): enough for
+// a peer that runs a whole 128 MiB ring all-reduce ahead of this one.
+constexpr size_t kMaxPooledSegments = 256;
 
 }  // namespace
 
