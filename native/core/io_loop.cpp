@@ -95,11 +95,12 @@ bool Transport::takeFrames(Connection& c) {
   return !c.out.empty();
 }
 
-// Writes until the socket would block, nothing is left or the budget is spent. False when the connection failed.
-bool Transport::pumpWrite(Connection& c, size_t budget) {
+// Writes the frames in hand and at most `takes` more batches from the queues, until the socket would block. False
+// when the connection failed; *wrote says whether any byte went out.
+bool Transport::pumpWrite(Connection& c, int takes, bool* wrote) {
   if (c.wantWrite.load() || c.writeShut) return true;
   for (;;) {
-    if (budget == 0) return true;
+    if (c.out.empty() && takes-- <= 0) return true;
     if (c.out.empty() && !takeFrames(c)) {
       bool shut;
       {
@@ -129,7 +130,7 @@ bool Transport::pumpWrite(Connection& c, size_t budget) {
       return true;
     }
     size_t written = static_cast<size_t>(n);
-    budget -= std::min(budget, written);
+    if (wrote) *wrote = true;
     int64_t now = nowMs();
     while (written > 0) {
       OutFrame& f = c.out.front();
@@ -256,7 +257,7 @@ bool Transport::writeNow(const std::shared_ptr<Link>& link) {
     if (c->dead.load() || c->wantWrite.load()) continue;
     std::unique_lock<std::mutex> tx(c->txMu, std::try_to_lock);
     if (!tx.owns_lock() || !c->out.empty()) continue;
-    bool ok = pumpWrite(*c, kBatchBytes);
+    bool ok = pumpWrite(*c, 1);
     bool idle = c->out.empty();
     tx.unlock();
     if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
@@ -374,15 +375,20 @@ void Transport::ioLoop(IoThread& io) {
       for (auto& c : io.adopted) conns.push_back(std::move(c));
       io.adopted.clear();
     }
-    // Write what is queued; drop connections that failed or were shut down by another thread.
-    for (auto& c : conns) {
-      if (c->dead.load()) continue;
-      bool ok;
-      {
-        std::lock_guard<std::mutex> tx(c->txMu);
-        ok = pumpWrite(*c);
+    // Write what is queued, one batch per connection per round: a link's frames are spread over all of its
+    // connections instead of filling the first one (whose kernel buffers take megabytes before it would block,
+    // while a long fat pipe caps each connection's rate); the rounds end when no connection can take more.
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (auto& c : conns) {
+        if (c->dead.load()) continue;
+        bool ok;
+        {
+          std::lock_guard<std::mutex> tx(c->txMu);
+          ok = pumpWrite(*c, 1, &progress);
+        }
+        if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
       }
-      if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
     }
     for (size_t i = 0; i < conns.size();) {
       auto& c = conns[i];

@@ -236,8 +236,8 @@ class Transport {
   void ioLoop(IoThread& io);
   void wakeIo();
   bool pumpRead(const std::shared_ptr<Connection>& conn, std::string& why);
-  // Writes queued frames until the socket would block or `budget` bytes went out; the caller holds c.txMu.
-  bool pumpWrite(Connection& c, size_t budget = SIZE_MAX);
+  // Writes the frames a connection holds and at most `takes` more batches; the caller holds c.txMu.
+  bool pumpWrite(Connection& c, int takes, bool* wrote = nullptr);
   // Writes a first batch of a link's queue from the calling thread when one of its connections is idle; true
   // when everything queued went out (no I/O thread needs waking).
   bool writeNow(const std::shared_ptr<Link>& link);
