@@ -190,3 +190,12 @@ export function resilience(o: ResilienceOptions): { maxRetries: number; tagBase:
     tagBase: checkInt('tagBase', o.tagBase ?? 1000, 0, 2 ** 40),
   };
 }
+
+/**
+ * A training loop is synchronous from one inner step to the next: without a turn of the event loop no timer or
+ * socket callback runs, so heartbeats stop (the master drops the worker as frozen) and an all-reduce meant to
+ * overlap the inner steps (async and Streaming DiLoCo) makes no progress. The optimizers' step() yields once.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

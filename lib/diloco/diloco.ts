@@ -3,7 +3,7 @@
  */
 import type { QuantizationOptions } from '../collective';
 import { countElements, normalizeParams, type NamedTensor } from './fragments';
-import { checkConstructorArgs, checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
+import { checkConstructorArgs, checkQuantization, emptyStats, gather, pseudoGradient, resilience, Retrying, scatter, yieldToEventLoop, type ResilienceOptions } from './common';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
 import { checkInt, describeValue } from '../validate';
@@ -174,6 +174,7 @@ export class DiLoCo<S = unknown> {
    */
   async step(): Promise<OuterStepReport | undefined> {
     if (!this.joined) throw new Error('Call DiLoCo.join() before the first step()');
+    await yieldToEventLoop();
     this.inner++;
     if (this.inner % this.innerSteps !== 0) return undefined;
     return this.runOuterStep();

@@ -3,7 +3,7 @@
  * times, each all-reduce overlapping further inner steps, so the peak bandwidth is divided by the fragment count.
  */
 import type { QuantizationOptions } from '../collective';
-import { checkConstructorArgs, checkQuantization, emptyStats, gather, mixInto, pseudoGradient, resilience, Retrying, scatter, type ResilienceOptions } from './common';
+import { checkConstructorArgs, checkQuantization, emptyStats, gather, mixInto, pseudoGradient, resilience, Retrying, scatter, yieldToEventLoop, type ResilienceOptions } from './common';
 import { countElements, fragmentOffsets, fragmentsDueAt, normalizeParams, partitionTensors, type FragmentPattern, type NamedTensor } from './fragments';
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
@@ -175,6 +175,7 @@ export class StreamingDiLoCo<S = unknown> {
   /** Call after every inner optimizer step; returns a report when fragments were launched or landed. */
   async step(): Promise<FragmentStepReport | undefined> {
     if (!this.joined) throw new Error('Call StreamingDiLoCo.join() before the first step()');
+    await yieldToEventLoop();
     this.inner++;
     const t0 = performance.now();
     const s0 = this.stats.bytesSent;

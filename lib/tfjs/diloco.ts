@@ -22,15 +22,6 @@ export interface TfjsStreamingDiLoCoOptions<S = unknown> extends Omit<StreamingD
   model: TfjsModelInput;
 }
 
-/**
- * A tfjs training loop is synchronous from one step to the next: without a turn of the event loop, no timer or
- * socket callback runs between outer steps, so heartbeats stop (the master drops the worker) and an all-reduce
- * meant to overlap the inner steps (async and Streaming DiLoCo) makes no progress. Every step() yields once.
- */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 function checkOptions(what: string, options: unknown): void {
   if (options === null || typeof options !== 'object') throw new TypeError(`${what}: options must be an object with at least { model }`);
   if ('params' in options) throw new TypeError(`${what}: pass the tfjs model as "model" (a tf.LayersModel, tf.Variable[] or layers), not "params"`);
@@ -96,7 +87,6 @@ export class TfjsDiLoCo<S = unknown> {
 
   /** Call after every inner step; runs an outer step (and returns its report) every `innerSteps` calls. */
   async step(): Promise<OuterStepReport | undefined> {
-    await yieldToEventLoop();
     const outerNow = (this.optimizer.innerStep + 1) % this.optimizer.innerSteps === 0;
     if (!outerNow) return this.optimizer.step();
     this.parameters.read();
@@ -170,7 +160,6 @@ export class TfjsStreamingDiLoCo<S = unknown> {
 
   /** Call after every inner step; returns a report when fragments were launched or landed. */
   async step(): Promise<FragmentStepReport | undefined> {
-    await yieldToEventLoop();
     const o = this.optimizer;
     const next = o.innerStep + 1;
     // Fragments launched now read their local parameters; those landing now (launched tau steps ago) are

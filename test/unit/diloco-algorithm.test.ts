@@ -160,3 +160,17 @@ t.test('StreamingDiLoCo: staggered fragments, tau overlap, alpha mixing, bytes p
   t.same([...tensors[0][0]], [...tensors[1][0]]);
   t.same([...tensors[0][0]], [...sds[0].outerParams(0).subarray(0, 16)]);
 });
+
+t.test('step() lets timers and sockets run between inner steps (heartbeats, overlapped all-reduces)', async (t) => {
+  const { members } = InProcessGroup.create(1);
+  const a = new DiLoCo(members[0], { params: new Float32Array(4), innerSteps: 100 });
+  const b = new StreamingDiLoCo(members[0], { params: { x: new Float32Array(4), y: new Float32Array(4) }, fragments: 2, innerSteps: 100 });
+  await a.join();
+  await b.join();
+  for (const opt of [a, b]) {
+    let ran = false;
+    setImmediate(() => (ran = true));
+    await opt.step(); // not a sync point: without a yield only microtasks would run
+    t.equal(ran, true, `${opt.constructor.name}.step() yielded to the event loop`);
+  }
+});
