@@ -43,7 +43,7 @@ export interface AllReduceOptions<T extends TensorArray = TensorArray> {
   quantization?: QuantizationOptions;
   /**
    * 'ring' (bandwidth-optimal), 'direct' (every peer sends its whole input to every other: one network hop,
-   * for small buffers) or 'auto' (default: direct when this peer would send at most 64 KiB that way, i.e. up to
+   * for small buffers, at most 1 MiB) or 'auto' (default: direct when this peer would send at most 64 KiB that way, i.e. up to
    * 64 KiB with 2 peers and up to 64 KiB / (N - 1) with N; ring above). Every peer must pass the same.
    */
   algorithm?: 'auto' | 'ring' | 'direct';

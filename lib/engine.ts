@@ -18,6 +18,8 @@ export type {
   QuantizationOptions,
 } from './collective';
 
+/** Largest buffer `algorithm: 'direct'` takes (native/core/direct.h kDirectForcedMaxBytes). */
+const DIRECT_MAX_BYTES = 1 << 20;
 const ALGORITHM_CODES = { auto: 0, ring: 1, direct: 2 } as const;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
@@ -113,6 +115,11 @@ export class Engine {
       }
       if (options.algorithm !== undefined && !(options.algorithm in ALGORITHM_CODES)) {
         throw new InvalidArgumentError(`Unknown algorithm ${JSON.stringify(options.algorithm)}; expected auto, ring or direct`);
+      }
+      if (options.algorithm === 'direct' && data.byteLength > DIRECT_MAX_BYTES) {
+        throw new InvalidArgumentError(
+          `The direct algorithm sends a peer's whole buffer in one frame and takes at most 1 MiB, got ${data.byteLength} bytes: use 'ring' or 'auto'`,
+        );
       }
       const r = await this.withAbort('All-reduce', tag, options.signal, () => this.impl.allReduce({
         input: data, output, dtype: DTYPE_CODES[dtype], op: REDUCE_OP_CODES[op], tag, timeoutMs, quantization,

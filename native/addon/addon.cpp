@@ -210,6 +210,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     std::shared_ptr<Operation> ring;
     // 0 = auto (direct for small buffers, ring otherwise), 1 = ring, 2 = direct; every peer must choose alike.
     uint32_t algorithm = a.Has("algorithm") && !a.Get("algorithm").IsUndefined() ? uintArg(env, a.Get("algorithm"), "algorithm", 2) : 0;
+    if (algorithm == 2 && in.bytes > kDirectForcedMaxBytes) throwInvalid(env, "the direct algorithm takes at most 1 MiB");
     bool direct = algorithm == 2 || (algorithm == 0 && transport_ && useDirect(in.bytes, transport_->worldSize()));
     if (quantized) ring = std::make_shared<QuantizedAllReduce>(b, qp, segBytes);
     else if (direct) ring = std::make_shared<DirectAllReduce>(b);

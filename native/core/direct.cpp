@@ -15,16 +15,16 @@ DirectAllReduce::DirectAllReduce(const AllReduceBuffers& buffers)
     : buf_(buffers), bytes_(buffers.count * dtypeSize(buffers.dtype)) {}
 
 void DirectAllReduce::prepare() {
-  inputs_.resize(static_cast<size_t>(worldSize) * bytes_);
+  inputs_.reset(new uint8_t[static_cast<size_t>(worldSize) * bytes_ + 1]);
   arrived_.assign(static_cast<size_t>(worldSize), 0);
   arrived_[static_cast<size_t>(myIndex)] = 1;
   expectWork(static_cast<uint64_t>(worldSize - 1));  // one input from every other peer
   // Our own input goes into its slot now: the caller's buffer is then only written once, at the end.
-  if (bytes_) std::memcpy(inputs_.data() + static_cast<size_t>(myIndex) * bytes_, buf_.input, bytes_);
+  if (bytes_) std::memcpy(inputs_.get() + static_cast<size_t>(myIndex) * bytes_, buf_.input, bytes_);
 }
 
 void DirectAllReduce::start(Transport& t) {
-  const uint8_t* mine = inputs_.data() + static_cast<size_t>(myIndex) * bytes_;
+  const uint8_t* mine = inputs_.get() + static_cast<size_t>(myIndex) * bytes_;
   for (int p = 0; p < worldSize; ++p) {
     if (p == myIndex) continue;
     SendItem item;
@@ -61,7 +61,7 @@ bool DirectAllReduce::onHeader(Transport& t, int from, const FrameHeader& h, uin
     if (arrived_[static_cast<size_t>(from)]) return reject(ErrorCode::Protocol, "duplicate all-reduce frame from " + who);
     arrived_[static_cast<size_t>(from)] = 1;
   }
-  dst = inputs_.data() + static_cast<size_t>(from) * bytes_;
+  dst = inputs_.get() + static_cast<size_t>(from) * bytes_;
   return true;
 }
 
@@ -71,8 +71,8 @@ void DirectAllReduce::onSucceeded() {
   // Runs once, when every input is in and our own was sent, and the op can no longer fail: the same sequence of
   // calls on every peer, ((x0 op x1) op x2) ..., then one division for avg; only now is the caller's buffer written.
   if (!bytes_) return;
-  uint8_t* acc = inputs_.data();
-  for (int p = 1; p < worldSize; ++p) reduceInto(buf_.dtype, buf_.op, acc, inputs_.data() + static_cast<size_t>(p) * bytes_, buf_.count);
+  uint8_t* acc = inputs_.get();
+  for (int p = 1; p < worldSize; ++p) reduceInto(buf_.dtype, buf_.op, acc, inputs_.get() + static_cast<size_t>(p) * bytes_, buf_.count);
   if (buf_.op == ReduceOp::Avg) finishAverage(buf_.dtype, acc, buf_.count, static_cast<uint32_t>(worldSize));
   std::memcpy(buf_.output, acc, bytes_);
 }

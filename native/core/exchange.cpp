@@ -73,4 +73,9 @@ bool Exchange::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t*, 
 
 void Exchange::onPayload(Transport& t, int, const FrameHeader&, uint8_t*) { finishWork(t); }
 
+bool Exchange::involves(int index) const {
+  return std::any_of(sends_.begin(), sends_.end(), [&](const ExchangeSend& s) { return s.to == index; }) ||
+         std::any_of(recvs_.begin(), recvs_.end(), [&](const ExchangeRecv& r) { return r.from == index; });
+}
+
 }  // namespace tccl

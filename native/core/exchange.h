@@ -32,6 +32,7 @@ class Exchange : public Operation {
   void start(Transport& t) override;
   bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) override;
   void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) override;
+  bool involves(int index) const override;
 
  private:
   uint64_t segmentsOf(uint64_t length) const { return length == 0 ? 1 : (length + segBytes_ - 1) / segBytes_; }

@@ -51,9 +51,9 @@ void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
   };
   uint8_t hello[kHelloSize];
   // A stranger that connects and says nothing, or says something else, is dropped without disturbing anything.
+  // The socket closes with the last reference to the connection: close() may be shutting it down meanwhile.
   if (!conn->sock.waitReadable(options_.connectTimeoutMs) || !conn->sock.recvAll(hello, sizeof(hello)) ||
       get<uint32_t>(hello) != kHelloMagic) {
-    conn->sock.close();
     forget();
     return;
   }
@@ -93,10 +93,7 @@ void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
   put<uint32_t>(reply + 4, status);
   bool sent = conn->sock.sendAll(reply, sizeof(reply));
   forget();
-  if (status != kOk || !sent) {
-    conn->sock.close();
-    return;
-  }
+  if (status != kOk || !sent) return;
   conn->sock.applyOptions({options_.socketBufferBytes, true, true});
   admit(conn);
 }

@@ -85,6 +85,10 @@ bool Transport::takeFrames(Connection& c) {
     if (front->items.empty()) link.queues.erase(front);
     else link.queues.splice(link.queues.end(), link.queues, front);
     f.op->activeTransfers++;
+    if (f.op->isDone()) {  // failed after it queued this frame: it is not sent
+      f.op->activeTransfers--;
+      continue;
+    }
     item.header.encode(f.head);
     f.payload = item.payload;
     f.length = item.header.length;
@@ -98,7 +102,7 @@ bool Transport::takeFrames(Connection& c) {
 // Writes the frames in hand and at most `takes` more batches from the queues, until the socket would block. False
 // when the connection failed; *wrote says whether any byte went out.
 bool Transport::pumpWrite(Connection& c, int takes, bool* wrote) {
-  if (c.wantWrite.load() || c.writeShut) return true;
+  if (c.released || c.wantWrite.load() || c.writeShut) return true;
   for (;;) {
     if (c.out.empty() && takes-- <= 0) return true;
     if (c.out.empty() && !takeFrames(c)) {
@@ -165,10 +169,11 @@ bool Transport::onFrameHeader(Connection& c, std::string& why) {
   }
   OpKey key{h.tag, h.seq};
   std::shared_ptr<Operation> op;
-  if (c.cachedOp && c.cachedKey == key) {
+  if (c.cachedOp && c.cachedKey == key && !c.cachedOp->isDone()) {
     op = c.cachedOp;
     op->activeTransfers++;
   } else {
+    c.cachedOp.reset();  // a finished op is not kept alive (with its buffers) by the cache
     std::lock_guard<std::mutex> lock(mu_);
     if (c.epoch != epoch_) {
       c.rx = Rx::Discard;
@@ -226,19 +231,20 @@ void Transport::onFrameComplete(Connection& c) {
       EarlyFrame f{c.peer, h, std::move(c.rxEarly)};
       OpKey key{h.tag, h.seq};
       std::lock_guard<std::mutex> lock(mu_);
+      if (c.epoch != epoch_) break;  // re-formed meanwhile: configure() already reset the count
+      earlyBytes_ -= h.length;
       auto late = findOp(key);
+      auto next = nextSeq_.find(h.tag);
       if (late) {
         // Submitted while the payload arrived: hand it over through the service thread, like a replay.
-        earlyBytes_ -= h.length;
         std::vector<EarlyFrame> one;
         one.push_back(std::move(f));
         tasks_.push_back([this, late, frames = std::make_shared<std::vector<EarlyFrame>>(std::move(one))] { replayEarly(late, std::move(*frames)); });
         serviceCv_.notify_all();
-      } else if (c.epoch == epoch_) {
+      } else if (next == nextSeq_.end() || key.seq >= next->second) {
+        earlyBytes_ += h.length;
         early_[key].push_back(std::move(f));
-      } else {
-        earlyBytes_ -= h.length;
-      }
+      }  // else: the op started and ended here meanwhile (it failed): nothing will replay the frame
       break;
     }
     default:
@@ -275,7 +281,7 @@ void Transport::releaseTransfers(Connection& c) {
   }
   if (c.rx == Rx::Early && c.rxEarly) {
     std::lock_guard<std::mutex> lock(mu_);
-    earlyBytes_ -= c.rxHeader.length;
+    if (c.epoch == epoch_) earlyBytes_ -= c.rxHeader.length;  // else configure() already reset the count
     c.rxEarly.reset();
   }
   c.rx = Rx::Header;
@@ -284,6 +290,30 @@ void Transport::releaseTransfers(Connection& c) {
   for (OutFrame& f : c.out)
     if (f.op) f.op->activeTransfers--;
   c.out.clear();
+  c.released = true;  // no thread takes frames for it again
+}
+
+// Lets go of the memory of failed ops: their frames not started are dropped, and the rest of a frame half written
+// is copied out (a stream cannot skip the rest of a frame), so the failure need not wait for a slow peer.
+void Transport::detachFailed(Connection& c) {
+  std::lock_guard<std::mutex> tx(c.txMu);
+  for (auto it = c.out.begin(); it != c.out.end();) {
+    if (!it->op || !it->op->isDone()) {
+      ++it;
+      continue;
+    }
+    std::shared_ptr<Operation> op = std::move(it->op);
+    if (it == c.out.begin() && c.outOffset > 0) {
+      auto copy = std::shared_ptr<uint8_t[]>(new uint8_t[it->length ? it->length : 1]);
+      if (it->length) std::memcpy(copy.get(), it->payload, it->length);
+      it->payload = copy.get();
+      it->keepAlive = std::move(copy);
+      ++it;
+    } else {
+      it = c.out.erase(it);
+    }
+    op->activeTransfers--;
+  }
 }
 
 // Reads what the socket has (up to a budget) and handles every frame completed on the way. False when the
@@ -296,9 +326,12 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
                   : "read failed: " + net::lastSocketError();
     return false;
   };
-  while (budget > 0) {
+  // The budget bounds what is read from the socket; frames already in the buffer are always handled, since nothing
+  // would bring the loop back to them if the peer sends nothing more.
+  for (;;) {
     if (c.rx == Rx::Header) {
       if (c.inEnd - c.inPos < FrameHeader::kWireSize) {
+        if (budget == 0) return true;
         if (c.inPos > 0) {
           std::memmove(c.in.data(), c.in.data() + c.inPos, c.inEnd - c.inPos);
           c.inEnd -= c.inPos;
@@ -316,7 +349,8 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
         return false;
       }
       c.inPos += FrameHeader::kWireSize;
-      if (c.rxHeader.type != FrameType::Data && c.rxHeader.length > kMaxControlMessage) {
+      size_t controlLimit = c.rxHeader.type == FrameType::Goodbye ? kMaxGoodbyeBytes : kMaxControlMessage;
+      if (c.rxHeader.type != FrameType::Data && c.rxHeader.length > controlLimit) {
         why = "oversized control frame on the data connection";
         return false;
       }
@@ -336,6 +370,8 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
         if (dst && n) std::memcpy(dst, c.in.data() + c.inPos, n);
         c.inPos += n;
         c.rxGot += n;
+      } else if (budget == 0) {
+        return true;
       } else if (need >= kDirectReadBytes && dst) {
         long r = c.sock.readSome(dst, need);
         if (r == 0) return true;
@@ -361,13 +397,11 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
       }
     }
   }
-  return true;
 }
 
 void Transport::ioLoop(IoThread& io) {
   std::vector<std::shared_ptr<Connection>> conns;
   std::vector<net::PollItem> items;
-  bool more = false;
   while (!io.stop.load()) {
     uint64_t seen = workGen_.load();
     {
@@ -399,20 +433,14 @@ void Transport::ioLoop(IoThread& io) {
         conns.pop_back();
       } else {
         // A payload half read into the memory of an op that failed meanwhile is discarded from here on, so the
-        // failing op's clean-up need not wait for the rest of it.
+        // failing op's clean-up need not wait for the rest of it; its frames being written let go of it too.
         if (c->rx == Rx::Data && c->rxOp && c->rxOp->isDone()) {
           c->rxOp->activeTransfers--;
           c->rxOp.reset();
           c->rx = Rx::Discard;
         }
-        // A frame of a failed op that could not be finished in time (the peer stopped reading) cannot be cut
-        // short on a stream: the connection goes.
-        bool abandoned = false;
-        {
-          std::lock_guard<std::mutex> tx(c->txMu);
-          for (const OutFrame& f : c->out) abandoned = abandoned || (f.op && f.op->abandonTransfers.load());
-        }
-        if (abandoned) onConnectionLost(c, "a frame could not be sent within " + std::to_string(kDrainTimeoutMs) + " ms (the peer stopped reading)");
+        if (c->cachedOp && c->cachedOp->isDone()) c->cachedOp.reset();
+        detachFailed(*c);
         ++i;
       }
     }
@@ -420,11 +448,10 @@ void Transport::ioLoop(IoThread& io) {
     items.push_back({io.waker.fd(), true, false});
     for (auto& c : conns) items.push_back({c->sock.native(), true, c->wantWrite});
     io.polling.store(true);
-    int timeout = more || workGen_.load() != seen ? 0 : kIdlePollMs;
+    int timeout = workGen_.load() != seen ? 0 : kIdlePollMs;
     net::pollSockets(items.data(), items.size(), timeout);
     io.polling.store(false);
     if (items[0].readable) io.waker.drain();
-    more = false;
     for (size_t i = 0; i < conns.size(); ++i) {
       const net::PollItem& p = items[i + 1];
       auto& c = conns[i];
@@ -432,7 +459,6 @@ void Transport::ioLoop(IoThread& io) {
       if (!(p.readable || p.failed) || c->dead.load()) continue;
       std::string why;
       if (!pumpRead(c, why)) onConnectionLost(c, why);
-      else if (c->inEnd > c->inPos) more = true;  // buffered bytes left: come back without waiting
     }
   }
   for (auto& c : conns) {

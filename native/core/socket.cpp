@@ -1,6 +1,8 @@
 #include "socket.h"
 
 #include <cstring>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #ifdef _WIN32
@@ -334,10 +336,11 @@ long Socket::readSome(void* data, size_t len) {
 
 int pollSockets(PollItem* items, size_t count, int timeoutMs) {
 #ifdef _WIN32
-  std::vector<WSAPOLLFD> fds(count);
+  thread_local std::vector<WSAPOLLFD> fds;
 #else
-  std::vector<pollfd> fds(count);
+  thread_local std::vector<pollfd> fds;
 #endif
+  fds.resize(count);
   for (size_t i = 0; i < count; ++i) {
     fds[i].fd = items[i].fd;
     fds[i].events = static_cast<short>((items[i].wantRead ? POLLIN : 0) | (items[i].wantWrite ? POLLOUT : 0));
@@ -351,7 +354,11 @@ int pollSockets(PollItem* items, size_t count, int timeoutMs) {
     r = ::poll(fds.data(), static_cast<nfds_t>(count), timeoutMs);
   } while (r < 0 && errno == EINTR);
 #endif
-  if (r < 0) return 0;
+  if (r < 0) {
+    // Not expected with valid descriptors; a short pause keeps a persistent error from spinning the caller.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return 0;
+  }
   for (size_t i = 0; i < count; ++i) {
     short ev = fds[i].revents;
     items[i].readable = (ev & POLLIN) != 0;
@@ -372,7 +379,19 @@ Waker::Waker() : readFd_(kInvalid), writeFd_(kInvalid) {
   if (l != kInvalid && ::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && ::listen(l, 1) == 0 &&
       getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
     writeFd_ = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    if (writeFd_ != kInvalid && ::connect(writeFd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) readFd_ = ::accept(l, nullptr, nullptr);
+    sockaddr_in mine{}, accepted{};
+    int mineLen = sizeof(mine), acceptedLen = sizeof(accepted);
+    if (writeFd_ != kInvalid && ::connect(writeFd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        getsockname(writeFd_, reinterpret_cast<sockaddr*>(&mine), &mineLen) == 0) {
+      // Only our own connection is taken: another local process could connect to the listener first.
+      for (int tries = 0; tries < 8 && readFd_ == kInvalid; ++tries) {
+        NativeSocket s = ::accept(l, reinterpret_cast<sockaddr*>(&accepted), &acceptedLen);
+        if (s == kInvalid) break;
+        if (accepted.sin_port == mine.sin_port && accepted.sin_addr.s_addr == mine.sin_addr.s_addr) readFd_ = s;
+        else closeNative(s);
+        acceptedLen = sizeof(accepted);
+      }
+    }
   }
   if (l != kInvalid) closeNative(l);
   if (readFd_ != kInvalid) setBlocking(readFd_, false);

@@ -12,7 +12,7 @@ namespace tccl {
 namespace {
 
 // A goodbye lists (tag, ops run) pairs of 12 bytes; a peer that used more tags says an abrupt goodbye instead.
-constexpr size_t kMaxGoodbyeTags = kMaxControlMessage / 12;
+constexpr size_t kMaxGoodbyeTags = kMaxGoodbyeBytes / 12;
 // The pool of early-frame buffers keeps at most this many spare segments (64 MiB of 256 KiB segments): enough for
 // a peer that runs a whole 128 MiB ring all-reduce ahead of this one.
 constexpr size_t kMaxPooledSegments = 256;
@@ -213,33 +213,31 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
     } else {
       uint32_t& seq = nextSeq_[op->key.tag];
       op->key.seq = seq++;
-      OpError gone = departedBlocking(op->key);
+      // Frames the other peers sent for this op before it started here: replayed, or dropped if it cannot run.
+      auto ef = early_.find(op->key);
+      if (ef != early_.end()) {
+        replay.swap(ef->second);
+        early_.erase(ef);
+        for (auto& f : replay) earlyBytes_ -= f.header.length;
+      }
+      OpError gone = departedBlocking(*op);
+      auto ab = earlyAborts_.find(op->key);
       if (!brokenReason_.empty()) {
         early = {brokenCode_, brokenReason_, brokenPeer_};
       } else if (gone) {
         early = gone;
-      } else if (ops_.count(op->key)) {
-        early = {ErrorCode::InvalidArgument, "an operation with tag " + std::to_string(op->key.tag) + " is already in flight", ""};
+      } else if (ab != earlyAborts_.end()) {
+        early = ab->second;
       } else {
-        auto ab = earlyAborts_.find(op->key);
-        if (ab != earlyAborts_.end()) {
-          early = ab->second;
-          earlyAborts_.erase(ab);
-        } else {
-          op->expectWork(1);  // held until start() returns (released below)
-          op->prepare();
-          ops_[op->key] = op;
-          auto ef = early_.find(op->key);
-          if (ef != early_.end()) {
-            replay.swap(ef->second);
-            early_.erase(ef);
-            for (auto& f : replay) earlyBytes_ -= f.header.length;
-          }
-        }
+        op->expectWork(1);  // held until start() returns (released below)
+        op->prepare();
+        ops_[op->key] = op;
       }
+      if (ab != earlyAborts_.end()) earlyAborts_.erase(ab);
     }
   }
   if (early) {
+    replay.clear();
     if (op->markDone() && op->onSettled) op->onSettled(early);
     return;
   }
@@ -286,7 +284,9 @@ bool Transport::sendMany(int to, std::vector<SendItem> items, const std::shared_
   }
   {
     std::lock_guard<std::mutex> lock(link->mu);
-    if (link->dead) return false;
+    // fail() marks the op done before it empties the links' queues of it: checked here, under the link's lock, a
+    // failed op can never leave frames behind in a queue.
+    if (link->dead || op->isDone()) return false;
     auto it = std::find_if(link->queues.begin(), link->queues.end(), [&](const OpQueue& q) { return q.op == op; });
     if (it == link->queues.end()) {
       link->queues.push_back(OpQueue{op, {}});
@@ -326,8 +326,10 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
     if (h.offset > 0 && h.offset <= peers_.size()) err.peer = peers_[h.offset - 1].id;
     op = findOp(key);
     if (!op) {
+      auto next = nextSeq_.find(key.tag);
+      if (next != nextSeq_.end() && key.seq < next->second) return;  // finished or failed here already
       // Not started here yet: remember, so that starting it fails at once; tell the others once.
-      if (earlyAborts_.count(key) || earlyAborts_.size() > 4096) return;
+      if (earlyAborts_.count(key)) return;
       earlyAborts_[key] = err;
     }
   }
@@ -342,6 +344,9 @@ void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const 
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (conn->epoch != epoch_ || conn->peer < 0) return;
+    // Its goodbye came on another connection: this one's end (even a reset) is part of the departure.
+    auto d = departed_.find(conn->peer);
+    if (d != departed_.end() && !d->second.abrupt) return;
   }
   breakEpoch(conn->epoch, conn->peer, why, true);
 }
@@ -370,8 +375,10 @@ void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why,
   for (auto& op : victims) fail(op, {code, reason, peerId}, false);
 }
 
-OpError Transport::departedBlocking(const OpKey& key) const {
+OpError Transport::departedBlocking(const Operation& op) const {
+  const OpKey& key = op.key;
   for (auto& [peer, d] : departed_) {
+    if (!op.involves(peer)) continue;
     auto ran = d.ran.find(key.tag);
     if (!d.abrupt && ran != d.ran.end() && key.seq < ran->second) continue;  // it ran this op: its data is sent
     const std::string& id = peers_[static_cast<size_t>(peer)].id;
@@ -433,7 +440,7 @@ void Transport::onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHe
       const uint8_t* p = reinterpret_cast<const uint8_t*>(body.data());
       for (size_t at = 0; at < body.size(); at += 12) d.ran[get<uint64_t>(p + at)] = get<uint32_t>(p + at + 8);
       for (auto& [key, op] : ops_)
-        if (departedBlocking(key)) victims.push_back(op);
+        if (departedBlocking(*op)) victims.push_back(op);
       auto it = links_.find(conn->peer);
       if (it != links_.end()) link = it->second;
     }
@@ -452,7 +459,7 @@ void Transport::onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHe
     OpError why;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      why = departedBlocking(op->key);
+      why = departedBlocking(*op);
     }
     if (why) fail(op, why, true);
   }
@@ -482,7 +489,6 @@ void Transport::fail(const std::shared_ptr<Operation>& op, OpError error, bool p
     auto it = ops_.find(op->key);
     if (it != ops_.end() && it->second == op) ops_.erase(it);
     for (auto& [peer, link] : links_) links.push_back(link);
-    if (op->epoch == epoch_) earlyAborts_[op->key] = error;  // late frames of this op are dropped
   }
   for (auto& link : links) {
     std::lock_guard<std::mutex> lock(link->mu);
@@ -511,13 +517,10 @@ void Transport::fail(const std::shared_ptr<Operation>& op, OpError error, bool p
 }
 
 void Transport::finishFailure(std::shared_ptr<Operation> op, OpError error) {
-  // Runs on the service thread: wait until no thread reads or writes op memory. A frame of the op that a
-  // connection is still writing (a peer that stopped reading) is cut off by shutting that connection down.
-  int64_t deadline = nowMs() + kDrainTimeoutMs;
-  while (op->activeTransfers.load() > 0) {
-    if (nowMs() > deadline && !op->abandonTransfers.exchange(true)) wakeIo();  // the I/O threads drop those connections
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  // Runs on the service thread: wait until no thread reads or writes op memory.
+  // The I/O threads let go promptly (woken by fail()): a payload half read into op memory is discarded from there
+  // on, a frame half written from it has its rest copied out, frames not started are dropped.
+  while (op->activeTransfers.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   op->onFailed(error);
   if (op->onSettled) op->onSettled(error);
 }
@@ -618,21 +621,22 @@ void Transport::close() {
   }
   for (auto& io : io_)
     if (io->thread.joinable()) io->thread.join();
-  {
-    // Dialling and greeting threads see closing_ and end by themselves; connections they made meanwhile are shut.
-    std::unique_lock<std::mutex> lock(threadsMu_);
-    while (activeThreads_ > 0) {
+  // Dialling and greeting threads see closing_ and end by themselves; connections they made meanwhile are shut.
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(threadsMu_);
+      if (activeThreads_ == 0) break;
       threadsCv_.wait_for(lock, std::chrono::milliseconds(50));
-      std::vector<std::shared_ptr<Connection>> more;
-      {
-        std::lock_guard<std::mutex> l2(mu_);
-        more = connections_;
-        for (auto& c : handshaking_) more.push_back(c);
-      }
-      for (auto& c : more) {
-        c->dead = true;
-        c->sock.shutdownBoth();
-      }
+    }
+    std::vector<std::shared_ptr<Connection>> more;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      more = connections_;
+      for (auto& c : handshaking_) more.push_back(c);
+    }
+    for (auto& c : more) {
+      c->dead = true;
+      c->sock.shutdownBoth();
     }
   }
   std::lock_guard<std::mutex> lock(mu_);

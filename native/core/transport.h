@@ -123,6 +123,8 @@ class Operation : public std::enable_shared_from_this<Operation> {
   virtual bool onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) = 0;
   // The payload announced by onHeader is complete at `data` (not called if the op failed meanwhile).
   virtual void onPayload(Transport& t, int from, const FrameHeader& h, uint8_t* data) = 0;
+  // Whether this op exchanges data with peer `index` (a member that leaves the group fails only those).
+  virtual bool involves(int index) const { return true; }
   // The op succeeded: called once, after it can no longer fail and before onSettled; publish results here.
   virtual void onSucceeded() {}
   // The op failed (any reason). Called once, without transport locks held, after no thread still touches op
@@ -148,10 +150,8 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Returns true the first time (the caller then settles).
   bool markDone() { return !done_.exchange(true); }
   bool isDone() const { return done_.load(); }
-  // Transfers in progress that read or write op memory; failure waits for them to drain. A frame that cannot be
-  // finished in time (the peer stopped reading) is abandoned: its connection is dropped.
+  // Transfers in progress that read or write op memory; failure waits for them to drain.
   std::atomic<int> activeTransfers{0};
-  std::atomic<bool> abandonTransfers{false};
   std::atomic<uint64_t> bytesSent{0};
   std::atomic<uint64_t> bytesReceived{0};
   // Group facts of the op's epoch, copied at submit so an op never reads a group that configure() replaced.
@@ -246,6 +246,7 @@ class Transport {
   bool onFrameHeader(Connection& c, std::string& why);
   void onFrameComplete(Connection& c);
   void releaseTransfers(Connection& c);
+  void detachFailed(Connection& c);
   void enqueueControl(const std::shared_ptr<Connection>& c, const FrameHeader& h, std::string payload, bool thenShutdown);
 
   // Frames and failure (transport.cpp).
@@ -265,7 +266,7 @@ class Transport {
   void onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHeader& h, const std::string& payload);
   // PeerLost when an op of this key cannot run because a member left the group (code None if it can). Caller
   // holds mu_.
-  OpError departedBlocking(const OpKey& key) const;
+  OpError departedBlocking(const Operation& op) const;
 
   TransportOptions options_;
   net::Listener listener_;

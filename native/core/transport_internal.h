@@ -9,11 +9,12 @@ namespace tccl {
 
 // Frames for operations this peer has not started yet are kept in memory up to this many bytes in total.
 constexpr size_t kMaxEarlyBytes = size_t(2) << 30;
-// A failed operation waits this long for transfers touching its memory to finish, then breaks their connections.
-constexpr int64_t kDrainTimeoutMs = 1000;
 // close() waits at most this long for the peers to read what it sent last and close their side.
 constexpr int64_t kLingerMs = 1000;
 constexpr size_t kMaxControlMessage = 4096;
+// A goodbye lists how many ops per tag its sender ran (12 bytes a tag): up to 87,381 tags, e.g. one per tensor of
+// an allReduceMany over a large model.
+constexpr size_t kMaxGoodbyeBytes = size_t(1) << 20;
 
 template <typename T>
 inline void put(uint8_t* p, T v) {
@@ -66,10 +67,11 @@ struct Transport::Connection {
   // Write side: the frames of the current batch; the first is written from outOffset on. Written by the I/O
   // thread that drives the connection, or by a thread that queued frames while the connection was idle (a small
   // first batch goes out at once instead of waiting for the I/O thread to wake up).
-  std::mutex txMu;  // guards out, outOffset, writeShut
+  std::mutex txMu;  // guards out, outOffset, writeShut, released
   std::deque<OutFrame> out;
   size_t outOffset = 0;
   bool writeShut = false;
+  bool released = false;  // dropped by its I/O thread: nothing is written on it any more
   std::atomic<bool> wantWrite{false};  // the socket would block: wait until it is writable
 
   // ---- Read side: owned by the I/O thread that drives this connection. ----
