@@ -6,28 +6,27 @@
  */
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './cli/check';
-import { UsageError } from './cli/common';
+import { CliOutput, UsageError } from './cli/common';
 import { masterCommand } from './cli/master';
 import { benchCommand, demoCommand, stressCommand } from './cli/scripts';
 import { tokenCommand } from './cli/token';
 
+const STDIO: CliOutput = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+
 /** The whole command tree; `exitOverride` makes parse errors throw instead of exiting. */
-export function program(): Command {
-  const root = new Command('tccl')
+export function program(io: CliOutput = STDIO): Command {
+  const setup = (c: Command) => c.showHelpAfterError('(add --help for usage)').exitOverride().configureOutput({ writeOut: io.out, writeErr: io.err });
+  const root = setup(new Command('tccl'))
     .description('fault-tolerant collective communications: run a master, check a host, run the demo and benchmarks')
-    .version(require('../package.json').version as string, '-v, --version')
-    .showHelpAfterError('(add --help for usage)')
-    .exitOverride();
-  for (const c of [masterCommand(), checkCommand(), tokenCommand(), demoCommand(), benchCommand(), stressCommand()]) {
-    root.addCommand(c.showHelpAfterError('(add --help for usage)').exitOverride());
-  }
+    .version(require('../package.json').version as string, '-v, --version');
+  for (const c of [masterCommand(io), checkCommand(io), tokenCommand(io), demoCommand(), benchCommand(), stressCommand()]) root.addCommand(setup(c));
   return root;
 }
 
 /** Runs the CLI; resolves with the exit code. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: CliOutput = STDIO): Promise<number> {
   try {
-    await program().parseAsync(argv, { from: 'user' });
+    await program(io).parseAsync(argv, { from: 'user' });
     return Number(process.exitCode ?? 0);
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -35,10 +34,10 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode === 0 ? 0 : 2;
     }
     if (err instanceof UsageError) {
-      process.stderr.write(`error: ${err.message}\n`);
+      io.err(`error: ${err.message}\n`);
       return 2;
     }
-    process.stderr.write(`tccl: ${(err as Error).message}\n`);
+    io.err(`tccl: ${(err as Error).message}\n`);
     return 1;
   }
 }

@@ -12,7 +12,7 @@ import {
 } from '../protocol';
 import { MAX_PROBE_HEADER, parseProbeHeader } from '../protocol/probe';
 import { formatHostPort, parseHostPort } from '../validate';
-import { hostPortArg, intArg, readToken } from './common';
+import { CliOutput, hostPortArg, intArg, readToken } from './common';
 
 interface CheckFlags {
   master: string;
@@ -205,7 +205,7 @@ async function memberLines(m: CheckedMember, bursts: Map<string, Burst>, dataPor
   if (!m.ok) problem(`${name} cannot connect to this host's data port: open TCP port ${dataPort} inbound here`);
 }
 
-export function checkCommand(): Command {
+export function checkCommand(io: CliOutput): Command {
   return new Command('check')
     .description('before training: can this host reach the master, can the others reach its data port; RTT and bandwidth to each member')
     .requiredOption('--master <host:port>', 'the master', hostPortArg)
@@ -218,7 +218,7 @@ export function checkCommand(): Command {
     .option('--timeout-ms <n>', 'give up on the master after this long', intArg(1000, 600_000), 30_000)
     .action(async (flags: CheckFlags) => {
       const { ok, lines } = await runCheck(flags);
-      process.stdout.write(lines.join('\n') + '\n');
+      io.out(lines.join('\n') + '\n');
       if (!ok) process.exitCode = 1;
     });
 }

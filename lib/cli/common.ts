@@ -37,6 +37,12 @@ export function choiceArg<T extends string>(values: readonly T[]): (v: string) =
   };
 }
 
+/** Where the commands print (tests capture it). */
+export interface CliOutput {
+  out(text: string): void;
+  err(text: string): void;
+}
+
 /** A usage error found after parsing: printed like commander's own, exit code 2. */
 export class UsageError extends Error {}
 

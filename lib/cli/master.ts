@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import { Master, MasterOptions } from '../master/master';
-import { choiceArg, intArg, readToken } from './common';
+import { CliOutput, choiceArg, intArg, readToken } from './common';
 
 const LEVELS = ['silent', 'error', 'warn', 'info', 'debug'] as const;
 const FORMATS = ['text', 'json'] as const;
@@ -39,7 +39,7 @@ export function masterOptions(f: MasterFlags): MasterOptions {
   };
 }
 
-export function masterCommand(): Command {
+export function masterCommand(io: CliOutput): Command {
   return new Command('master')
     .description('run the coordinator of a run (it never touches tensor data)')
     .option('--host <address>', 'address to listen on', '0.0.0.0')
@@ -57,9 +57,9 @@ export function masterCommand(): Command {
       const master = new Master(masterOptions(flags));
       const port = await master.listen();
       const auth = flags.tokenFile || process.env.TCCL_TOKEN ? ' (token required)' : '';
-      process.stdout.write(`tccl master listening on ${flags.host}:${port}${auth}\n`);
+      io.out(`tccl master listening on ${flags.host}:${port}${auth}\n`);
       if (master.dashboardUrl) {
-        process.stdout.write(`dashboard and /metrics: ${master.dashboardUrl}${auth ? ' (open it once as ?token=<run token>)' : ''}\n`);
+        io.out(`dashboard and /metrics: ${master.dashboardUrl}${auth ? ' (open it once as ?token=<run token>)' : ''}\n`);
       }
       await new Promise<void>((resolve) => {
         const stop = () => void master.close().then(resolve);

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Command } from 'commander';
-import { UsageError } from './common';
+import { CliOutput, UsageError } from './common';
 
 /** Writes 32 random bytes as hex to `file` with mode 0600; refuses to replace a file unless `force`. */
 export function writeTokenFile(file: string, force: boolean): void {
@@ -18,14 +18,14 @@ export function writeTokenFile(file: string, force: boolean): void {
   }
 }
 
-export function tokenCommand(): Command {
+export function tokenCommand(io: CliOutput): Command {
   return new Command('token')
     .description('write a fresh random run token to a file readable only by you')
     .option('--out <file>', 'where to write it', 'run.token')
     .option('--force', 'replace the file if it exists', false)
     .action((flags: { out: string; force: boolean }) => {
       writeTokenFile(flags.out, flags.force);
-      process.stdout.write(
+      io.out(
         `wrote a fresh run token to ${flags.out} (mode 600)\n` +
           `master:  tccl master --token-file ${flags.out}\n` +
           `workers: copy the file to each host and pass it as TCCL_TOKEN=$(cat ${flags.out}) or { token } to Communicator.connect\n`,
