@@ -2,8 +2,9 @@
  * `npm run demo`: the embedded default. An in-process master with a run token, three peer processes on loopback
  * all-reducing 16 MiB every step and syncing a 16 MiB shared state after each vote; one peer is killed and the run
  * goes on; a new peer joins late, is voted in and receives the shared state; then a short DiLoCo training run on
- * MNIST (examples/diloco) with the same machinery.
- *   node --import tsx examples/demo.ts [--no-train]
+ * MNIST (examples/diloco) with the same machinery. While it runs, the master serves its live dashboard, /metrics
+ * and /status on an HTTP port on localhost (the URL is printed; `--http-port P` picks the port).
+ *   node --import tsx examples/demo.ts [--no-train] [--http-port P]
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,14 +15,25 @@ import { Master } from '../lib/index';
 const PEER = path.join(__dirname, 'demo-peer.ts');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits (up to `ms`) until `cond` holds: a busy machine starts peer processes slowly, so the story waits for them. */
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await sleep(50);
+}
+
 async function allReduceDemo(): Promise<void> {
   const token = randomBytes(16).toString('hex');
-  const master = new Master({ host: '127.0.0.1', port: 0, token, logLevel: 'info', peerTimeoutMs: 3000 });
+  const flag = process.argv.indexOf('--http-port');
+  const httpPort = flag > 0 ? Number(process.argv[flag + 1]) : 0;
+  const master = new Master({ host: '127.0.0.1', port: 0, token, logLevel: 'info', peerTimeoutMs: 3000, httpPort });
   const port = await master.listen();
-  console.log(`master listening on 127.0.0.1:${port} (run token required)\n`);
+  console.log(`master listening on 127.0.0.1:${port} (run token required)`);
+  // The token is this demo's own, made up a moment ago: fine to show. A real run's master never prints it.
+  console.log(`dashboard: ${master.dashboardUrl}?token=${token}   (also /metrics and /status; open it now, the demo takes ~15 s)\n`);
   const peers = new Map<string, ChildProcess>();
   let steps = 0;
   let lastWorld = 0;
+  let world = 0;
+  let caughtUp = false;
   // Shared-state hashes by revision (from peer-a), to check what a late joiner received.
   const hashAt = new Map<number, string>();
   const catchUps: { label: string; revision: number; hash: string; bytes: number; ms: number }[] = [];
@@ -47,6 +59,7 @@ async function allReduceDemo(): Promise<void> {
       else if (e.ev === 'step') {
         steps++;
         // One line every 25 steps, and every time the world changes.
+        if (e.label === 'peer-a') world = e.world;
         if (e.label === 'peer-a' && (e.step % 25 === 0 || e.world !== lastWorld)) {
           lastWorld = e.world;
           console.log(
@@ -61,6 +74,7 @@ async function allReduceDemo(): Promise<void> {
           report();
         }
       } else if (e.ev === 'caughtUp') {
+        caughtUp = true;
         catchUps.push({ label: e.label, revision: e.revision, hash: e.hash, bytes: e.bytes, ms: e.ms });
         report();
       } else console.log(`${e.label}: ${e.ev} ${e.message ?? ''}`);
@@ -70,13 +84,16 @@ async function allReduceDemo(): Promise<void> {
   start('peer-a', 1);
   start('peer-b', 10);
   start('peer-c', 100);
-  await sleep(4000);
+  await until(() => world === 3, 60_000);
+  await sleep(3000);
   console.log('\n>>> SIGKILL peer-c: the survivors retry with the smaller world\n');
   peers.get('peer-c')!.kill('SIGKILL');
-  await sleep(3000);
+  await until(() => world === 2, 30_000);
+  await sleep(2000);
   console.log('\n>>> starting peer-d: it waits until the members vote it in\n');
   start('peer-d', 1000);
-  await sleep(4000);
+  await until(() => caughtUp && world === 3, 60_000);
+  await sleep(3000);
   for (const child of peers.values()) child.kill('SIGTERM');
   await master.close();
   console.log(`\nall-reduce demo done: ${steps} steps completed across the peers, one peer killed, one joined and caught up.\n`);

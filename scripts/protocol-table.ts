@@ -20,6 +20,8 @@ function describe(f: Field<unknown>): string {
 
 function direction(type: MessageType): string {
   if (type === 'hello' || type === 'register') return 'peer → master (handshake)';
+  if (type === 'check') return '`tccl check` → master (handshake, instead of `register`)';
+  if (type === 'checkResult') return 'master → `tccl check`';
   if (type === 'challenge' || type === 'welcome') return 'master → peer (handshake)';
   if (type === 'hb') return 'both ways';
   if ((PEER_MESSAGES as readonly string[]).includes(type)) return 'peer → master';

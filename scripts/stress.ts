@@ -21,6 +21,7 @@ import * as fs from 'node:fs';
 import { argValue, machineInfo } from '../bench/common';
 import { PeerProcess } from '../test/harness/process';
 import { say } from '../test/harness/runner';
+import { progress } from '../bench/progress';
 
 /** Element i of peer `id`'s contribution at `step`: small integers, so float32 sums are exact. */
 function contribution(id: number, step: number, i: number): number {
@@ -126,7 +127,9 @@ async function orchestrate(): Promise<number> {
   spawnPeer();
   spawnPeer();
   const deadline = start + durationS * 1000;
+  const bar = progress(durationS, 's');
   while (Date.now() < deadline && failures.length === 0) {
+    bar.update(Math.floor((Date.now() - start) / 1000), `${ops} ops, ${children.size} peers, ${kills} killed`);
     await new Promise((r) => setTimeout(r, 500 + rand() * 1500));
     const alive = [...children].filter((c) => !c.killed);
     if (rand() < 0.6) {
@@ -139,6 +142,7 @@ async function orchestrate(): Promise<number> {
     }
     if (Date.now() - lastOp > 30_000) failures.push('no completed operation for 30 s');
   }
+  bar.stop();
   longestStallMs = Math.max(longestStallMs, Date.now() - lastOp);
   for (const c of children) {
     c.killed = true;

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import * as readline from 'node:readline';
 import { buildHelper, fmtBytes, machineInfo, median, parseArgs, writeResult } from '../common';
 import { startRing, stopAll } from '../../test/helpers/ring';
+import { progress } from '../progress';
 
 const args = parseArgs(process.argv.slice(2));
 const quick = Boolean(args.quick);
@@ -53,6 +54,7 @@ async function main() {
       console.log(`raw loopback TCP ring, N=${n} K=${k}: ${(r.bytesPerSecond / 1e9).toFixed(2)} GB/s per process each way, ${r.cpuSecondsPerGBSent.toFixed(2)} CPU s per GB sent`);
     }
   }
+  const bar = progress(connectionCounts.length * peerCounts.length * sizes.length, 'rows');
   for (const k of connectionCounts) {
     for (const n of peerCounts) {
       const ref = raw[`${n}/${k}`];
@@ -82,8 +84,9 @@ async function main() {
             loopDelayP99Ms: Math.max(...replies.map((r) => r.loopDelayP99Ms)),
           };
           rows.push(row);
+          bar.update(rows.length, `N=${n} K=${k} ${fmtBytes(size)}`);
           const speed = size <= 64 << 10 ? `${ms.toFixed(3)} ms` : `busbw ${row.busbwGBs.toFixed(2)} GB/s = ${(row.busbwOfRaw * 100).toFixed(0)}% of raw`;
-          console.log(
+          bar.log(
             `N=${n} K=${k} ${fmtBytes(size).padStart(8)}: ${speed}  CPU ${row.cpuSecondsPerGBSent.toFixed(2)} s/GB sent (raw ` +
               `${ref.cpuSecondsPerGBSent.toFixed(2)})  ${row.threadsPerPeer ?? '?'} threads/peer  event-loop delay p99 ` +
               `${row.loopDelayP99Ms.toFixed(1)} ms, max ${row.loopDelayMaxMs.toFixed(1)} ms`,
@@ -94,6 +97,7 @@ async function main() {
       }
     }
   }
+  bar.stop();
   const file = writeResult(quick ? 'allreduce-quick' : 'allreduce', { machine: machineInfo(), iters, rows, rawTcpRing: raw });
   console.log(`wrote ${file}`);
 }

@@ -38,6 +38,8 @@ export class Group {
   /** Member id -> request ids of its updateTopology calls in the open vote. */
   private readonly votes = new Map<string, number[]>();
   private voteDeadline?: number;
+  /** When the open vote's first vote arrived (for its latency). */
+  private voteStarted = 0;
   /** Vote replies to send once the epoch being installed is ready. */
   private voteReplies: { peer: Peer; ids: number[]; accepted: number }[] = [];
   /** Operation key -> members that finished it, in the current epoch. */
@@ -103,7 +105,10 @@ export class Group {
     ids.push(id);
     this.votes.set(p.id, ids);
     this.ctx.feed.emit('debug', 'vote', { peer: p.id, group: this.id, votes: this.votes.size, members: this.members.length });
-    this.voteDeadline ??= this.ctx.now() + this.ctx.voteTimeoutMs;
+    if (this.voteDeadline === undefined) {
+      this.voteStarted = this.ctx.now();
+      this.voteDeadline = this.voteStarted + this.ctx.voteTimeoutMs;
+    }
     this.checkVote();
   }
 
@@ -196,13 +201,15 @@ export class Group {
     const accept = this.pending.filter((q) => !q.dropped);
     this.pending = [];
     this.ctx.feed.count('votesPassed');
+    const ms = this.ctx.now() - this.voteStarted;
     if (accept.length === 0) {
+      this.ctx.feed.emit('debug', 'vote passed (a barrier: nobody pending)', { group: this.id, ms });
       for (const v of voters) for (const id of v.ids) this.ctx.send(v.peer, { t: 'voteResult', id, ok: true, epoch: this.epoch, accepted: 0 });
       return;
     }
     for (const v of voters) this.voteReplies.push({ ...v, accepted: accept.length });
     const ids = accept.map((q) => q.id).join(',');
-    this.ctx.feed.emit('info', 'vote passed: accepting pending peers', { group: this.id, accepted: ids });
+    this.ctx.feed.emit('info', 'vote passed: accepting pending peers', { group: this.id, accepted: ids, ms });
     this.reform(accept, `accepted ${accept.map((q) => q.id).join(', ')}`);
   }
 

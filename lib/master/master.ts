@@ -8,15 +8,20 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
 import { ProtocolError } from '../errors';
-import { Logger, LogLevel } from '../log';
+import { LogFormat, Logger, LogLevel } from '../log';
 import {
-  Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
+  Check, Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   peerProof, proofMatches, validateMessage,
 } from '../protocol';
 import { checkInt, checkString, formatHostPort } from '../validate';
+import { Checks } from './check';
 import { Coordinator, Effect } from './coordinator';
 import type { Counters, FeedEvent } from './feed';
 import type { GroupInfo } from './group';
+import { HttpEndpoint, startHttp } from './http';
+import { createMetrics } from './metrics';
+import type { MasterView } from './status';
+import { Telemetry } from './telemetry';
 
 export { STATE_TAG_BASE } from './sync';
 
@@ -39,6 +44,15 @@ export interface MasterOptions {
   maxFrameBytes?: number;
   /** Log level (default TCCL_LOG_LEVEL or 'info'). */
   logLevel?: LogLevel;
+  /** Log format: 'text' lines or one 'json' object per line (default TCCL_LOG_FORMAT or 'text'). */
+  logFormat?: LogFormat;
+  /**
+   * Serve Prometheus `/metrics`, `/status` and the live dashboard on this port (0: chosen by the OS; read it from
+   * `httpPort`). Default: no HTTP. When the run has a token, every HTTP request must carry it (docs/operations.md).
+   */
+  httpPort?: number;
+  /** Address the HTTP port binds (default '127.0.0.1': only this host). */
+  httpHost?: string;
 }
 
 /** A registered peer's connection and session. */
@@ -82,6 +96,11 @@ export class Master {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private boundPort = 0;
+  private readonly telemetry: Telemetry;
+  private readonly checks: Checks;
+  private readonly httpOptions?: { host: string; port: number };
+  private http?: HttpEndpoint;
+  private startedAt = Date.now();
 
   constructor(options: MasterOptions = {}) {
     this.host = checkString('host', options.host ?? '127.0.0.1');
@@ -96,9 +115,18 @@ export class Master {
     this.voteTimeoutMs = checkInt('voteTimeoutMs', options.voteTimeoutMs ?? 60_000, 1, 2 ** 31 - 1);
     this.handshakeTimeoutMs = checkInt('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 5000, 1, 600_000);
     this.maxFrameBytes = checkInt('maxFrameBytes', options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
-    this.log = new Logger('master', options.logLevel, 'info');
+    if (options.httpPort !== undefined) {
+      this.httpOptions = { port: checkInt('httpPort', options.httpPort, 0, 65535), host: checkString('httpHost', options.httpHost ?? '127.0.0.1') };
+    }
+    this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
     this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
+    this.telemetry = new Telemetry(this.core.feed);
+    this.checks = new Checks({
+      members: (group) => (this.core.groupsInfo().find((g) => g.peerGroup === group)?.members ?? []).map((id) => this.core.peer(id)!).filter(Boolean),
+      send: (peer, msg) => this.byPeer.get(peer)?.conn.send(msg),
+      log: this.log,
+    });
   }
 
   /** Starts listening; resolves with the port. */
@@ -116,8 +144,48 @@ export class Master {
     });
     server.on('error', (err) => this.log.error('listener error', { err }));
     this.boundPort = (server.address() as net.AddressInfo).port;
-    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none' });
+    this.startedAt = Date.now();
+    if (this.httpOptions) {
+      try {
+        const view = this.view();
+        this.http = await startHttp({
+          ...this.httpOptions, token: this.token, view, log: this.log,
+          registry: createMetrics(view, (l) => this.core.feed.subscribe(l)),
+        });
+      } catch (err) {
+        await this.close();
+        throw new Error(`Cannot serve HTTP on ${formatHostPort(this.httpOptions.host, this.httpOptions.port)}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', http: this.http ? this.dashboardUrl : undefined });
     return this.boundPort;
+  }
+
+  /** The HTTP port serving /metrics, /status and the dashboard (undefined without `httpPort`). */
+  get httpPort(): number | undefined {
+    return this.http?.port;
+  }
+
+  /** The dashboard's address, e.g. `http://127.0.0.1:9464/` (undefined without `httpPort`). */
+  get dashboardUrl(): string | undefined {
+    if (!this.http || !this.httpOptions) return undefined;
+    const h = this.httpOptions.host === '0.0.0.0' || this.httpOptions.host === '::' ? '127.0.0.1' : this.httpOptions.host;
+    return `http://${formatHostPort(h, this.http.port)}/`;
+  }
+
+  private view(): MasterView {
+    // Getters, so that every read sees the live state.
+    const self = this;
+    return {
+      get address() { return self.address; },
+      get startedAt() { return self.startedAt; },
+      auth: this.token !== undefined,
+      get counters() { return self.counters; },
+      telemetry: this.telemetry,
+      groupsInfo: () => this.core.groupsInfo(),
+      peer: (id) => this.core.peer(id),
+      events: (after) => this.core.feed.recent(after),
+    };
   }
 
   /** The port listened on (0 before listen()). */
@@ -157,7 +225,8 @@ export class Master {
     }
     this.connections.clear();
     const server = this.server;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.http?.close();
+    if (server?.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
     this.log.info('closed');
   }
 
@@ -178,6 +247,7 @@ export class Master {
       }
       this.byPeer.delete(s.peer);
       this.bySession.delete(s.session);
+      this.telemetry.forget(s.peer);
       if (!s.conn.isClosed) s.conn.sendAndClose({ t: 'dropped', reason: e.reason });
     }
     this.arm();
@@ -203,7 +273,7 @@ export class Master {
     const conn = new Connection(socket, this.maxFrameBytes);
     this.connections.add(conn);
     const from = `${conn.remoteAddress}:${conn.remotePort}`;
-    let stage: 'hello' | 'register' | 'peer' = 'hello';
+    let stage: 'hello' | 'register' | 'peer' | 'check' = 'hello';
     let hello: Hello | undefined;
     let nonce: Buffer | undefined;
     let session: Session | undefined;
@@ -247,7 +317,7 @@ export class Master {
           stage = 'register';
           conn.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce, auth: this.token !== undefined });
         } else if (stage === 'register') {
-          const m = validateMessage(raw, ['register']);
+          const m = validateMessage(raw, ['register', 'check']);
           if (this.token !== undefined && !proofMatches(peerProof(this.token, nonce!, hello!.nonce), m.proof)) {
             const why = m.proof ? 'wrong run token' : 'no run token given';
             this.log.warn('rejected peer: authentication failed', { from, why });
@@ -255,10 +325,17 @@ export class Master {
             return;
           }
           clearTimeout(handshakeTimer);
+          if (m.t === 'check') {
+            stage = 'check';
+            void this.checks.run(conn, m as Check);
+            return;
+          }
           stage = 'peer';
           session = hello!.session !== undefined ? this.resume(conn, hello!, m, nonce!) : this.admit(conn, hello!, m, nonce!);
         } else if (session && this.byPeer.get(session.peer)?.conn === conn) {
-          this.apply({ type: 'message', peer: session.peer, msg: validateMessage(raw, PEER_MESSAGES) });
+          const msg = validateMessage(raw, PEER_MESSAGES);
+          if (msg.t === 'probeDone') this.checks.onProbeDone(session.peer, msg);
+          else this.apply({ type: 'message', peer: session.peer, msg });
         }
       } catch (err) {
         const e = err instanceof ProtocolError ? err : new ProtocolError(String((err as Error)?.message ?? err));
@@ -288,6 +365,10 @@ export class Master {
     conn.startHeartbeat(this.heartbeatIntervalMs, this.peerTimeoutMs, (reason) => {
       if (this.byPeer.get(s.peer)?.conn === conn) this.apply({ type: 'lost', peer: s.peer, reason: reason.message });
       else conn.close(reason);
+    });
+    this.telemetry.heartbeat(s.peer);
+    conn.on('heartbeat', (hb) => {
+      if (this.byPeer.get(s.peer)?.conn === conn) this.telemetry.heartbeat(s.peer, hb.stats);
     });
   }
 

@@ -133,18 +133,27 @@ export class Collectives {
     try {
       let r: AllReduceResult<T>;
       this.running.set(key, tag);
+      const t0 = performance.now();
       try {
         r = await this.host.dataPlane.allReduce(data, { ...options, output: out, tag, timeoutMs });
       } catch (err) {
+        this.host.stats.opsFailed++;
         throw this.opFailed(err as Error, epoch, key);
       } finally {
         this.running.delete(key);
       }
+      const us = Math.round((performance.now() - t0) * 1000);
       const early = this.earlyAborts.get(key);
       if (early && epoch === membership.epoch) throw errorFromCode(early.code, early.message);
       if (epoch !== membership.epoch) throw membership.superseded(epoch);
       await this.waitCommit(epoch, key, signal);
       if (inPlace) await copyInto(data, out);
+      const stats = this.host.stats;
+      stats.allReduces++;
+      stats.allReduceBytes += data.byteLength;
+      stats.allReduceUs += us;
+      stats.bytesSent += r.bytesSent;
+      stats.bytesReceived += r.bytesReceived;
       return { data: inPlace ? data : out, worldSize: r.worldSize, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, epoch };
     } finally {
       if (inPlace) this.returnScratch(out);

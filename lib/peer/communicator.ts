@@ -16,14 +16,15 @@ import { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer, allReduceA
 import type { TensorArray } from '../dtype';
 import { Engine } from '../engine';
 import { ClosedError, InvalidArgumentError, traced } from '../errors';
-import { Logger, LogLevel } from '../log';
-import type { MasterMsg, PeerMsg } from '../protocol';
+import { LogFormat, Logger, LogLevel } from '../log';
+import { MasterMsg, PeerMsg, PeerStats, emptyPeerStats } from '../protocol';
 import { SharedState } from '../shared-state/state';
 import { checkInt, checkString, parseHostPort } from '../validate';
 import { AllReduceManyOptions, Collectives, CommunicatorAllReduceResult, ManyItem } from './collectives';
 import type { PeerContext } from './context';
 import { ControlClient } from './control';
 import { Membership, UpdateTopologyResult } from './membership';
+import { Prober } from './probe';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
 
 export type { AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, SyncSharedStateOptions, SyncSharedStateResult, UpdateTopologyResult };
@@ -51,6 +52,8 @@ export interface CommunicatorOptions {
   label?: string;
   /** Log level (default TCCL_LOG_LEVEL or 'warn'). */
   logLevel?: LogLevel;
+  /** Log format: 'text' lines or one 'json' object per line (default TCCL_LOG_FORMAT or 'text'). */
+  logFormat?: LogFormat;
 }
 
 /**
@@ -83,28 +86,34 @@ export class Communicator {
   private readonly membership: Membership;
   private readonly collectives: Collectives;
   private readonly syncClient: SyncClient;
+  private readonly prober: Prober;
   private failure?: Error;
+  private readonly counters: PeerStats = emptyPeerStats();
 
   private constructor(options: CommunicatorOptions, dataPlane: DataPlane) {
     const { host, port } = parseHostPort(options.master, 'the "master" option');
     this.peerGroup = options.peerGroup ?? 0;
-    this.log = new Logger('peer', options.logLevel, 'warn');
+    this.log = new Logger('peer', options.logLevel, 'warn', undefined, options.logFormat);
     this.dataPlane = dataPlane;
+    this.counters.connections = options.connections ?? DEFAULT_CONNECTIONS;
     const ctx: PeerContext = {
       peerGroup: this.peerGroup,
       dataPlane,
       log: () => this.log,
       send: (m: PeerMsg) => this.control.send(m),
+      stats: this.counters,
       failure: () => this.failure,
     };
     this.control = new ControlClient(
       {
         host, port, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
         dataPort: dataPlane.port, reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
+        stats: () => this.counters,
       },
       {
         message: (m) => this.route(m),
         resumed: () => {
+          this.counters.reconnects++;
           this.collectives.resend();
           this.membership.resend();
           this.membership.wake();
@@ -119,6 +128,7 @@ export class Communicator {
     this.membership = membership;
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
     this.syncClient = new SyncClient({ ...ctx, membership, id: () => this.control.id });
+    this.prober = new Prober((m) => this.control.send(m), () => this.control.id);
   }
 
   /**
@@ -180,6 +190,14 @@ export class Communicator {
   /** Whether peers wait to be accepted into this group (call updateTopology() to accept them). */
   arePeersPending(): boolean {
     return this.membership.world.pending > 0;
+  }
+
+  /**
+   * What this peer did so far (bytes, all-reduces and their time, syncs, reconnects): the counters it reports to
+   * the master with every heartbeat, which serves them as metrics (docs/operations.md).
+   */
+  get stats(): Readonly<PeerStats> {
+    return { ...this.counters };
   }
 
   /** Why this communicator stopped working, if it did (dropped, master lost, closed). */
@@ -287,6 +305,8 @@ export class Communicator {
         return this.collectives.onMessage(m);
       case 'stateDecision': case 'stateRetry': case 'stateCommit': case 'stateFail':
         return this.syncClient.onMessage(m);
+      case 'probe':
+        return this.prober.onProbe(m);
     }
   }
 

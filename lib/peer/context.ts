@@ -1,7 +1,7 @@
 /** What every part of a Communicator reaches through: its group, data plane, log, master link and state. */
 import type { DataPlane } from '../collective';
 import type { Logger } from '../log';
-import type { PeerMsg } from '../protocol';
+import type { PeerMsg, PeerStats } from '../protocol';
 
 export interface PeerContext {
   readonly peerGroup: number;
@@ -10,6 +10,8 @@ export interface PeerContext {
   readonly log: () => Logger;
   /** Sends a message to the master (nothing while disconnected: what matters is said again on resume). */
   send(m: PeerMsg): void;
+  /** Counters sent to the master with every heartbeat (for its metrics and dashboard). */
+  readonly stats: PeerStats;
   /** Why the communicator stopped working, if it did. */
   failure(): Error | undefined;
 }

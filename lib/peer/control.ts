@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { AuthError, ClosedError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
 import type { Logger } from '../log';
 import {
-  Connection, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, makeNonce, masterProof, peerProof, proofMatches,
+  Connection, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, makeNonce, masterProof, peerProof, proofMatches,
   validateMessage,
 } from '../protocol';
 import { formatHostPort } from '../validate';
@@ -23,6 +23,8 @@ export interface ControlOptions {
   dataPort: number;
   /** After losing the master, how long to keep trying to reconnect, ms. */
   reconnectTimeoutMs: number;
+  /** The counters sent with every heartbeat. */
+  stats?: () => Partial<PeerStats>;
 }
 
 /** What the owner of a control connection hears. */
@@ -147,7 +149,7 @@ export class ControlClient {
     this.id = m.peer;
     this.session = { id: m.session, secret: m.secret };
     this.heartbeat = { intervalMs: m.heartbeatIntervalMs, timeoutMs: m.peerTimeoutMs };
-    hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs);
+    hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs, undefined, this.options.stats);
     this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost });
     hs.resolve();
   }

@@ -112,7 +112,17 @@ export class SyncClient {
         : new AbortError('syncSharedState aborted by AbortSignal', { cause: signal?.reason });
     };
     try {
-      return await new SyncRun(this.host, inbox, state, strategy, progressTimeoutMs, ac.signal, stopped).run();
+      const r = await new SyncRun(this.host, inbox, state, strategy, progressTimeoutMs, ac.signal, stopped).run();
+      const stats = this.host.stats;
+      stats.syncs++;
+      stats.stateRevision = r.revision;
+      stats.bytesSent += r.bytesSent;
+      stats.bytesReceived += r.bytesReceived;
+      if (r.bytesReceived > 0) {
+        stats.stateTransfers++;
+        stats.stateBytesReceived += r.bytesReceived;
+      }
+      return r;
     } finally {
       if (timer) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

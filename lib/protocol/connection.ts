@@ -6,10 +6,13 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
-import { AnyMsg, validateMessage } from './messages';
+import { AnyMsg, Msg, validateMessage } from './messages';
+import type { PeerStats } from './stats';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
+  /** A validated heartbeat (it may carry the peer's counters). */
+  heartbeat: [msg: Msg<'hb'>];
   /** The connection is gone; `reason` says why (closed by the other side, protocol error, silence...). */
   close: [reason: Error | undefined];
 }
@@ -63,9 +66,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * Sends a heartbeat every `intervalMs` and declares the other side dead after `timeoutMs` without any frame.
    * A tick that fires far too late means this process itself was frozen (SIGSTOP, a blocked event loop): the
    * deadline restarts then, so buffered frames are read before the other side is judged. `onSilent` replaces
-   * the default action (closing the connection).
+   * the default action (closing the connection); `stats`, when given, is sent along with every heartbeat.
    */
-  startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void): void {
+  startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void, stats?: () => Partial<PeerStats>): void {
     this.stopHeartbeat();
     this.lastRx = Date.now();
     this.lastTick = Date.now();
@@ -74,7 +77,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       const now = Date.now();
       const late = now - this.lastTick > Math.max(3 * tick, tick + 250);
       this.lastTick = now;
-      this.send({ t: 'hb' });
+      this.send(stats ? { t: 'hb', stats: stats() } : { t: 'hb' });
       if (late) {
         this.lastRx = Math.max(this.lastRx, now - Math.floor(timeoutMs / 2));
         return;
@@ -112,12 +115,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     for (const m of messages) {
       if (this.closed) return;
       if (m.t === 'hb') {
+        let hb: Msg<'hb'>;
         try {
-          validateMessage(m, ['hb']);
+          hb = validateMessage(m, ['hb']);
         } catch (err) {
           this.shutdown(err as ProtocolError);
           return;
         }
+        this.emit('heartbeat', hb);
         continue;
       }
       this.emit('message', m);

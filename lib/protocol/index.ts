@@ -3,3 +3,4 @@ export * from './messages';
 export { MAX_STATE_ENTRIES, checkStateEntries, checkSyncDecision } from './state';
 export * from './auth';
 export * from './connection';
+export * from './stats';

@@ -8,17 +8,44 @@ import type { EntryDigest } from '../shared-state/hash';
 import { ProtocolError } from '../errors';
 import { MessageOf, Schema, bool, bytes, checkMessage, custom, oneOf, opt, peers, preview, str, uint } from './schema';
 import { checkStateEntries, checkSyncDecision } from './state';
+import { PeerStats, checkPeerStats } from './stats';
 
 export type { WirePeer } from './schema';
 
 /** Bumped on any incompatible change; the handshake refuses a different version. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** First field of the first frame, so a stray client of another protocol is told apart from a bad TCCL peer. */
 export const PROTOCOL_NAME = 'tccl';
 
 const STRATEGIES: readonly SyncStrategy[] = ['enforcePopular', 'sendOnly', 'receiveOnly'];
 const CODE = str(32);
 const MESSAGE = str(4096);
+
+/** Largest probe a `tccl check` may ask of each member (bytes). */
+export const MAX_PROBE_BYTES = 64 << 20;
+
+/** A member as `checkResult` reports it: where it is and whether it could dial the checker's port. */
+export interface CheckedMember {
+  id: string;
+  label: string;
+  host: string;
+  port: number;
+  ok: boolean;
+  message: string;
+}
+
+function checkMembers(v: unknown): string | undefined {
+  if (!Array.isArray(v) || v.length > 4096) return 'not an array of at most 4096 members';
+  for (const m of v) {
+    if (typeof m !== 'object' || m === null) return 'a member is not a map';
+    const { id, label, host, port, ok, message } = m as Record<string, unknown>;
+    if (typeof id !== 'string' || id.length > 300 || typeof label !== 'string' || label.length > 128) return 'bad id or label';
+    if (typeof host !== 'string' || host.length > 255 || typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return 'bad address';
+    if (typeof ok !== 'boolean' || typeof message !== 'string' || message.length > 4096) return 'bad outcome';
+    if (Object.keys(m).length !== 6) return 'a member has unknown fields';
+  }
+  return undefined;
+}
 
 /** The schema of every message type, by its `t`. */
 export const MESSAGES = {
@@ -38,8 +65,11 @@ export const MESSAGES = {
     entries: custom<Record<string, EntryDigest>>('a map of entry digests', checkStateEntries),
   },
   stateDone: { sync: opt(uint()), attempt: uint(), ok: bool(), code: opt(CODE), message: opt(MESSAGE) },
-  // ---- both ways ----
-  hb: {},
+  probeDone: { id: uint(), ok: bool(), message: opt(MESSAGE) },
+  // ---- `tccl check` -> master, in place of register ----
+  check: { proof: opt(bytes(32)), peerGroup: uint(0xffffffff), port: uint(65535, 1), advertiseAddress: opt(str(255)), nonce: bytes(16), probeBytes: uint(MAX_PROBE_BYTES) },
+  // ---- both ways (a peer's heartbeats carry its counters) ----
+  hb: { stats: opt(custom<Partial<PeerStats>>('a map of peer counters', checkPeerStats)) },
   // ---- master -> peer ----
   challenge: { version: uint(0xffff), nonce: bytes(32), auth: bool() },
   welcome: {
@@ -58,6 +88,11 @@ export const MESSAGES = {
   stateRetry: { sync: uint(), attempt: uint(), reason: MESSAGE },
   stateCommit: { sync: uint(), revision: uint() },
   stateFail: { sync: uint(), code: CODE, message: MESSAGE },
+  probe: { id: uint(), host: str(255), port: uint(65535, 1), nonce: bytes(16), bytes: uint(MAX_PROBE_BYTES) },
+  checkResult: {
+    observedHost: str(255), dialBack: bool(), dialBackMs: uint(), dialBackError: opt(MESSAGE),
+    members: custom<CheckedMember[]>('a list of probed members', checkMembers),
+  },
 } as const satisfies Record<string, Schema>;
 
 export type MessageType = keyof typeof MESSAGES;
@@ -67,12 +102,12 @@ export type Msg<K extends MessageType> = K extends MessageType ? MessageOf<K, (t
 export type AnyMsg = Msg<MessageType>;
 
 /** What a registered peer may send the master. */
-export const PEER_MESSAGES = ['vote', 'ack', 'done', 'fail', 'lost', 'bye', 'stateReport', 'stateDone'] as const;
+export const PEER_MESSAGES = ['vote', 'ack', 'done', 'fail', 'lost', 'bye', 'stateReport', 'stateDone', 'probeDone'] as const;
 export type PeerMsg = Msg<(typeof PEER_MESSAGES)[number]>;
 /** What the master sends a registered peer (after the handshake). */
 export const MASTER_MESSAGES = [
   'ring', 'ready', 'voteResult', 'opCommit', 'opAbort', 'world', 'dropped', 'error',
-  'stateDecision', 'stateRetry', 'stateCommit', 'stateFail',
+  'stateDecision', 'stateRetry', 'stateCommit', 'stateFail', 'probe',
 ] as const;
 export type MasterMsg = Msg<(typeof MASTER_MESSAGES)[number]>;
 
@@ -94,6 +129,7 @@ export function validateMessage<K extends MessageType = MessageType>(msg: Record
 // Names the rest of the code used before the types were derived from the schema.
 export type Hello = Msg<'hello'>;
 export type Register = Msg<'register'>;
+export type Check = Msg<'check'>;
 export type Ring = Msg<'ring'>;
 export type StateReportMsg = Msg<'stateReport'>;
 export type StateDecisionMsg = Msg<'stateDecision'>;

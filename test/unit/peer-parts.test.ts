@@ -6,7 +6,7 @@ import type { AllReduceOptions, AllReduceResult, DataPlane } from '../../lib/col
 import type { TensorArray } from '../../lib/dtype';
 import { AbortError, MismatchError, PeerLostError } from '../../lib/errors';
 import { Logger } from '../../lib/log';
-import type { MasterMsg, PeerMsg } from '../../lib/protocol';
+import { MasterMsg, PeerMsg, emptyPeerStats } from '../../lib/protocol';
 import { Collectives } from '../../lib/peer/collectives';
 import { Membership } from '../../lib/peer/membership';
 
@@ -69,7 +69,7 @@ function setup() {
   const plane = new StandInPlane();
   const sent: PeerMsg[] = [];
   const log = new Logger('test', 'silent');
-  const ctx = { peerGroup: 0, dataPlane: plane, log: () => log, send: (m: PeerMsg) => sent.push(m), failure: () => undefined };
+  const ctx = { peerGroup: 0, dataPlane: plane, log: () => log, send: (m: PeerMsg) => sent.push(m), stats: emptyPeerStats(), failure: () => undefined };
   const membership = new Membership({ ...ctx, reconnecting: () => false, masterAddress: () => 'master:1' });
   const collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 5000 });
   const master = (m: MasterMsg) => {

@@ -1,0 +1,70 @@
+/**
+ * `tccl master`: runs a master until SIGINT/SIGTERM, optionally with /metrics, /status and the dashboard on an
+ * HTTP port. Every option maps to a MasterOptions field; a new master option is one more `.option()` here and
+ * one more field in `masterOptions`.
+ */
+import { Command } from 'commander';
+import { Master, MasterOptions } from '../master/master';
+import { CliOutput, choiceArg, intArg, readToken } from './common';
+
+const LEVELS = ['silent', 'error', 'warn', 'info', 'debug'] as const;
+const FORMATS = ['text', 'json'] as const;
+
+interface MasterFlags {
+  host: string;
+  port: number;
+  tokenFile?: string;
+  peerTimeoutMs?: number;
+  heartbeatMs?: number;
+  voteTimeoutMs?: number;
+  logLevel?: (typeof LEVELS)[number];
+  logFormat?: (typeof FORMATS)[number];
+  httpPort?: number;
+  httpHost: string;
+}
+
+/** The Master options the flags ask for. */
+export function masterOptions(f: MasterFlags): MasterOptions {
+  return {
+    host: f.host,
+    port: f.port,
+    token: readToken(f.tokenFile),
+    peerTimeoutMs: f.peerTimeoutMs,
+    heartbeatIntervalMs: f.heartbeatMs,
+    voteTimeoutMs: f.voteTimeoutMs,
+    logLevel: f.logLevel,
+    logFormat: f.logFormat,
+    httpPort: f.httpPort,
+    httpHost: f.httpHost,
+  };
+}
+
+export function masterCommand(io: CliOutput): Command {
+  return new Command('master')
+    .description('run the coordinator of a run (it never touches tensor data)')
+    .option('--host <address>', 'address to listen on', '0.0.0.0')
+    .option('--port <n>', 'port for the peers (0: any free port)', intArg(0, 65535), 48148)
+    .option('--token-file <file>', 'file holding the run token (default: TCCL_TOKEN, else no authentication)')
+    .option('--peer-timeout-ms <n>', 'drop a peer silent for this long (default 3000)', intArg(50, 3_600_000))
+    .option('--heartbeat-ms <n>', 'heartbeat period (default 500)', intArg(10, 3_600_000))
+    .option('--vote-timeout-ms <n>', 'how long a vote waits for every member (default 60000)', intArg(1, 2 ** 31 - 1))
+    .option('--log-level <level>', `${LEVELS.join(', ')} (default TCCL_LOG_LEVEL or info)`, choiceArg(LEVELS))
+    .option('--log-format <format>', 'text lines, or one json object per line (default TCCL_LOG_FORMAT or text)', choiceArg(FORMATS))
+    .option('--http-port <n>', 'serve /metrics, /status and the dashboard on this port (0: any free port)', intArg(0, 65535))
+    .option('--http-host <address>', 'address the HTTP port binds (0.0.0.0 to reach it from other hosts)', '127.0.0.1')
+    .addHelpText('after', '\nThe token never comes from the command line (other users of the host can read it). With a token, HTTP\nrequests must carry it: "Authorization: Bearer <token>", or open /?token=<token> once in a browser.')
+    .action(async (flags: MasterFlags) => {
+      const master = new Master(masterOptions(flags));
+      const port = await master.listen();
+      const auth = flags.tokenFile || process.env.TCCL_TOKEN ? ' (token required)' : '';
+      io.out(`tccl master listening on ${flags.host}:${port}${auth}\n`);
+      if (master.dashboardUrl) {
+        io.out(`dashboard and /metrics: ${master.dashboardUrl}${auth ? ' (open it once as ?token=<run token>)' : ''}\n`);
+      }
+      await new Promise<void>((resolve) => {
+        const stop = () => void master.close().then(resolve);
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+}

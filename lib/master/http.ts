@@ -1,0 +1,153 @@
+/**
+ * The master's HTTP port: Prometheus `/metrics`, `/status` (JSON), `/events?after=N` (JSON) and the live
+ * dashboard (`/`, static files from ./dashboard, no build step, nothing fetched from elsewhere). It binds to
+ * localhost unless told otherwise. When the run has a token every request must carry it: `Authorization: Bearer
+ * <token>` (Prometheus' `bearer_token_file`, curl), or once `/?token=<token>` in a browser, which sets a cookie
+ * derived from the token (the token itself is never stored) and redirects to `/`.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../log';
+import { MasterView, statusOf } from './status';
+
+export interface HttpOptions {
+  host: string;
+  port: number;
+  token?: string;
+  view: MasterView;
+  registry: Registry;
+  log: Logger;
+}
+
+/** A running HTTP endpoint. */
+export interface HttpEndpoint {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+};
+const COOKIE = 'tccl_auth';
+/** How often the throughput chart gets a point, ms. */
+const SAMPLE_MS = 1000;
+/** Events one /events answer holds at most. */
+const MAX_EVENTS = 500;
+
+/** The cookie value for a token: proves the browser was given the token without holding it. */
+function cookieValue(token: string): string {
+  return createHmac('sha256', token).update('tccl-dashboard-v1').digest('hex');
+}
+
+function same(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function cookie(req: http.IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return v.join('=');
+  }
+  return undefined;
+}
+
+/** Starts the endpoint; rejects when the port cannot be bound (e.g. EADDRINUSE). */
+export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
+  const { view, token, log } = options;
+  const dir = path.join(__dirname, 'dashboard');
+  const assets = new Map<string, Buffer>();
+  for (const a of Object.values(ASSETS)) assets.set(a.file, await fsp.readFile(path.join(dir, a.file)));
+  const expectedCookie = token !== undefined ? cookieValue(token) : undefined;
+
+  const authorized = (req: http.IncomingMessage, url: URL): boolean => {
+    if (token === undefined) return true;
+    const auth = req.headers.authorization;
+    if (auth?.startsWith('Bearer ') && same(auth.slice(7).trim(), token)) return true;
+    const c = cookie(req, COOKIE);
+    if (c !== undefined && same(c, expectedCookie!)) return true;
+    const q = url.searchParams.get('token');
+    return q !== null && same(q, token);
+  };
+
+  const send = (res: http.ServerResponse, status: number, type: string, body: string | Buffer, extra: http.OutgoingHttpHeaders = {}) => {
+    res.writeHead(status, {
+      'content-type': type,
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      // The page loads only its own files and talks only to this server.
+      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:",
+      ...extra,
+    });
+    res.end(body);
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(res, 405, 'text/plain', `${req.method} is not supported here: use GET\n`, { allow: 'GET, HEAD' });
+    }
+    if (!authorized(req, url)) {
+      log.warn('refused an HTTP request without the run token', { from: req.socket.remoteAddress, path: url.pathname });
+      return send(res, 401, 'text/plain; charset=utf-8',
+        'This run requires its token: send "Authorization: Bearer <token>", or open /?token=<token> once in a browser.\n',
+        { 'www-authenticate': 'Bearer realm="tccl"' });
+    }
+    if (token !== undefined && url.searchParams.has('token')) {
+      // Out of the address bar and history: the cookie carries the proof from now on.
+      return send(res, 303, 'text/plain', 'see /\n', {
+        location: url.pathname,
+        'set-cookie': `${COOKIE}=${expectedCookie ?? ''}; HttpOnly; SameSite=Strict; Path=/`,
+      });
+    }
+    const asset = ASSETS[url.pathname];
+    if (asset) return send(res, 200, asset.type, assets.get(asset.file)!);
+    switch (url.pathname) {
+      case '/metrics':
+        return send(res, 200, options.registry.contentType, await options.registry.metrics());
+      case '/status':
+        return send(res, 200, 'application/json', JSON.stringify(statusOf(view)));
+      case '/events': {
+        const after = Number(url.searchParams.get('after') ?? 0);
+        if (!Number.isSafeInteger(after) || after < 0) return send(res, 400, 'text/plain', 'Expected "after" to be a non-negative integer\n');
+        return send(res, 200, 'application/json', JSON.stringify(view.events(after).slice(-MAX_EVENTS)));
+      }
+      default:
+        return send(res, 404, 'text/plain', `Nothing at ${url.pathname}: try /, /metrics, /status or /events\n`);
+    }
+  };
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err: Error) => {
+      log.error('HTTP request failed', { path: req.url, err });
+      if (!res.headersSent) send(res, 500, 'text/plain', `${err.message}\n`);
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error('HTTP listener error', { err }));
+  const sampler = setInterval(() => view.telemetry.sample(view.groupsInfo()), SAMPLE_MS);
+  sampler.unref();
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    close: async () => {
+      clearInterval(sampler);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
