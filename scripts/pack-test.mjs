@@ -208,7 +208,8 @@ function writeAppProject(app, packed) {
 async function allReduceFromInstalledCopy(app, dir, expectAddonUnder, kind) {
   const bin = path.join(app, 'node_modules', '.bin', process.platform === 'win32' ? 'tccl.cmd' : 'tccl');
   const help = await runBounded(bin, ['--help'], { cwd: app, shell: process.platform === 'win32' }, 30_000);
-  check(help.code === 0 && /tccl master/.test(help.out), 'the tccl binary prints its usage', help.out);
+  check(help.code === 0 && /Usage: tccl/.test(help.out) && /^\s+master\b/m.test(help.out),
+    'the tccl binary prints its usage, with the master command', help.out);
 
   fs.writeFileSync(path.join(app, 'run.token'), 'pack-test-token\n');
   master = spawn(bin, ['master', '--host', '127.0.0.1', '--port', '0', '--token-file', 'run.token', '--log-level', 'warn'],
