@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Passes tap's TAP output through unchanged and ends it with the plain line `N passed, N failed, N skipped`
+// Passes tap's TAP output through unchanged and ends it with a line `N skipped` and the plain line `N passed, N failed`
 // that CI reads. Exits non-zero when anything failed or when no test ran, so `tap | node tap-summary.js` keeps
 // the pass/fail status that a pipe would otherwise lose.
 'use strict';
@@ -41,6 +41,7 @@ rl.on('close', () => {
   }
   // A failing file (crash, timeout) shows as a top-level "not ok" even when its asserts passed.
   if (topNotOk > failed) failed = topNotOk;
-  process.stdout.write(`${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+  // CI reads the last line as exactly `N passed, N failed`; skips get their own line before it.
+  process.stdout.write(`${skipped} skipped\n${passed} passed, ${failed} failed\n`);
   process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
 });
