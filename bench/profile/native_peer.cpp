@@ -2,7 +2,7 @@
 //   native_peer RANK PORT0,PORT1,... K MIB ITERS [outofplace]
 // Every peer listens on its port of the list, forms the group, runs ITERS float32 sum all-reduces of MIB MiB after
 // two warm-up runs and prints one JSON line: median time, bus bandwidth, CPU seconds (user + system) per GB
-// reduced, context switches. bench/profile/run.sh starts the peers and, with --perf, records a profile.
+// reduced, context switches, threads. bench/profile/run.sh starts the peers and, with --perf, records a profile.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +21,19 @@
 #include "transport.h"
 
 using namespace tccl;
+
+// Threads of this process while its transport is up (Linux /proc; -1 elsewhere).
+static long countThreads() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  long n = -1;
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "Threads: %ld", &n) == 1) break;
+  }
+  std::fclose(f);
+  return n;
+}
 
 int main(int argc, char** argv) {
   if (argc < 6) {
@@ -71,14 +84,15 @@ int main(int argc, char** argv) {
     if (i >= 2) times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   getrusage(RUSAGE_SELF, &r1);
+  long threads = countThreads();
   auto secs = [](const timeval& a, const timeval& b) { return static_cast<double>(b.tv_sec - a.tv_sec) + static_cast<double>(b.tv_usec - a.tv_usec) / 1e6; };
   double cpu = secs(r0.ru_utime, r1.ru_utime) + secs(r0.ru_stime, r1.ru_stime);
   std::sort(times.begin(), times.end());
   double ms = times[times.size() / 2];
   double n = static_cast<double>(ports.size());
-  std::printf("{\"rank\":%d,\"bytes\":%zu,\"medianMs\":%.3f,\"busbwGBs\":%.3f,\"cpuSecondsPerGBReduced\":%.3f,\"voluntarySwitches\":%ld,\"involuntarySwitches\":%ld}\n",
+  std::printf("{\"rank\":%d,\"bytes\":%zu,\"medianMs\":%.3f,\"busbwGBs\":%.3f,\"cpuSecondsPerGBReduced\":%.3f,\"voluntarySwitches\":%ld,\"involuntarySwitches\":%ld,\"threads\":%ld}\n",
               rank, bytes, ms, static_cast<double>(bytes) / (ms / 1e3) * 2 * (n - 1) / n / 1e9, cpu / (static_cast<double>(iters) * static_cast<double>(bytes) / 1e9),
-              r1.ru_nvcsw - r0.ru_nvcsw, r1.ru_nivcsw - r0.ru_nivcsw);
+              r1.ru_nvcsw - r0.ru_nvcsw, r1.ru_nivcsw - r0.ru_nivcsw, threads);
   t.close();
   return 0;
 }
