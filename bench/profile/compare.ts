@@ -1,5 +1,5 @@
 // Before/after of the native core on one machine, in one run: this tree's native/core against another revision's
-// (checked out into a temporary git worktree under build/profile/), each driving the same native-only ring
+// (checked out into a git worktree under build-profile/), each driving the same native-only ring
 // all-reduce peers (bench/profile/native_peer.cpp, copied into the old tree). The two alternate ROUNDS times so
 // that the machine's noise hits both alike; per side the medians over rounds of: time per all-reduce, bus
 // bandwidth, CPU seconds per GB reduced (mean over peers), voluntary context switches per op and threads per peer.
@@ -33,7 +33,7 @@ const rounds = Number(args.rounds ?? 5);
 /** A worktree of `rev` with this tree's profiling peer in it (the peer uses only the transport's public API). */
 function oldTree(): string {
   const sha = execFileSync('git', ['rev-parse', '--short', rev], { cwd: ROOT, encoding: 'utf8' }).trim();
-  const dir = path.join(ROOT, 'build', 'profile', `rev-${sha}`);
+  const dir = path.join(ROOT, 'build-profile', `rev-${sha}`); // not under build/, which node-gyp rebuild empties
   if (!fs.existsSync(dir)) execFileSync('git', ['worktree', 'add', '--detach', dir, sha], { cwd: ROOT, stdio: 'inherit' });
   fs.mkdirSync(path.join(dir, 'bench', 'profile'), { recursive: true });
   for (const f of ['run.sh', 'native_peer.cpp']) {

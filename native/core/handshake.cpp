@@ -28,6 +28,15 @@ const char* helloStatusText(uint32_t s) {
   }
 }
 
+// Every data connection's options: the defaults of SocketOptions with the transport's buffer size. Set by field,
+// not by a brace list: the third field of the aggregate is the unsent low-water mark, and `{bytes, true, true}`
+// once set it to 1 byte, so a connection took new frames only once its kernel buffer had fully drained.
+net::SocketOptions dataSocketOptions(int bufferBytes) {
+  net::SocketOptions o;
+  o.bufferBytes = bufferBytes;
+  return o;
+}
+
 }  // namespace
 
 void Transport::acceptLoop() {
@@ -94,7 +103,7 @@ void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
   bool sent = conn->sock.sendAll(reply, sizeof(reply));
   forget();
   if (status != kOk || !sent) return;
-  conn->sock.applyOptions({options_.socketBufferBytes, true, true});
+  conn->sock.applyOptions(dataSocketOptions(options_.socketBufferBytes));
   admit(conn);
 }
 
@@ -176,7 +185,7 @@ net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& t
         std::lock_guard<std::mutex> lock(link->mu);
         link->dialingSinceMs = 0;
       }
-      s.applyOptions({options_.socketBufferBytes, true, true});
+      s.applyOptions(dataSocketOptions(options_.socketBufferBytes));
       uint8_t hello[kHelloSize] = {0};
       put<uint32_t>(hello, kHelloMagic);
       put<uint16_t>(hello + 4, kProtocolVersion);

@@ -255,11 +255,14 @@ void Transport::onFrameComplete(Connection& c) {
 
 bool Transport::writeNow(const std::shared_ptr<Link>& link) {
   std::vector<std::shared_ptr<Connection>> conns;
+  size_t start = 0;
   {
     std::lock_guard<std::mutex> lock(link->mu);
     conns = link->conns;
+    start = link->writeCursor++;
   }
-  for (auto& c : conns) {
+  for (size_t i = 0; i < conns.size(); ++i) {
+    auto& c = conns[(start + i) % conns.size()];
     if (c->dead.load() || c->wantWrite.load()) continue;
     std::unique_lock<std::mutex> tx(c->txMu, std::try_to_lock);
     if (!tx.owns_lock() || !c->out.empty()) continue;
@@ -402,6 +405,7 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
 void Transport::ioLoop(IoThread& io) {
   std::vector<std::shared_ptr<Connection>> conns;
   std::vector<net::PollItem> items;
+  size_t writeCursor = 0;
   while (!io.stop.load()) {
     uint64_t seen = workGen_.load();
     {
@@ -412,9 +416,13 @@ void Transport::ioLoop(IoThread& io) {
     // Write what is queued, one batch per connection per round: a link's frames are spread over all of its
     // connections instead of filling the first one (whose kernel buffers take megabytes before it would block,
     // while a long fat pipe caps each connection's rate); the rounds end when no connection can take more.
+    // Each round starts one connection further on: frames that become ready one at a time (a ring forwards
+    // segments as they arrive) would otherwise all go to the first connections of the list, and a link whose
+    // connections are each capped (a window-limited WAN path) would run at the rate of a few of them.
     for (bool progress = true; progress;) {
       progress = false;
-      for (auto& c : conns) {
+      for (size_t j = 0; j < conns.size(); ++j) {
+        auto& c = conns[(writeCursor + j) % conns.size()];
         if (c->dead.load()) continue;
         bool ok;
         {
@@ -423,6 +431,7 @@ void Transport::ioLoop(IoThread& io) {
         }
         if (!ok) onConnectionLost(c, "send failed: " + net::lastSocketError());
       }
+      writeCursor++;
     }
     for (size_t i = 0; i < conns.size();) {
       auto& c = conns[i];

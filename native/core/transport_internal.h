@@ -33,6 +33,9 @@ struct Transport::Link {
   std::mutex mu;              // guards everything below
   std::list<OpQueue> queues;  // one per operation with queued frames; served round-robin
   std::vector<std::shared_ptr<Connection>> conns;
+  // Where an inline write (writeNow) starts looking for a free connection: it moves on at every call, so that
+  // frames that become ready one at a time do not all go to the first connection of the list.
+  size_t writeCursor = 0;
   bool dead = false;
   // While a dial is being retried: since when, and why the last attempt failed.
   int64_t dialingSinceMs = 0;

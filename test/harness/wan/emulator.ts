@@ -51,6 +51,8 @@ export interface WanStats {
   queuedBytes: number;
   links: Record<string, { bytes: number; connections: number }>;
   routes: Record<string, { port: number; accepted: number; open: number }>;
+  /** Open connections: [route id, client -> server bytes forwarded so far]. */
+  connections: Array<[number, number]>;
 }
 
 /** Compiles a single-file C++ tool (g++ -O2) unless an up-to-date build exists; returns the executable's path. */

@@ -23,7 +23,7 @@
 //                                                  -> "ok route ID PORT"; TPORT 0 = the same port as PORT
 //   unroute ID                                     close the listener and reset its connections
 //   cut ID                                         reset every connection of route ID (keep listening)
-//   stats                                          -> "stats {json}"
+//   stats                                          -> "stats {json}": CPU, links, routes, each open connection's bytes
 //   ping                                           -> "ok ping"
 //   quit (or end of stdin, or SIGTERM/SIGINT)      close everything and exit 0
 // Errors answer "error MESSAGE".
@@ -130,6 +130,7 @@ struct Pipe {
   bool blocked = false;  // dst socket full: waiting for EPOLLOUT
   int64_t wakeAt = 0;    // next time service() has something to do (0 = none)
   uint64_t served = 0;   // bytes written, restarted from the link's clock after idling: least served goes first
+  uint64_t total = 0;    // bytes written since the connection opened (stats)
 };
 
 struct FdRef {
@@ -313,6 +314,7 @@ void service(Pipe& p, int64_t now) {
     for (Bucket* b : p.link->shared) b->consume(size_t(w));
     p.link->bytes += uint64_t(w);
     p.served += uint64_t(w);
+    p.total += uint64_t(w);
     p.link->vclock = p.served;
     ch.off += size_t(w);
     p.queued -= size_t(w);
@@ -455,7 +457,14 @@ std::string statsJson() {
   }
   size_t queued = 0;
   for (Conn* c : conns) queued += c->pipe[0].queued + c->pipe[1].queued;
-  o << "},\"queuedBytes\":" << queued << "}";
+  o << "},\"queuedBytes\":" << queued << ",\"connections\":[";
+  first = true;
+  for (Conn* c : conns) {
+    if (c->dead || !c->route) continue;
+    o << (first ? "" : ",") << "[" << c->route->id << "," << c->pipe[0].total << "]";
+    first = false;
+  }
+  o << "]}";
   return o.str();
 }
 
