@@ -109,6 +109,7 @@ void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
 
 void Transport::admit(const std::shared_ptr<Connection>& conn) {
   bool farewell;
+  std::vector<std::pair<FrameHeader, std::string>> pending;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (conn->epoch != epoch_) return;  // re-formed meanwhile: the socket closes with the connection
@@ -117,8 +118,10 @@ void Transport::admit(const std::shared_ptr<Connection>& conn) {
     if (!farewell && conn->link) {
       std::lock_guard<std::mutex> l2(conn->link->mu);
       conn->link->conns.push_back(conn);
+      pending.swap(conn->link->pendingControl);
     }
   }
+  for (auto& [h, message] : pending) enqueueControl(conn, h, std::move(message), false);
   // Established while this transport closes: it says goodbye on it too, or the peer would take its end for a crash.
   if (farewell) enqueueControl(conn, goodbyeHeader(), goodbyeBody(), true);
   adopt(conn);

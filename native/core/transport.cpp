@@ -469,6 +469,7 @@ void Transport::onGoodbye(const std::shared_ptr<Connection>& conn, const FrameHe
 void Transport::broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer) {
   // One connection per peer is enough; prefer one we dialled.
   std::map<int, std::shared_ptr<Connection>> targets;
+  std::vector<std::shared_ptr<Link>> dialling;  // links to peers with no connection yet either way
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& c : connections_) {
@@ -476,9 +477,23 @@ void Transport::broadcastControl(const FrameHeader& h, const std::string& messag
       auto it = targets.find(c->peer);
       if (it == targets.end() || (!it->second->outgoing && c->outgoing)) targets[c->peer] = c;
     }
+    for (auto& [peer, link] : links_)
+      if (peer != exceptPeer && !targets.count(peer)) dialling.push_back(link);
   }
   std::string msg = message.substr(0, kMaxControlMessage);
   for (auto& [peer, c] : targets) enqueueControl(c, h, msg, false);
+  for (auto& link : dialling) {
+    std::shared_ptr<Connection> first;
+    {
+      std::lock_guard<std::mutex> lock(link->mu);
+      if (link->dead) continue;
+      for (auto& c : link->conns)
+        if (!c->dead.load()) first = c;
+      // Still dialling: the link's first connection sends it (admit()).
+      if (!first) link->pendingControl.emplace_back(h, msg);
+    }
+    if (first) enqueueControl(first, h, msg, false);
+  }
 }
 
 void Transport::fail(const std::shared_ptr<Operation>& op, OpError error, bool propagate) {

@@ -36,6 +36,9 @@ struct Transport::Link {
   // Where an inline write (writeNow) starts looking for a free connection: it moves on at every call, so that
   // frames that become ready one at a time do not all go to the first connection of the list.
   size_t writeCursor = 0;
+  // Control frames (abort notices) for the peer while the link has no connection yet (still dialling): its first
+  // connection sends them, so a peer does not miss an abort because it was not connected yet.
+  std::vector<std::pair<FrameHeader, std::string>> pendingControl;
   bool dead = false;
   // While a dial is being retried: since when, and why the last attempt failed.
   int64_t dialingSinceMs = 0;

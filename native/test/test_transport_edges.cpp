@@ -1,6 +1,7 @@
 // Edges of the transport found in review, each driven by a hand-made peer on a raw socket: a re-form while a
 // frame for a not-yet-started op is half read, frames already read when the read budget runs out, a half-arrived
-// header (no busy loop), and frames of a failed op (never written after it settled, no connection dropped).
+// header (no busy loop), frames of a failed op (never written after it settled, no connection dropped), and an
+// abort sent while the link to a peer is still being dialled.
 #include <chrono>
 #include <cstdlib>
 #include <future>
@@ -214,6 +215,47 @@ void testFailedOpLetsGoOfItsFrames() {
   CHECK_MSG(!ea && !eb && a[0] == 3.0f, "the group still works after the abort: %s / %s", ea.message.c_str(), eb.message.c_str());
 }
 
+void testAbortReachesAPeerStillBeingDialled() {
+  // Peer 0 aborts an operation while its link to peer 1 is still being dialled (peer 1 is not listening yet) and
+  // no connection exists either way: the notice waits on the link and goes out on its first connection, so peer
+  // 1's operation fails at once with the abort instead of waiting for its deadline.
+  uint16_t port1 = 0;
+  {
+    net::Listener probe;  // a free port, closed again: connections to it are refused until peer 1 listens there
+    std::string err;
+    CHECK_MSG(probe.listen("127.0.0.1", 0, err), "a free port: %s", err.c_str());
+    port1 = probe.port();
+  }
+  TransportOptions o;
+  o.host = "127.0.0.1";
+  o.connections = 2;
+  Transport a(o);
+  a.start();
+  std::vector<PeerInfo> peers{{"p0", "127.0.0.1", a.port()}, {"p1", "127.0.0.1", port1}};
+  a.configure(1, 0, peers, {});
+  std::vector<float> x(256, 1.0f), y(256, 2.0f);
+  auto opA = std::make_shared<DirectAllReduce>(AllReduceBuffers{reinterpret_cast<uint8_t*>(x.data()), reinterpret_cast<uint8_t*>(x.data()), x.size()});
+  opA->key.tag = 5;
+  auto fa = tccl_test::submitOp(a, opA, 20000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  a.abortTag(5, "aborted before the peer was up");
+  OpError ea = tccl_test::awaitOp(fa);
+  CHECK_MSG(ea.code == ErrorCode::Aborted, "the aborting peer gets the abort: %s", ea.message.c_str());
+
+  o.port = port1;
+  Transport b(o);
+  b.start();
+  b.configure(1, 1, peers, {});
+  auto opB = std::make_shared<DirectAllReduce>(AllReduceBuffers{reinterpret_cast<uint8_t*>(y.data()), reinterpret_cast<uint8_t*>(y.data()), y.size()});
+  opB->key.tag = 5;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the dial back-off is at most 500 ms
+  OpError eb = tccl_test::runOp(b, opB, 8000);
+  CHECK_MSG(eb.code == ErrorCode::Aborted, "the peer that was not up yet learns of the abort: %s", eb.message.c_str());
+  CHECK_MSG(y[0] == 2.0f, "its input is intact");
+  b.close();
+  a.close();
+}
+
 }  // namespace
 
 int main() {
@@ -222,5 +264,6 @@ int main() {
   testFramesReadPastTheBudget();
   testHalfArrivedHeaderDoesNotSpin();
   testFailedOpLetsGoOfItsFrames();
+  testAbortReachesAPeerStillBeingDialled();
   return TEST_MAIN_RESULT();
 }
