@@ -62,5 +62,5 @@ export const measuredLinks = () => custom<MeasuredLink[]>('a list of measured li
 export const wireMatrix = () => custom<WireMatrix>('a link matrix', checkMatrix);
 export const peerIds = () => custom<string[]>('a list of peer ids', checkIds);
 /** A finite number of at least `min` (ms, bytes/s, fractions). */
-export const num = (min = 0, max = Number.MAX_VALUE) =>
-  custom<number>(`a number from ${min} to ${max}`, (v) => (finite(v, min) && (v as number) <= max ? undefined : 'out of range'));
+export const num = (min = 0, max = Infinity) =>
+  custom<number>(max === Infinity ? `a number >= ${min}` : `a number from ${min} to ${max}`, (v) => (finite(v, min) && (v as number) <= max ? undefined : 'out of range'));
