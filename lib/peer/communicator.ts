@@ -48,6 +48,8 @@ export interface CommunicatorOptions {
   listenHost?: string;
   /** Data-plane port (default 0: chosen by the OS). */
   dataPort?: number;
+  /** Local address the data plane's outgoing connections are sent from (default: the OS picks by route). */
+  sourceAddress?: string;
   /** How long connect() waits to be accepted, ms (default 300000; 0 = forever). */
   timeoutMs?: number;
   /** After losing the master, how long to keep trying to reconnect, ms (default 10000). */
@@ -149,7 +151,10 @@ export class Communicator {
     if (options.advertiseAddress !== undefined) checkString('advertiseAddress', options.advertiseAddress);
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
     checkInt('reconnectTimeoutMs', options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
-    const engine = Engine.create({ host: options.listenHost ?? '0.0.0.0', port: options.dataPort ?? 0, connections: options.connections ?? DEFAULT_CONNECTIONS });
+    const engine = Engine.create({
+      host: options.listenHost ?? '0.0.0.0', port: options.dataPort ?? 0, connections: options.connections ?? DEFAULT_CONNECTIONS,
+      sourceAddress: options.sourceAddress,
+    });
     const c = new Communicator(options, engine);
     const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
     try {
