@@ -30,11 +30,13 @@ if (!isMainThread && parentPort && (workerData as { tcclSolver?: boolean } | und
  */
 export function solveInWorker(matrix: LinkMatrix, options: SolveOptions = {}, timeoutMs = 10_000): Promise<Solution> {
   return new Promise<Solution>((resolve, reject) => {
-    // The same file, compiled (.js under dist/) or not (.ts under a TypeScript loader, which workers inherit).
+    // The same file, compiled (.js under dist/) or TypeScript source (tests and benches run lib/ through tsx, whose
+    // loader a worker does not always inherit: its CommonJS hook is then registered in the worker first).
     const file = path.join(__dirname, `solver-worker${path.extname(__filename)}`);
+    const source = file.endsWith('.ts') ? `require('tsx/cjs'); require(${JSON.stringify(file)});` : `require(${JSON.stringify(file)});`;
     let worker: Worker;
     try {
-      worker = new Worker(file, { workerData: { tcclSolver: true } });
+      worker = new Worker(source, { eval: true, workerData: { tcclSolver: true } });
     } catch (err) {
       reject(new Error(`Cannot start the topology solver's worker thread: ${(err as Error).message}`, { cause: err }));
       return;

@@ -32,7 +32,7 @@ export interface LinkMatrix {
 export interface SolveOptions {
   /** Bytes of the all-reduce the order is chosen for (default 64 MiB). */
   bytes?: number;
-  /** Time budget of the heuristic, ms (default 200); the exact search gets 10x this before giving up. */
+  /** Time budget of the local search, ms (default 1000); the exact search gets 10x this before giving up. */
   budgetMs?: number;
   /** The current order (indices into the matrix): kept unless another is strictly better. Default 0..N-1. */
   current?: number[];
@@ -88,10 +88,13 @@ class Model {
   readonly n: number;
   readonly region: number[];
   readonly factor: number;
+  /** Ring links per shared path, during one cost() call. */
+  private readonly counts: Int32Array;
   constructor(readonly m: LinkMatrix, readonly bytes: number) {
     this.n = m.bandwidth.length;
     this.region = regionsOf(m);
     this.factor = (2 * (this.n - 1)) / this.n;
+    this.counts = new Int32Array(this.n * this.n);
   }
 
   /** Key of the shared path a link a -> b uses, or -1 inside a region. */
@@ -104,10 +107,10 @@ class Model {
   /** Predicted ms of a ring (or, for a partial path, the bound used by the exact search); [ms, tie-break]. */
   cost(order: readonly number[], closed = true, remaining = 0, minHalfRtt = 0): [number, number] {
     const links = closed ? order.length : order.length - 1;
-    const counts = new Map<number, number>();
+    const counts = this.counts; // all zero between calls
     for (let k = 0; k < links; k++) {
       const p = this.path(order[k], order[(k + 1) % order.length]);
-      if (p >= 0) counts.set(p, (counts.get(p) ?? 0) + 1);
+      if (p >= 0) counts[p]++;
     }
     let minBw = Infinity;
     let delay = remaining * minHalfRtt;
@@ -116,10 +119,14 @@ class Model {
       const a = order[k];
       const b = order[(k + 1) % order.length];
       const p = this.path(a, b);
-      const bw = this.m.bandwidth[a][b] / (p >= 0 ? counts.get(p)! : 1);
+      const bw = this.m.bandwidth[a][b] / (p >= 0 ? counts[p] : 1);
       minBw = Math.min(minBw, bw);
       delay += this.m.rttMs[a][b] / 2;
       slow += 1 / bw;
+    }
+    for (let k = 0; k < links; k++) {
+      const p = this.path(order[k], order[(k + 1) % order.length]);
+      if (p >= 0) counts[p] = 0;
     }
     return [this.factor * ((this.bytes / minBw) * 1000 + delay), slow];
   }
@@ -157,7 +164,7 @@ export function solveRing(m: LinkMatrix, options: SolveOptions = {}): Solution {
   if (current.length !== n || new Set(current).size !== n || current.some((x) => !(x >= 0 && x < n))) {
     throw new TypeError(`Expected "current" to be a permutation of 0..${n - 1}`);
   }
-  const budgetMs = options.budgetMs ?? 200;
+  const budgetMs = options.budgetMs ?? 1000;
   const currentMs = model.cost(current)[0];
   let order = localSearch(model, current, n <= (options.exactMaxPeers ?? EXACT_MAX_PEERS) ? Math.min(budgetMs, 20) : budgetMs, options.seed ?? 1);
   let exact = false;

@@ -4,10 +4,10 @@
 // on the survivors, who keep their order and go on; a group whose links are all alike keeps its order.
 // Real master, real peer processes, real sockets through the user-space emulator (no root needed).
 import t, { Test } from 'tap';
-import { Master } from '../../lib/master/master';
 import { WanEmulator } from '../harness/wan/emulator';
-import { RegionsSpec, crossings, regionWan } from '../harness/wan/regions';
-import { PeerEvent, PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
+import { RegionsSpec, crossings } from '../harness/wan/regions';
+import { PeerEvent, PeerProcess, expectedFirst, waitFor } from '../helpers/communicator';
+import { RegionGroup, startRegionGroup } from '../helpers/region-group';
 
 const linux = process.platform === 'linux';
 const skip = linux ? false : 'needs Linux: the WAN emulator uses epoll and 127.x.y.z addresses';
@@ -16,39 +16,12 @@ const TWO_REGIONS: RegionsSpec = { inside: { delayMs: 5, aggMbps: 400 }, between
 const OPTIMIZE = { maxProbeBytes: 4 << 20, timeoutMs: 90_000 };
 const N = 262_144; // 1 MiB of float32
 
-interface Setup {
-  master: Master;
-  peers: PeerProcess[];
-  ids: string[];
-}
-
-/** A master and one peer per host (values 1..n), accepted in host order by one vote. */
-async function formGroup(t: Test, emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number): Promise<Setup> {
-  const master = new Master({ logLevel: 'warn' });
-  const peers: PeerProcess[] = [];
-  t.teardown(async () => {
-    await Promise.all(peers.map((p) => p.stop()));
-    await master.close();
-  });
-  await master.listen();
-  const hosts = await regionWan(emu, regionOf, spec, block);
-  const start = (i: number) => {
-    const p = startPeer({ master: master.address, ...hosts[i], connections: 2, value: i + 1, label: `r${regionOf[i]}h${i}` });
-    peers.push(p);
-    return p;
-  };
-  const first = start(0);
-  t.equal((await first.ready).ev, 'ready');
-  for (let i = 1; i < regionOf.length; i++) {
-    start(i);
-    // One at a time, so that the join order (and the ring) is host order.
-    await waitFor(() => master.groupsInfo()[0]?.pending.length === 1, 20_000, `host ${i} pending`);
-    const votes = peers.slice(0, i).map((p) => p.request('updateTopology', {}, 30_000));
-    await Promise.all([...votes, peers[i].ready]);
-  }
-  const ids = master.groupsInfo()[0].members;
-  t.equal(ids.length, regionOf.length, 'every host is a member, in join order');
-  return { master, peers, ids };
+/** The group of test/helpers/region-group.ts, stopped in teardown. */
+async function formGroup(t: Test, emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number): Promise<RegionGroup> {
+  const g = await startRegionGroup(emu, regionOf, spec, block);
+  t.teardown(g.stop);
+  t.equal(g.ids.length, regionOf.length, 'every host is a member, in join order');
+  return g;
 }
 
 /** One all-reduce on every peer: the exact sum, the same bytes everywhere. */
