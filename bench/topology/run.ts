@@ -18,7 +18,9 @@ import { expectedFirst } from '../../test/helpers/communicator';
 import { startRegionGroup } from '../../test/helpers/region-group';
 import { randomMatrix, regionMatrix } from '../../test/helpers/topology-matrices';
 import { LinkMatrix, predictRingMs, solveRing } from '../../lib/topology/solver';
-import { argValue, machineInfo, median, parseArgs, writeResult } from '../common';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { RESULTS_DIR, argValue, machineInfo, median, parseArgs, writeResult } from '../common';
 
 const args = parseArgs(process.argv.slice(2));
 const quick = Boolean(args.quick);
@@ -173,8 +175,13 @@ async function main(): Promise<void> {
       block += 2;
     }
   }
-  const file = writeResult(quick ? 'topology-quick' : 'topology', {
-    machine: machineInfo(), quick, spec: SPEC, bytes: BYTES, runs: RUNS, emulated: emulatedResults, solver,
+  // A run of one part keeps the other part's figures from the last run.
+  const name = quick ? 'topology-quick' : 'topology';
+  const previous = fs.existsSync(path.join(RESULTS_DIR, `${name}.json`)) ? JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, `${name}.json`), 'utf8')) : {};
+  const file = writeResult(name, {
+    machine: machineInfo(), quick, spec: SPEC, bytes: BYTES, runs: RUNS,
+    emulated: part === 'solver' ? previous.emulated ?? [] : emulatedResults,
+    solver: part === 'emulated' ? previous.solver ?? [] : solver,
   });
   console.log(`wrote ${file}`);
 }

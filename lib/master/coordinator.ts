@@ -175,6 +175,7 @@ export class Coordinator {
       case 'bye': return this.drop(p, 'left (closed its communicator)', true);
       case 'stateReport': return g.sync.onReport(p, m);
       case 'stateDone': return g.sync.onDone(p, m);
+      case 'topoStart': return g.topology.onStart(p, m);
       case 'topoReport': return g.topology.onReport(p, m);
     }
   }

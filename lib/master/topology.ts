@@ -25,6 +25,9 @@ interface Round {
   id: number;
   epoch: number;
   reports: Map<string, Msg<'topoReport'>>;
+  /** Members that asked for a plan (optimizeTopology with maxAgeMs), with their maxAgeMs. */
+  starts: Map<string, number>;
+  plan?: Msg<'topoPlan'>;
   deadline: number;
   /** Set once the round is decided (answered to every reporter, also to late ones). */
   result?: Msg<'topoResult'>;
@@ -68,15 +71,35 @@ export class GroupTopology {
     };
   }
 
+  /** A member asks which pairs to measure: those missing or older than `maxAgeMs`, once every member asked. */
+  onStart(p: Peer, m: Msg<'topoStart'>): void {
+    const g = this.group;
+    if (!p.member || m.epoch !== g.epoch) return;
+    let r = this.round;
+    if (!r || r.epoch !== g.epoch || r.result) r = this.newRound();
+    if (r.plan) {
+      this.ctx.send(p, r.plan);
+      return;
+    }
+    r.starts.set(p.id, m.maxAgeMs);
+    if (!g.members.every((q) => r.starts.has(q.id))) return;
+    const maxAge = Math.min(...r.starts.values());
+    const { ageMs, bandwidth } = this.matrix();
+    const pairs: number[] = [];
+    const stale = (i: number, j: number) => !(bandwidth[i][j] > 0) || ageMs[i][j] > maxAge;
+    for (let i = 0; i < g.members.length; i++) for (let j = i + 1; j < g.members.length; j++) if (stale(i, j) || stale(j, i)) pairs.push(i, j);
+    r.plan = { t: 'topoPlan', epoch: g.epoch, pairs };
+    this.ctx.feed.emit('debug', 'topology plan', { group: g.id, pairs: pairs.length / 2, maxAgeMs: maxAge });
+    for (const q of g.members) this.ctx.send(q, r.plan);
+  }
+
   onReport(p: Peer, m: Msg<'topoReport'>): void {
     const g = this.group;
     if (!p.member || m.epoch !== g.epoch) return; // superseded: the member learns it from the new ring
     let r = this.round;
     // A new round unless one of this epoch is open, or decided without this member (it reports late: it gets
     // the same answer). A member that already had its answer is calling again.
-    if (!r || r.epoch !== g.epoch || (r.result && r.reports.has(p.id))) {
-      r = this.round = { id: ++this.rounds, epoch: g.epoch, reports: new Map(), deadline: this.ctx.now() + this.ctx.voteTimeoutMs, solving: false };
-    }
+    if (!r || r.epoch !== g.epoch || (r.result && r.reports.has(p.id))) r = this.newRound();
     if (r.result) {
       this.ctx.send(p, r.result);
       return;
@@ -153,6 +176,13 @@ export class GroupTopology {
     this.finish(r, { ok: false, code: 'TIMEOUT', message: `optimizeTopology timed out after ${this.ctx.voteTimeoutMs} ms: ${missing.join(', ')} did not report` });
   }
 
+  private newRound(): Round {
+    this.round = {
+      id: ++this.rounds, epoch: this.group.epoch, reports: new Map(), starts: new Map(), deadline: this.ctx.now() + this.ctx.voteTimeoutMs, solving: false,
+    };
+    return this.round;
+  }
+
   private checkComplete(r: Round): void {
     const g = this.group;
     if (g.reforming || r.solving || !g.members.every((q) => r.reports.has(q.id))) return;
@@ -184,6 +214,6 @@ export class GroupTopology {
       exact: false, solveMs: 0, matrix: r.matrix ?? this.matrix(), ...result,
     };
     r.result = full;
-    for (const q of this.group.members) if (r.reports.has(q.id)) this.ctx.send(q, full);
+    for (const q of this.group.members) if (r.reports.has(q.id) || r.starts.has(q.id)) this.ctx.send(q, full);
   }
 }

@@ -339,7 +339,7 @@ export class Communicator {
         return this.syncClient.onMessage(m);
       case 'probe':
         return this.prober.onProbe(m);
-      case 'topoResult':
+      case 'topoPlan': case 'topoResult':
         return this.topology.onMessage(m);
     }
   }

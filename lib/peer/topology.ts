@@ -4,7 +4,7 @@
  * sent before the new ring when the order changes, so that this re-form is told apart from a loss. Any other
  * new ring while waiting (a peer was lost) fails the call as superseded: retryable, the group keeps its order.
  */
-import { InvalidArgumentError, PeerLostError, TimeoutError, errorFromCode } from '../errors';
+import { InvalidArgumentError, PeerLostError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
 import type { Msg, WireMatrix } from '../protocol';
 import { measureLinks } from '../topology/measure';
 import { DEFAULT_SOLVE_BYTES } from '../topology/solver';
@@ -21,6 +21,11 @@ export interface OptimizeTopologyOptions {
   maxProbeBytes?: number;
   /** Deadline of the whole call, ms (default 120000). */
   timeoutMs?: number;
+  /**
+   * Re-measure only pairs the master has no measurement of, or one older than this, ms (default: measure every
+   * pair). After a newcomer was voted in, `{ maxAgeMs: 600_000 }` measures just its links and places it.
+   */
+  maxAgeMs?: number;
 }
 
 export interface OptimizeTopologyResult {
@@ -53,7 +58,7 @@ export interface TopologyHost extends PeerContext {
 const DEFAULT_TIMEOUT_MS = 120_000;
 
 export class TopologyClient {
-  private waiter?: { resolve: (m: Msg<'topoResult'>) => void; reject: (e: Error) => void };
+  private waiter?: { resolve: (m: Msg<'topoResult' | 'topoPlan'>) => void; reject: (e: Error) => void };
   /** Calls in the current epoch (part of the measurement tags). */
   private calls = 0;
   private busy = false;
@@ -67,7 +72,7 @@ export class TopologyClient {
     });
   }
 
-  onMessage(m: Msg<'topoResult'>): void {
+  onMessage(m: Msg<'topoResult' | 'topoPlan'>): void {
     const w = this.waiter;
     this.waiter = undefined;
     w?.resolve(m);
@@ -88,18 +93,34 @@ export class TopologyClient {
     }
     const maxProbeBytes = checkInt('maxProbeBytes', options.maxProbeBytes ?? 32 << 20, 1 << 20, 256 << 20);
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1, 2 ** 31 - 1);
+    const maxAgeMs = options.maxAgeMs === undefined ? undefined : checkInt('maxAgeMs', options.maxAgeMs, 0);
     if (this.busy) throw new InvalidArgumentError('optimizeTopology is already running on this peer: await the first call');
     const failure = this.host.failure();
     if (failure) throw failure;
     this.busy = true;
     try {
-      return await this.run(bytes, minGain, maxProbeBytes, Date.now() + timeoutMs);
+      return await this.run(bytes, minGain, maxProbeBytes, maxAgeMs, Date.now() + timeoutMs);
     } finally {
       this.busy = false;
     }
   }
 
-  private async run(bytes: number, minGain: number, maxProbeBytes: number, deadline: number): Promise<OptimizeTopologyResult> {
+  /** Sends `m` and waits for the master's next topology message (plan or result), or a new ring, or the deadline. */
+  private ask(m: Msg<'topoStart' | 'topoReport'>, deadline: number): Promise<Msg<'topoResult' | 'topoPlan'>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new TimeoutError(`optimizeTopology: no answer from the master for group ${this.host.peerGroup} before the deadline`));
+      }, Math.max(0, deadline - Date.now()));
+      this.waiter = {
+        resolve: (x) => { clearTimeout(timer); resolve(x); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+      this.host.send(m);
+    });
+  }
+
+  private async run(bytes: number, minGain: number, maxProbeBytes: number, maxAgeMs: number | undefined, deadline: number): Promise<OptimizeTopologyResult> {
     const { membership } = this.host;
     await membership.waitReady(membership.epoch, deadline, 'waiting for the group before measuring its links');
     const epoch = membership.epoch;
@@ -107,9 +128,18 @@ export class TopologyClient {
     const me = ids.indexOf(this.host.id());
     const call = this.calls++;
     const log = this.host.log();
+    let only: Set<string> | undefined;
+    if (maxAgeMs !== undefined) {
+      const plan = await this.ask({ t: 'topoStart', epoch, maxAgeMs }, deadline);
+      if (plan.t === 'topoResult') {
+        throw errorFromCode(plan.code ?? 'INTERNAL', plan.message ?? 'optimizeTopology failed before measuring');
+      }
+      only = new Set();
+      for (let k = 0; k < plan.pairs.length; k += 2) only.add(`${plan.pairs[k]},${plan.pairs[k + 1]}`);
+    }
     let measured;
     try {
-      measured = await measureLinks(this.host.dataPlane, me, ids.length, { deadline, maxProbeBytes, call });
+      measured = await measureLinks(this.host.dataPlane, me, ids.length, { deadline, maxProbeBytes, call, only });
     } catch (err) {
       const failure = this.host.failure();
       if (failure) throw failure;
@@ -126,20 +156,11 @@ export class TopologyClient {
     }
     if (membership.epoch !== epoch) throw membership.superseded(epoch, 'optimizeTopology');
     log.debug('measured links', { links: measured.links.length, ms: Math.round(measured.ms), bytes: measured.bytesSent });
-    const result = await new Promise<Msg<'topoResult'>>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new TimeoutError(`optimizeTopology: no answer from the master for group ${this.host.peerGroup} before the deadline`));
-      }, Math.max(0, deadline - Date.now()));
-      this.waiter = {
-        resolve: (m) => { clearTimeout(timer); resolve(m); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      };
-      this.host.send({
-        t: 'topoReport', epoch, bytes, minGain, measureMs: Math.round(measured.ms), measureBytes: measured.bytesSent,
-        links: measured.links.map((l) => ({ to: ids[l.to], bytesPerSec: l.bytesPerSec, rttMs: l.rttMs })),
-      });
-    });
+    const result = await this.ask({
+      t: 'topoReport', epoch, bytes, minGain, measureMs: Math.round(measured.ms), measureBytes: measured.bytesSent,
+      links: measured.links.map((l) => ({ to: ids[l.to], bytesPerSec: l.bytesPerSec, rttMs: l.rttMs })),
+    }, deadline);
+    if (result.t !== 'topoResult') throw new ProtocolError('optimizeTopology: the master sent a plan where a result was expected');
     if (!result.ok) throw errorFromCode(result.code ?? 'INTERNAL', result.message ?? 'optimizeTopology failed');
     if (result.applied) await membership.waitReady(result.epoch, deadline, 'installing the optimised ring');
     return {

@@ -58,6 +58,13 @@ function checkIds(v: unknown): string | undefined {
   return v.every((x) => typeof x === 'string' && x.length > 0 && x.length <= PEER_ID_MAX) ? undefined : 'a bad peer id';
 }
 
+function checkPairs(v: unknown): string | undefined {
+  if (!Array.isArray(v) || v.length % 2 !== 0 || v.length > 2 * MAX_PEERS * MAX_PEERS) return 'not an even-length list of ring indices';
+  return v.every((x) => Number.isSafeInteger(x) && x >= 0 && x < MAX_PEERS) ? undefined : 'a bad ring index';
+}
+
+/** Pairs of ring indices, flattened: [a0, b0, a1, b1, ...]. */
+export const indexPairs = () => custom<number[]>('a flat list of ring index pairs', checkPairs);
 export const measuredLinks = () => custom<MeasuredLink[]>('a list of measured links', checkLinks);
 export const wireMatrix = () => custom<WireMatrix>('a link matrix', checkMatrix);
 export const peerIds = () => custom<string[]>('a list of peer ids', checkIds);

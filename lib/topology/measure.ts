@@ -38,6 +38,8 @@ export interface MeasureOptions {
   opTimeoutMs?: number;
   /** Distinguishes calls in one epoch (tags must not repeat across calls that may have failed half way). */
   call: number;
+  /** Measure only these pairs (`${a},${b}` with a < b), both directions; default every pair. */
+  only?: ReadonlySet<string>;
 }
 
 export interface LinkMeasurement {
@@ -90,6 +92,7 @@ export async function measureLinks(dp: DataPlane, me: number, n: number, o: Meas
     const pair = round.find(([a, b]) => a === me || b === me);
     if (!pair) continue;
     const [a, b] = pair;
+    if (o.only && !o.only.has(`${a},${b}`)) continue;
     if (me === a) {
       links.push(await sender(ctx, a, b));
       await receiver(ctx, b, a);

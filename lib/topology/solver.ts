@@ -269,37 +269,41 @@ function descend(model: Model, start: number[], deadline: number): { order: numb
   let order = start;
   let cost = model.cost(order);
   const n = order.length;
+  // Accepts a candidate that is better and keeps scanning from there (cheaper than restarting every scan).
+  const take = (cand: number[]) => {
+    const c = model.cost(cand);
+    if (!better(c, cost)) return false;
+    [order, cost] = [cand, c];
+    return true;
+  };
   let improved = true;
   while (improved && performance.now() < deadline) {
     improved = false;
     // 2-opt: reverse order[i..j] (the links inside change direction: the matrix is directed).
-    for (let i = 1; i < n - 1 && !improved; i++) {
-      for (let j = i + 1; j < n && !improved; j++) {
-        const cand = [...order.slice(0, i), ...order.slice(i, j + 1).reverse(), ...order.slice(j + 1)];
-        const c = model.cost(cand);
-        if (better(c, cost)) [order, cost, improved] = [cand, c, true];
+    for (let i = 1; i < n - 1 && performance.now() < deadline; i++) {
+      for (let j = i + 1; j < n; j++) {
+        if (take([...order.slice(0, i), ...order.slice(i, j + 1).reverse(), ...order.slice(j + 1)])) improved = true;
       }
     }
     // Or-opt: move a segment of 1 to 3 peers elsewhere.
-    for (let len = 1; len <= 3 && !improved; len++) {
-      for (let i = 1; i + len <= n && !improved; i++) {
+    for (let len = 1; len <= 3; len++) {
+      for (let i = 1; i + len <= n && performance.now() < deadline; i++) {
         const seg = order.slice(i, i + len);
         const rest = [...order.slice(0, i), ...order.slice(i + len)];
-        for (let p = 1; p <= rest.length && !improved; p++) {
-          if (p === i) continue;
-          const cand = [...rest.slice(0, p), ...seg, ...rest.slice(p)];
-          const c = model.cost(cand);
-          if (better(c, cost)) [order, cost, improved] = [cand, c, true];
+        for (let p = 1; p <= rest.length; p++) {
+          if (p !== i && take([...rest.slice(0, p), ...seg, ...rest.slice(p)])) {
+            improved = true;
+            break; // `seg` and `rest` describe the old order
+          }
         }
       }
     }
     // Swap two peers.
-    for (let i = 1; i < n - 1 && !improved; i++) {
-      for (let j = i + 1; j < n && !improved; j++) {
+    for (let i = 1; i < n - 1 && performance.now() < deadline; i++) {
+      for (let j = i + 1; j < n; j++) {
         const cand = [...order];
         [cand[i], cand[j]] = [cand[j], cand[i]];
-        const c = model.cost(cand);
-        if (better(c, cost)) [order, cost, improved] = [cand, c, true];
+        if (take(cand)) improved = true;
       }
     }
   }

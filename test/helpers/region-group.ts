@@ -11,11 +11,14 @@ export interface RegionGroup {
   peers: PeerProcess[];
   /** Master ids in join (host) order. */
   ids: string[];
+  /** Starts host i's peer and has the members vote it in; resolves with its master id. */
+  join(i: number): Promise<string>;
   stop(): Promise<void>;
 }
 
+/** Sets up every host of `regionOf` and starts the first `count` of them (the others can `join` later). */
 export async function startRegionGroup(
-  emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number, connections = 2,
+  emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number, connections = 2, count = regionOf.length,
 ): Promise<RegionGroup> {
   const master = new Master({ logLevel: 'warn' });
   const peers: PeerProcess[] = [];
@@ -26,18 +29,22 @@ export async function startRegionGroup(
   try {
     await master.listen();
     const hosts = await regionWan(emu, regionOf, spec, block);
-    for (let i = 0; i < regionOf.length; i++) {
+    const join = async (i: number) => {
       const p = startPeer({ master: master.address, ...hosts[i], connections, value: i + 1, label: `r${regionOf[i]}h${i}` });
+      const members = peers.slice();
       peers.push(p);
-      if (i === 0) {
-        const ready = await p.ready;
-        if (ready.ev !== 'ready') throw new Error(`the first peer did not start: ${JSON.stringify(ready)}`);
-        continue;
+      if (members.length > 0) {
+        await waitFor(() => master.groupsInfo()[0]?.pending.length === 1, 20_000, `host ${i} pending`);
+        await Promise.all(members.map((q) => q.request('updateTopology', {}, 30_000)));
       }
-      await waitFor(() => master.groupsInfo()[0]?.pending.length === 1, 20_000, `host ${i} pending`);
-      await Promise.all([...peers.slice(0, i).map((q) => q.request('updateTopology', {}, 30_000)), p.ready]);
-    }
-    return { master, peers, ids: master.groupsInfo()[0].members, stop };
+      const ready = await p.ready;
+      if (ready.ev !== 'ready') throw new Error(`host ${i} did not join: ${JSON.stringify(ready)}`);
+      return String(ready.id);
+    };
+    // One at a time, so that the join order (and the ring) is host order.
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) ids.push(await join(i));
+    return { master, peers, ids, join, stop };
   } catch (err) {
     await stop();
     throw err;

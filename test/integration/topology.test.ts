@@ -17,10 +17,10 @@ const OPTIMIZE = { maxProbeBytes: 4 << 20, timeoutMs: 90_000 };
 const N = 262_144; // 1 MiB of float32
 
 /** The group of test/helpers/region-group.ts, stopped in teardown. */
-async function formGroup(t: Test, emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number): Promise<RegionGroup> {
-  const g = await startRegionGroup(emu, regionOf, spec, block);
+async function formGroup(t: Test, emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number, count = regionOf.length): Promise<RegionGroup> {
+  const g = await startRegionGroup(emu, regionOf, spec, block, 2, count);
   t.teardown(g.stop);
-  t.equal(g.ids.length, regionOf.length, 'every host is a member, in join order');
+  t.same(g.master.groupsInfo()[0].members, g.ids, 'every host started is a member, in join order');
   return g;
 }
 
@@ -98,4 +98,38 @@ t.test('every link alike: the order is kept', { skip }, async (t) => {
   t.equal(master.groupsInfo()[0].epoch, epoch, 'no re-form');
   t.comment(`predicted ${Number(rs[0].predictedBeforeMs).toFixed(1)} ms in join order; best found ${Number(rs[0].predictedAfterMs).toFixed(1)} ms`);
   await allReduceOk(t, peers, 4, 'after');
+});
+
+t.test('a joiner is measured against the members and placed: only its pairs are measured', { skip }, async (t) => {
+  const emu = await WanEmulator.start();
+  t.teardown(() => emu.close());
+  // Hosts 0..4 are set up; host 4 (region 1) joins after the first optimisation.
+  const regionOf = [0, 1, 0, 1, 1];
+  const g = await formGroup(t, emu, regionOf, TWO_REGIONS, 80, 4);
+  const { master, peers, ids } = g;
+  const first = await Promise.all(peers.slice(0, 4).map((p) => p.request('optimize', { ...OPTIMIZE, maxAgeMs: 600_000 }, 120_000)));
+  t.ok(first.every((r) => r.ok && r.applied), 'the first four are re-ordered');
+  const all = master.groupsInfo()[0].members;
+  t.equal(crossings(all.map((id) => ids.indexOf(id)), regionOf), 2);
+
+  // The newcomer: voted in (it lands at the end of the ring), then measured and placed.
+  const firstDone = performance.now();
+  const joiner = await g.join(4);
+  const joinedOrder = master.groupsInfo()[0].members;
+  const rs = await Promise.all(peers.map((p) => p.request('optimize', { ...OPTIMIZE, maxAgeMs: 600_000 }, 120_000)));
+  for (const r of rs) t.ok(r.ok, `optimizeTopology succeeded${r.ok ? '' : `: ${r.code} ${r.message}`}`);
+  const elapsed = performance.now() - firstDone;
+  const r = rs[0] as PeerEvent & { newOrder: string[]; matrix: { peers: string[]; ageMs: number[][] } };
+  const order = r.applied ? r.newOrder : joinedOrder;
+  t.equal(crossings(order.map((id) => [...ids, joiner].indexOf(id)), regionOf), 2, `ring ${order.join(',')} still crosses twice`);
+  // Only pairs with the newcomer were measured this time: every other pair is as old as the first round.
+  const ji = r.matrix.peers.indexOf(joiner);
+  r.matrix.ageMs.forEach((row, i) => row.forEach((age, j) => {
+    if (i === j) return;
+    if (i === ji || j === ji) t.ok(age < 60_000, `${i}->${j} measured now`);
+  }));
+  const old = r.matrix.ageMs.flatMap((row, i) => row.filter((_, j) => i !== j && i !== ji && j !== ji));
+  t.ok(Math.min(...old) >= elapsed - 1000, `the members' pairs were not measured again (ages >= ${Math.min(...old).toFixed(0)} ms, ${elapsed.toFixed(0)} ms since the first round)`);
+  t.ok(Number(rs[1].measureBytes) < Number(first[1].measureBytes), `a member sent less measuring (${rs[1].measureBytes} < ${first[1].measureBytes} bytes)`);
+  await allReduceOk(t, peers, 5, 'with the joiner');
 });

@@ -115,3 +115,47 @@ t.test('a solver failure is an error result, not a hang', async (t) => {
   s['run'](s.core.apply({ type: 'solved', group: job.group, round: job.round, error: 'worker died' }));
   t.match(s.take(ids[0], 'topoResult'), [{ ok: false, code: 'INTERNAL', message: /worker died/ }]);
 });
+
+t.test('maxAgeMs: a plan of the stale pairs only; after a join, just the newcomer\'s pairs', async (t) => {
+  const s = new Sim();
+  const ids = s.group(3);
+  let epoch = s.epoch();
+  for (const p of ids) s.say(p, { t: 'topoStart', epoch, maxAgeMs: 60_000 });
+  const [plan] = s.take(ids[0], 'topoPlan');
+  t.same(plan, { t: 'topoPlan', epoch, pairs: [0, 1, 0, 2, 1, 2] }, 'nothing measured yet: every pair');
+  for (const p of ids) s.say(p, report(epoch, links(ids, p)));
+  for (const p of ids) s.take(p, 'topoResult');
+  s.ack(...ids);
+  // A fourth peer joins; the others were measured 10 s ago.
+  s.now += 10_000;
+  const d = s.join(0, 4100);
+  for (const p of ids) s.say(p, { t: 'vote', id: 5 });
+  s.ack(...ids, d);
+  const members = s.core.groupsInfo()[0].members;
+  epoch = s.epoch();
+  for (const p of members) s.say(p, { t: 'topoStart', epoch, maxAgeMs: 60_000 });
+  const [plan2] = s.take(d, 'topoPlan');
+  const di = members.indexOf(d);
+  const pairs: number[][] = [];
+  for (let k = 0; k < plan2.pairs.length; k += 2) pairs.push([plan2.pairs[k], plan2.pairs[k + 1]]);
+  t.equal(pairs.length, 3, 'three pairs');
+  t.ok(pairs.every((p) => p.includes(di)), 'all of them the newcomer\'s');
+  // Only the newcomer's links are reported anew; the rest comes from the stored matrix.
+  const all = [...members];
+  for (const p of members) s.say(p, report(epoch, links(all, p).filter((l) => p === d || l.to === d)));
+  const [r] = s.take(d, 'topoResult');
+  t.equal(r.ok, true, 'solved from old and new measurements');
+  t.ok(r.matrix!.ageMs[members.indexOf(ids[0])][members.indexOf(ids[1])] >= 10_000, 'old pairs keep their age');
+  t.equal(r.matrix!.ageMs[di][0], 0, 'new pairs are fresh');
+});
+
+t.test('maxAgeMs: a member that never asks times the plan out for those who did', async (t) => {
+  const s = new Sim();
+  const ids = s.group(3);
+  const epoch = s.epoch();
+  s.say(ids[0], { t: 'topoStart', epoch, maxAgeMs: 0 });
+  s.say(ids[1], { t: 'topoStart', epoch, maxAgeMs: 0 });
+  t.same(s.kinds(ids[0]), [], 'no plan until every member asked');
+  s.advance(5001);
+  t.match(s.take(ids[0], 'topoResult'), [{ ok: false, code: 'TIMEOUT', message: new RegExp(`${ids[2]}`) }]);
+});
