@@ -1,6 +1,6 @@
 // A master and one communicator peer process per emulated host (test/harness/wan/regions.ts), accepted one at a
 // time so that the ring starts in host order: the setup of the topology tests and of bench/topology.
-import { Master } from '../../lib/master/master';
+import { Master, MasterOptions } from '../../lib/master/master';
 import type { WanEmulator } from '../harness/wan/emulator';
 import { RegionsSpec, regionWan } from '../harness/wan/regions';
 import { PeerProcess, startPeer, waitFor } from './communicator';
@@ -18,9 +18,12 @@ export interface RegionGroup {
 
 /** Sets up every host of `regionOf` and starts the first `count` of them (the others can `join` later). */
 export async function startRegionGroup(
-  emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number, connections = 2, count = regionOf.length,
+  emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number,
+  options: { connections?: number; count?: number; master?: MasterOptions } = {},
 ): Promise<RegionGroup> {
-  const master = new Master({ logLevel: 'warn' });
+  const connections = options.connections ?? 2;
+  const count = options.count ?? regionOf.length;
+  const master = new Master({ logLevel: 'warn', ...options.master });
   const peers: PeerProcess[] = [];
   const stop = async () => {
     await Promise.all(peers.map((p) => p.stop()));

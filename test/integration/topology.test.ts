@@ -18,7 +18,7 @@ const N = 262_144; // 1 MiB of float32
 
 /** The group of test/helpers/region-group.ts, stopped in teardown. */
 async function formGroup(t: Test, emu: WanEmulator, regionOf: number[], spec: RegionsSpec, block: number, count = regionOf.length): Promise<RegionGroup> {
-  const g = await startRegionGroup(emu, regionOf, spec, block, 2, count);
+  const g = await startRegionGroup(emu, regionOf, spec, block, { count });
   t.teardown(g.stop);
   t.same(g.master.groupsInfo()[0].members, g.ids, 'every host started is a member, in join order');
   return g;
