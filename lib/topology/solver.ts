@@ -11,8 +11,8 @@
  *   T(order) = 2(N-1)/N x ( bytes / min_k bw_eff(k) + sum_k rtt(k) / 2 )
  *
  * Pairs are measured one at a time, so a measurement cannot tell whether two slow links share one path (the
- * ocean cable between two regions). The model assumes they do: peers joined by fast links both ways form a
- * *region* ({@link regionsOf}), and the c ring links from region X to region Y share the capacity one of them
+ * ocean cable between two regions). The model assumes they do: peers joined by links clearly faster than the
+ * rest form a *region* ({@link regionsOf}), and the c ring links from region X to region Y share the capacity one of them
  * measured (bw_eff = bw / c). Where the links are in fact independent this only overestimates rings that
  * cross often, which are then never better anyway: the bottleneck is the same slow kind of link.
  *
@@ -57,24 +57,33 @@ export interface Solution {
 
 export const EXACT_MAX_PEERS = 12;
 export const DEFAULT_SOLVE_BYTES = 64 << 20;
-/** A region's links are at least this fraction of the group's fastest link, both ways. */
-const REGION_FRACTION = 0.5;
+/** Regions exist only where link speeds split with at least this ratio between two consecutive speeds. */
+const REGION_GAP = 2;
 
 /**
- * Regions: peers joined (transitively) by links at least half as fast as the group's fastest, both ways.
- * Returns each peer's region number.
+ * Regions: the group's pair speeds (the slower direction of each pair), sorted, split at the widest ratio between
+ * two consecutive ones when it is at least {@link REGION_GAP}; peers joined (transitively) by pairs above the
+ * split form a region. Without such a gap (all links alike, or spread evenly) the group is one region: the
+ * noise of measurements never splits it. Returns each peer's region number.
  */
 export function regionsOf(m: LinkMatrix): number[] {
   const n = m.bandwidth.length;
-  let max = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) max = Math.max(max, m.bandwidth[i][j]);
-  const parent = [...Array(n).keys()];
-  const find = (x: number): number => (parent[x] === x ? x : (parent[x] = find(parent[x])));
-  for (let i = 0; i < n; i++) {
-    for (let j = i + 1; j < n; j++) {
-      if (Math.min(m.bandwidth[i][j], m.bandwidth[j][i]) >= REGION_FRACTION * max) parent[find(i)] = find(j);
+  const pair = (i: number, j: number) => Math.min(m.bandwidth[i][j], m.bandwidth[j][i]);
+  const speeds: number[] = [];
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) speeds.push(pair(i, j));
+  speeds.sort((x, y) => x - y);
+  let threshold = 0;
+  let widest = REGION_GAP;
+  for (let k = 0; k + 1 < speeds.length; k++) {
+    const ratio = speeds[k + 1] / speeds[k];
+    if (ratio >= widest) {
+      widest = ratio;
+      threshold = speeds[k + 1];
     }
   }
+  const parent = [...Array(n).keys()];
+  const find = (x: number): number => (parent[x] === x ? x : (parent[x] = find(parent[x])));
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) if (pair(i, j) >= threshold) parent[find(i)] = find(j);
   const ids = new Map<number, number>();
   return [...Array(n).keys()].map((i) => {
     const r = find(i);

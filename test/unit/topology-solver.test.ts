@@ -1,7 +1,7 @@
 // The ring-order solver without sockets: the model, the exact solver against brute force, the heuristic on
 // two-region matrices, and the worker thread the master runs it in.
 import t from 'tap';
-import { LinkMatrix, predictRingMs, solveRing } from '../../lib/topology/solver';
+import { LinkMatrix, predictRingMs, regionsOf, solveRing } from '../../lib/topology/solver';
 import { solveInWorker } from '../../lib/topology/solver-worker';
 import { regionMatrix, randomMatrix } from '../helpers/topology-matrices';
 
@@ -113,4 +113,14 @@ t.test('the worker thread gives the same answer, and reports a bad matrix', asyn
   t.same(s.order, inline.order);
   t.equal(s.predictedMs, inline.predictedMs);
   await t.rejects(solveInWorker({ bandwidth: [[0, 0], [1, 0]], rttMs: [[0, 1], [1, 0]] }), /solver failed: Bandwidth 0 -> 1/);
+});
+
+t.test('regions: split only at a clear gap in link speeds', async (t) => {
+  t.same(regionsOf(regionMatrix(6, (i) => i % 2)), [0, 1, 0, 1, 0, 1], 'two regions');
+  t.same(regionsOf(regionMatrix(9, (i) => i % 3)), [0, 1, 2, 0, 1, 2, 0, 1, 2], 'three regions');
+  const alike = regionMatrix(8, () => 0, 3, 0.3);
+  t.same(regionsOf(alike), Array(8).fill(0), 'links alike with +-30% noise: one region');
+  alike.bandwidth[2][5] /= 10;
+  t.same(regionsOf(alike), Array(8).fill(0), 'one slow pair does not split a region');
+  t.same(regionsOf(randomMatrix(12, 5)).every((r) => r === 0), true, 'evenly spread speeds: one region');
 });
