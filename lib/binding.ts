@@ -31,6 +31,8 @@ export interface NativeEngineOptions {
   connectTimeoutMs: number;
   /** How long a refused or unanswered dial is retried before the peer counts as lost, ms. */
   connectRetryMs: number;
+  /** Local address outgoing connections are bound to (absent: the OS picks). */
+  sourceAddress?: string;
 }
 
 export interface NativeQuantization {

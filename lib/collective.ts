@@ -134,6 +134,11 @@ export interface EngineOptions {
    * as lost (default 30000). Members of a static group may start in any order within this window.
    */
   connectRetryMs?: number;
+  /**
+   * Local address this engine's outgoing data-plane connections are bound to before they dial (default: the OS
+   * picks by route). For a host with several addresses that must send from a particular one.
+   */
+  sourceAddress?: string;
 }
 
 /** Defaults shared by every layer. */

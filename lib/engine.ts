@@ -49,6 +49,7 @@ export class Engine {
       socketBufferBytes: checkInt('socketBufferBytes', options.socketBufferBytes ?? 4 << 20, 0, 1 << 30),
       connectTimeoutMs: checkInt('connectTimeoutMs', options.connectTimeoutMs ?? 5000, 1, 600_000),
       connectRetryMs: checkInt('connectRetryMs', options.connectRetryMs ?? DEFAULT_CONNECT_RETRY_MS, 0, MAX_TIMEOUT_MS),
+      sourceAddress: options.sourceAddress !== undefined ? checkString('sourceAddress', options.sourceAddress) : undefined,
     });
     return new Engine(impl);
   }

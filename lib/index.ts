@@ -23,11 +23,14 @@ export const version = '0.1.0';
 export { Master, MasterOptions } from './master/master';
 export {
   Communicator, CommunicatorOptions, CommunicatorAllReduceResult, AllReduceManyOptions, ManyItem, UpdateTopologyResult,
+  OptimizeTopologyOptions, OptimizeTopologyResult,
   SyncSharedStateOptions, SyncSharedStateResult, PlainSharedState,
 } from './peer/communicator';
 export { init, allReduce, defaultCommunicator, shutdown, InitOptions } from './default';
 export { Logger, LogLevel } from './log';
 export { PROTOCOL_VERSION } from './protocol';
+export type { WireMatrix as LinkMatrixReport } from './protocol';
+export { LinkMatrix, Solution, SolveOptions, predictRingMs, solveRing } from './topology/solver';
 export * from './diloco';
 export * from './shared-state';
 export {

@@ -4,6 +4,7 @@
  * send a message, drop a peer). Nothing here touches a socket or a timer.
  */
 import type { MasterMsg } from '../protocol';
+import type { LinkMatrix, SolveOptions } from '../topology/solver';
 import { formatHostPort } from '../validate';
 import type { Feed } from './feed';
 
@@ -35,6 +36,17 @@ export interface GroupContext {
   drop(peer: Peer, reason: string, quiet?: boolean): void;
   /** The member or pending counts changed: every peer's `world` view is out of date. */
   worldChanged(): void;
+  /** Solve a ring order off the control loop; the answer comes back as a `solved` event (topology.ts). */
+  solve(job: SolveJob): void;
+}
+
+/** A request to solve a group's ring order (coordinator effect `solve`). */
+export interface SolveJob {
+  group: number;
+  /** The topology round it belongs to (a stale answer is ignored). */
+  round: number;
+  matrix: LinkMatrix;
+  options: SolveOptions;
 }
 
 /** Data-plane id of a member: the master's id plus its address, readable in error messages. */

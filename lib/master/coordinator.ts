@@ -18,9 +18,10 @@
 import { randomBytes } from 'node:crypto';
 import { ProtocolError } from '../errors';
 import type { MasterMsg, PeerMsg } from '../protocol';
-import { GroupContext, Peer } from './context';
+import { GroupContext, Peer, SolveJob } from './context';
 import { Feed } from './feed';
 import { Group, GroupInfo } from './group';
+import type { Solution } from '../topology/solver';
 
 export interface CoordinatorOptions {
   /** How long a vote or a shared-state sync waits for every member, ms (default 60000). */
@@ -46,13 +47,17 @@ export type CoordinatorEvent =
   /** A peer is gone: connection closed, silent past its deadline, or a protocol error. */
   | { type: 'lost'; peer: string; reason: string }
   /** Time passed: act on every deadline up to now. */
-  | { type: 'tick' };
+  | { type: 'tick' }
+  /** The solver answered a `solve` effect (with a solution, or the error it failed with). */
+  | { type: 'solved'; group: number; round: number; solution?: Solution; error?: string };
 
 /** What the socket server must do. */
 export type Effect =
   | { type: 'send'; to: string; msg: MasterMsg }
   /** Tell the peer `dropped { reason }` if its connection is still open, close it, and forget its session. */
-  | { type: 'drop'; peer: string; reason: string };
+  | { type: 'drop'; peer: string; reason: string }
+  /** Solve a ring order off the control loop (a worker thread), then apply a `solved` event. */
+  | ({ type: 'solve' } & SolveJob);
 
 /** A peer as the master sees it (read-only). */
 export type PeerView = Readonly<Peer>;
@@ -81,6 +86,7 @@ export class Coordinator {
       worldChanged: () => {
         this.worldDirty = true;
       },
+      solve: (job) => this.out.push({ type: 'solve', ...job }),
     };
   }
 
@@ -126,6 +132,10 @@ export class Coordinator {
       this.removeEmptyGroups();
       return;
     }
+    if (e.type === 'solved') {
+      this.groups.get(e.group)?.topology.onSolved(e.round, e.solution, e.error);
+      return;
+    }
     if (e.type === 'join') {
       if (this.peers.has(e.peer)) throw new Error(`peer ${e.peer} joined twice`);
       const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, member: false, dropped: false };
@@ -165,6 +175,8 @@ export class Coordinator {
       case 'bye': return this.drop(p, 'left (closed its communicator)', true);
       case 'stateReport': return g.sync.onReport(p, m);
       case 'stateDone': return g.sync.onDone(p, m);
+      case 'topoStart': return g.topology.onStart(p, m);
+      case 'topoReport': return g.topology.onReport(p, m);
     }
   }
 

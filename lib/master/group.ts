@@ -15,6 +15,7 @@
 import type { Msg } from '../protocol';
 import { GroupContext, Peer, masterIdOf, nativePeerId, rememberBounded } from './context';
 import { StateSync } from './sync';
+import { GroupTopology } from './topology';
 
 /** Operation keys a group remembers as committed or aborted in the current epoch (to answer late reports). */
 const MAX_REMEMBERED_OPS = 4096;
@@ -47,10 +48,13 @@ export class Group {
   private readonly committed = new Map<string, true>();
   private readonly aborted = new Map<string, { code: string; message: string }>();
   readonly sync: StateSync;
+  /** optimizeTopology: the link matrix and the open round (topology.ts). */
+  readonly topology: GroupTopology;
 
   constructor(readonly id: number, private readonly ctx: GroupContext) {
     this.ticket = ctx.random(16);
     this.sync = new StateSync(this, ctx);
+    this.topology = new GroupTopology(this, ctx);
   }
 
   /** A new ring is being installed. */
@@ -68,7 +72,7 @@ export class Group {
 
   /** The earliest time something here times out. */
   nextDeadline(): number | undefined {
-    const ds = [this.installing?.deadline, this.voteDeadline, this.sync.deadline].filter((d): d is number => d !== undefined);
+    const ds = [this.installing?.deadline, this.voteDeadline, this.sync.deadline, this.topology.deadline].filter((d): d is number => d !== undefined);
     return ds.length ? Math.min(...ds) : undefined;
   }
 
@@ -94,6 +98,7 @@ export class Group {
     if (!this.installing) this.ctx.send(p, { t: 'ready', epoch: this.epoch });
     for (const key of this.committed.keys()) this.ctx.send(p, { t: 'opCommit', epoch: this.epoch, key });
     for (const [key, a] of this.aborted) this.ctx.send(p, { t: 'opAbort', epoch: this.epoch, key, code: a.code, message: a.message });
+    this.topology.resumed(p);
   }
 
   onVote(p: Peer, id: number): void {
@@ -162,6 +167,7 @@ export class Group {
     this.members = this.members.filter((q) => q !== p);
     this.votes.delete(p.id);
     this.sync.forget(p.id);
+    this.topology.forget(p.id);
     this.voteReplies = this.voteReplies.filter((v) => v.peer !== p);
     this.ctx.feed.emit(quiet ? 'info' : 'warn', quiet ? 'peer left' : 'peer dropped', {
       peer: p.id, group: this.id, reason, epoch: this.epoch, survivors: this.members.length,
@@ -190,6 +196,13 @@ export class Group {
     }
     if (this.voteDeadline !== undefined && now >= this.voteDeadline) this.voteTimedOut();
     this.sync.tick(now);
+    this.topology.tick(now);
+  }
+
+  /** Re-forms the group with the same members in a new ring order (optimizeTopology). */
+  reorder(order: Peer[], reason: string): void {
+    this.members = order;
+    this.reform([], reason);
   }
 
   private checkVote(): void {
@@ -264,6 +277,7 @@ export class Group {
     });
     for (const q of this.members) this.sendRing(q, reason);
     this.sync.onReform(reason);
+    this.topology.onReform();
     this.installing = { epoch: this.epoch, waiting: new Set(this.members.map((q) => q.id)), deadline: this.ctx.now() + this.ctx.ackTimeoutMs };
     this.ctx.worldChanged();
   }

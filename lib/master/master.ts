@@ -22,6 +22,7 @@ import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
 import type { MasterView } from './status';
 import { Telemetry } from './telemetry';
+import { solveInWorker } from '../topology/solver-worker';
 
 export { STATE_TAG_BASE } from './sync';
 
@@ -239,6 +240,10 @@ export class Master {
 
   private run(effects: Effect[]): void {
     for (const e of effects) {
+      if (e.type === 'solve') {
+        this.solve(e);
+        continue;
+      }
       const s = this.byPeer.get(e.type === 'send' ? e.to : e.peer);
       if (!s) continue;
       if (e.type === 'send') {
@@ -251,6 +256,14 @@ export class Master {
       if (!s.conn.isClosed) s.conn.sendAndClose({ t: 'dropped', reason: e.reason });
     }
     this.arm();
+  }
+
+  /** Solves a ring order in a worker thread (never on this loop) and feeds the answer back. */
+  private solve(job: Extract<Effect, { type: 'solve' }>): void {
+    solveInWorker(job.matrix, job.options, this.voteTimeoutMs).then(
+      (solution) => this.apply({ type: 'solved', group: job.group, round: job.round, solution }),
+      (err: Error) => this.apply({ type: 'solved', group: job.group, round: job.round, error: err.message }),
+    );
   }
 
   /** One timer for the coordinator's next deadline. */

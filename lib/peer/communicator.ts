@@ -26,8 +26,12 @@ import { ControlClient } from './control';
 import { Membership, UpdateTopologyResult } from './membership';
 import { Prober } from './probe';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
+import { OptimizeTopologyOptions, OptimizeTopologyResult, TopologyClient } from './topology';
 
-export type { AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, SyncSharedStateOptions, SyncSharedStateResult, UpdateTopologyResult };
+export type {
+  AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, OptimizeTopologyOptions, OptimizeTopologyResult, SyncSharedStateOptions,
+  SyncSharedStateResult, UpdateTopologyResult,
+};
 
 export interface CommunicatorOptions {
   /** The master, `host:port` (`[v6]:port` for IPv6). */
@@ -44,6 +48,8 @@ export interface CommunicatorOptions {
   listenHost?: string;
   /** Data-plane port (default 0: chosen by the OS). */
   dataPort?: number;
+  /** Local address the data plane's outgoing connections are sent from (default: the OS picks by route). */
+  sourceAddress?: string;
   /** How long connect() waits to be accepted, ms (default 300000; 0 = forever). */
   timeoutMs?: number;
   /** After losing the master, how long to keep trying to reconnect, ms (default 10000). */
@@ -87,6 +93,7 @@ export class Communicator {
   private readonly collectives: Collectives;
   private readonly syncClient: SyncClient;
   private readonly prober: Prober;
+  private readonly topology: TopologyClient;
   private failure?: Error;
   private readonly counters: PeerStats = emptyPeerStats();
 
@@ -128,6 +135,7 @@ export class Communicator {
     this.membership = membership;
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
     this.syncClient = new SyncClient({ ...ctx, membership, id: () => this.control.id });
+    this.topology = new TopologyClient({ ...ctx, membership, id: () => this.control.id });
     this.prober = new Prober((m) => this.control.send(m), () => this.control.id);
   }
 
@@ -143,7 +151,10 @@ export class Communicator {
     if (options.advertiseAddress !== undefined) checkString('advertiseAddress', options.advertiseAddress);
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
     checkInt('reconnectTimeoutMs', options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
-    const engine = Engine.create({ host: options.listenHost ?? '0.0.0.0', port: options.dataPort ?? 0, connections: options.connections ?? DEFAULT_CONNECTIONS });
+    const engine = Engine.create({
+      host: options.listenHost ?? '0.0.0.0', port: options.dataPort ?? 0, connections: options.connections ?? DEFAULT_CONNECTIONS,
+      sourceAddress: options.sourceAddress,
+    });
     const c = new Communicator(options, engine);
     const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
     try {
@@ -213,6 +224,27 @@ export class Communicator {
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? 0, 0, MAX_TIMEOUT_MS);
     this.checkUsable();
     return this.membership.vote(timeoutMs);
+  }
+
+  /**
+   * Measures every directed link of the group and re-orders the ring for speed. Collective: every member calls
+   * it (like updateTopology). Each pair of peers is measured over the data plane (the link's K connections:
+   * RTT, then a probe sized to last about 0.25 s, one partner at a time); the master keeps the matrix, solves
+   * for the ring order with the least predicted all-reduce time of `bytes` (exact up to 12 peers, a local
+   * search above, in a worker thread) and, when it is predicted faster by more than `minGain`, installs it by
+   * re-forming the group (operations in flight fail as superseded, as with any re-form). See docs/topology.md.
+   *
+   * Errors: PeerLostError (retryable: a peer was lost while measuring; the group keeps its order), TimeoutError
+   * (not every member called it, or a link did not answer), ClosedError.
+   *
+   * @example
+   * ```ts
+   * const r = await comm.optimizeTopology({ bytes: 4 * params.length });
+   * console.log(r.applied ? `ring ${r.newOrder.join(' -> ')}: ${r.predictedBeforeMs} -> ${r.predictedAfterMs} ms` : 'order kept');
+   * ```
+   */
+  optimizeTopology(options: OptimizeTopologyOptions = {}): Promise<OptimizeTopologyResult> {
+    return traced(() => this.topology.optimize(options));
   }
 
   /**
@@ -307,6 +339,8 @@ export class Communicator {
         return this.syncClient.onMessage(m);
       case 'probe':
         return this.prober.onProbe(m);
+      case 'topoPlan': case 'topoResult':
+        return this.topology.onMessage(m);
     }
   }
 
@@ -318,6 +352,7 @@ export class Communicator {
       this.membership.failAll(err);
       this.collectives.failAll(err);
       this.syncClient.interrupt();
+      this.topology.failAll(err);
     }
     await this.dataPlane.close().catch(() => undefined);
   }

@@ -9,6 +9,7 @@ import { ProtocolError } from '../errors';
 import { MessageOf, Schema, bool, bytes, checkMessage, custom, oneOf, opt, peers, preview, str, uint } from './schema';
 import { checkStateEntries, checkSyncDecision } from './state';
 import { PeerStats, checkPeerStats } from './stats';
+import { indexPairs, measuredLinks, num, peerIds, wireMatrix } from './topology';
 
 export type { WirePeer } from './schema';
 
@@ -66,6 +67,11 @@ export const MESSAGES = {
   },
   stateDone: { sync: opt(uint()), attempt: uint(), ok: bool(), code: opt(CODE), message: opt(MESSAGE) },
   probeDone: { id: uint(), ok: bool(), message: opt(MESSAGE) },
+  topoStart: { epoch: uint(), maxAgeMs: uint() },
+  topoReport: {
+    epoch: uint(), bytes: uint(), minGain: num(0, 1), links: measuredLinks(), measureMs: uint(), measureBytes: uint(),
+    code: opt(CODE), message: opt(MESSAGE),
+  },
   // ---- `tccl check` -> master, in place of register ----
   check: { proof: opt(bytes(32)), peerGroup: uint(0xffffffff), port: uint(65535, 1), advertiseAddress: opt(str(255)), nonce: bytes(16), probeBytes: uint(MAX_PROBE_BYTES) },
   // ---- both ways (a peer's heartbeats carry its counters) ----
@@ -89,6 +95,11 @@ export const MESSAGES = {
   stateCommit: { sync: uint(), revision: uint() },
   stateFail: { sync: uint(), code: CODE, message: MESSAGE },
   probe: { id: uint(), host: str(255), port: uint(65535, 1), nonce: bytes(16), bytes: uint(MAX_PROBE_BYTES) },
+  topoPlan: { epoch: uint(), pairs: indexPairs() },
+  topoResult: {
+    epoch: uint(), ok: bool(), applied: bool(), oldOrder: peerIds(), newOrder: peerIds(), predictedBeforeMs: num(), predictedAfterMs: num(),
+    exact: bool(), solveMs: num(), matrix: opt(wireMatrix()), code: opt(CODE), message: opt(MESSAGE),
+  },
   checkResult: {
     observedHost: str(255), dialBack: bool(), dialBackMs: uint(), dialBackError: opt(MESSAGE),
     members: custom<CheckedMember[]>('a list of probed members', checkMembers),
@@ -102,12 +113,12 @@ export type Msg<K extends MessageType> = K extends MessageType ? MessageOf<K, (t
 export type AnyMsg = Msg<MessageType>;
 
 /** What a registered peer may send the master. */
-export const PEER_MESSAGES = ['vote', 'ack', 'done', 'fail', 'lost', 'bye', 'stateReport', 'stateDone', 'probeDone'] as const;
+export const PEER_MESSAGES = ['vote', 'ack', 'done', 'fail', 'lost', 'bye', 'stateReport', 'stateDone', 'probeDone', 'topoStart', 'topoReport'] as const;
 export type PeerMsg = Msg<(typeof PEER_MESSAGES)[number]>;
 /** What the master sends a registered peer (after the handshake). */
 export const MASTER_MESSAGES = [
   'ring', 'ready', 'voteResult', 'opCommit', 'opAbort', 'world', 'dropped', 'error',
-  'stateDecision', 'stateRetry', 'stateCommit', 'stateFail', 'probe',
+  'stateDecision', 'stateRetry', 'stateCommit', 'stateFail', 'probe', 'topoPlan', 'topoResult',
 ] as const;
 export type MasterMsg = Msg<(typeof MASTER_MESSAGES)[number]>;
 

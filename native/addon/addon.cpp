@@ -105,6 +105,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     opts.socketBufferBytes = static_cast<int>(uintArg(env, o.Get("socketBufferBytes"), "socketBufferBytes", 1u << 30));
     opts.connectTimeoutMs = static_cast<int>(uintArg(env, o.Get("connectTimeoutMs"), "connectTimeoutMs", 600000));
     opts.connectRetryMs = static_cast<int>(uintArg(env, o.Get("connectRetryMs"), "connectRetryMs", 0x7fffffff));
+    if (o.Has("sourceAddress") && o.Get("sourceAddress").IsString()) opts.sourceAddress = o.Get("sourceAddress").ToString().Utf8Value();
     transport_ = std::make_shared<Transport>(opts);
     try {
       transport_->start();

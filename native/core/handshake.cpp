@@ -182,7 +182,7 @@ net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& t
   int64_t backoffMs = 10;
   for (;;) {
     std::string why;
-    net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, why);
+    net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, why, options_.sourceAddress);
     if (s.valid()) {
       {
         std::lock_guard<std::mutex> lock(link->mu);

@@ -108,7 +108,7 @@ static bool setBlocking(NativeSocket s, bool blocking) {
 #endif
 }
 
-Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error) {
+Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error, const std::string& source) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -127,6 +127,21 @@ Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, 
       continue;
     }
     setBlocking(s, false);
+    if (!source.empty()) {
+      addrinfo shints{};
+      shints.ai_family = ai->ai_family;
+      shints.ai_socktype = SOCK_STREAM;
+      shints.ai_flags = AI_NUMERICHOST;
+      addrinfo* src = nullptr;
+      bool bound = getaddrinfo(source.c_str(), "0", &shints, &src) == 0 && src &&
+                   ::bind(s, src->ai_addr, static_cast<int>(src->ai_addrlen)) == 0;
+      if (src) freeaddrinfo(src);
+      if (!bound) {
+        error = "cannot bind source address " + source + " to dial " + host + ":" + service + ": " + lastSocketError();
+        closeNative(s);
+        continue;
+      }
+    }
     int r = ::connect(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen));
     bool ok = r == 0;
     if (!ok) {

@@ -52,8 +52,9 @@ class Socket {
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
 
-  // Connects within timeoutMs (non-blocking connect + poll). Returns an invalid socket and sets `error` on failure.
-  static Socket connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error);
+  // Connects within timeoutMs (non-blocking connect + poll), from local address `source` when not empty. Returns an
+  // invalid socket and sets `error` on failure.
+  static Socket connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error, const std::string& source = "");
 
   bool valid() const;
   void applyOptions(const SocketOptions& options);

@@ -88,6 +88,8 @@ struct TransportOptions {
   // A peer that refuses or does not answer is dialled again, with back-off, for this long before the group is
   // given up as broken: members of a static group start at about the same time, and a listener may not be up yet.
   int connectRetryMs = 30000;
+  // Local address outgoing connections are bound to before they dial (empty: the OS picks one).
+  std::string sourceAddress;
   // Largest payload of one data frame; bigger transfers are split into segments of at most this size.
   uint32_t maxSegmentBytes = 256 << 10;
   // Threads that drive the connections; 0 = min(2, K, hardware threads).

@@ -3,6 +3,7 @@
 import { Coordinator, CoordinatorOptions } from '../../lib/master/coordinator';
 import type { MasterMsg, Msg, PeerMsg } from '../../lib/protocol';
 import type { EntryDigest } from '../../lib/shared-state/hash';
+import { solveRing } from '../../lib/topology/solver';
 
 export type Kind = MasterMsg['t'];
 
@@ -16,6 +17,10 @@ export class Sim {
   /** The newest ring epoch each peer was sent (what it installs and acknowledges). */
   private readonly rings = new Map<string, number>();
   private ticket = 0;
+  /** Solve requests not answered yet (with `autoSolve` off). */
+  readonly solves: Extract<ReturnType<Coordinator['apply']>[number], { type: 'solve' }>[] = [];
+  /** Answer solve requests at once with the real solver (as the master's worker thread would, later). */
+  autoSolve = true;
 
   constructor(options: CoordinatorOptions = {}) {
     this.core = new Coordinator({
@@ -28,7 +33,12 @@ export class Sim {
   }
 
   private run(effects: ReturnType<Coordinator['apply']>): void {
+    const solves: typeof this.solves = [];
     for (const e of effects) {
+      if (e.type === 'solve') {
+        solves.push(e);
+        continue;
+      }
       if (e.type === 'drop') {
         this.dropped.set(e.peer, e.reason);
         continue;
@@ -36,6 +46,17 @@ export class Sim {
       if (e.msg.t === 'ring') this.rings.set(e.to, e.msg.epoch);
       if (!this.inbox.has(e.to)) this.inbox.set(e.to, []);
       this.inbox.get(e.to)!.push(e.msg);
+    }
+    if (!this.autoSolve) this.solves.push(...solves);
+    else for (const job of solves) this.solve(job);
+  }
+
+  /** Answers one solve request with the real solver. */
+  solve(job: (typeof this.solves)[number]): void {
+    try {
+      this.run(this.core.apply({ type: 'solved', group: job.group, round: job.round, solution: solveRing(job.matrix, job.options) }));
+    } catch (err) {
+      this.run(this.core.apply({ type: 'solved', group: job.group, round: job.round, error: (err as Error).message }));
     }
   }
 

@@ -157,6 +157,15 @@ export class WanEmulator {
     return { id, port: Number(reply.split(' ')[3]) };
   }
 
+  /**
+   * Connections to route `id` from client address `sourceHost` use links `fwdLink` / `revLink` instead of the
+   * route's own: per-pair links behind one advertised address, for peers that dial from their own address
+   * (the `sourceAddress` option of the engine and the Communicator).
+   */
+  async via(id: number, sourceHost: string, fwdLink: number, revLink: number): Promise<void> {
+    await this.command(`via ${id} ${sourceHost} ${fwdLink} ${revLink}`);
+  }
+
   /** Closes a route's listener and resets its connections. */
   async removeRoute(id: number): Promise<void> {
     await this.command(`unroute ${id}`);

@@ -21,6 +21,9 @@
 //   route ID LHOST LPORT THOST TPORT FWD REV       listen on LHOST:LPORT (0 = any), forward to THOST:TPORT;
 //                                                  client->server bytes use link FWD, server->client link REV
 //                                                  -> "ok route ID PORT"; TPORT 0 = the same port as PORT
+//   via ID SRCHOST FWD REV                         connections to route ID from client address SRCHOST use
+//                                                  links FWD and REV instead (per-pair links behind one
+//                                                  address: a peer dialling from its own address)
 //   unroute ID                                     close the listener and reset its connections
 //   cut ID                                         reset every connection of route ID (keep listening)
 //   stats                                          -> "stats {json}": CPU, links, routes, each open connection's bytes
@@ -156,6 +159,8 @@ struct Route {
   sockaddr_in target{};
   Link* fwd = nullptr;
   Link* rev = nullptr;
+  // Client source address (network order) -> {fwd, rev} links, overriding the defaults above.
+  std::map<uint32_t, std::pair<Link*, Link*>> bySource;
   FdRef ref{nullptr, -1, nullptr};
   uint64_t accepted = 0;
 };
@@ -362,8 +367,13 @@ bool finished(Conn* c) {
 
 void onAccept(Route* r) {
   for (;;) {
-    int cfd = accept4(r->listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_in from{};
+    socklen_t fromLen = sizeof from;
+    int cfd = accept4(r->listenFd, reinterpret_cast<sockaddr*>(&from), &fromLen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) return;
+    auto via = r->bySource.find(from.sin_addr.s_addr);
+    Link* fwdLink = via != r->bySource.end() ? via->second.first : r->fwd;
+    Link* revLink = via != r->bySource.end() ? via->second.second : r->rev;
     int sfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (sfd < 0) {
       resetFd(cfd);
@@ -388,7 +398,7 @@ void onAccept(Route* r) {
       p.conn = c;
       p.src = c->fd[side];
       p.dst = c->fd[1 - side];
-      p.link = side == 0 ? r->fwd : r->rev;
+      p.link = side == 0 ? fwdLink : revLink;
       p.link->connections++;
       p.bucket.setRate(p.link->connRate);
       p.bucket.tokens = p.bucket.depth;
@@ -575,6 +585,20 @@ void command(const std::string& line) {
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     reply("ok route " + std::to_string(id) + " " + std::to_string(r->port));
     routes[id] = std::move(r);
+  } else if (cmd == "via") {
+    int id, fwd, rev;
+    std::string src;
+    if (!(in >> id >> src >> fwd >> rev)) {
+      reply("error usage: via ID SRCHOST FWD_LINK REV_LINK");
+      return;
+    }
+    sockaddr_in sa;
+    if (!routes.count(id) || !links.count(fwd) || !links.count(rev) || !parseAddr(src, 0, sa)) {
+      reply("error via " + std::to_string(id) + ": unknown route or link, or a bad address");
+      return;
+    }
+    routes[id]->bySource[sa.sin_addr.s_addr] = {links[fwd].get(), links[rev].get()};
+    reply("ok via " + std::to_string(id));
   } else if (cmd == "unroute" || cmd == "cut") {
     int id;
     if (!(in >> id) || !routes.count(id)) {
