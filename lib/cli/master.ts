@@ -62,9 +62,10 @@ export function masterCommand(io: CliOutput): Command {
         io.out(`dashboard and /metrics: ${master.dashboardUrl}${auth ? ' (open it once as ?token=<run token>)' : ''}\n`);
       }
       await new Promise<void>((resolve) => {
-        const stop = () => void master.close().then(resolve);
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        // SIGTERM (a supervisor stopping or restarting the master): peers reconnect and resume at the next master.
+        // SIGINT (an operator's Ctrl-C): the run ends; peers fail with ClosedError.
+        process.once('SIGINT', () => void master.close().then(resolve));
+        process.once('SIGTERM', () => void master.close({ endRun: false }).then(resolve));
       });
     });
 }

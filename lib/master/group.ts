@@ -86,6 +86,27 @@ export class Group {
     }
   }
 
+  /**
+   * A master rebuilt from its peers' reports (resume.ts, coordinator.ts): the group goes on at the epoch above
+   * every reported one, with the members that reported and the peers that were still waiting for a vote.
+   */
+  rebuild(fromEpoch: number, members: Peer[], pending: Peer[], reason: string): void {
+    this.epoch = fromEpoch;
+    this.pending.push(...pending);
+    this.reform(members, reason);
+  }
+
+  /** A peer resumed its session after its group was rebuilt: a member is taken back at once (it needs no vote). */
+  rejoinLate(p: Peer, member: boolean): void {
+    if (!member) {
+      this.pending.push(p);
+      this.ctx.feed.emit('info', 'pending peer resumed its session', { peer: p.id, group: this.id });
+      this.ctx.worldChanged();
+      return;
+    }
+    this.reform([p], `${p.id} resumed its session after the master restarted`);
+  }
+
   /** A peer's control connection came back: whatever was sent while it was away is said again. */
   resumed(p: Peer): void {
     this.ctx.feed.emit('info', 'peer reconnected', { peer: p.id, group: this.id });

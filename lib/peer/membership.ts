@@ -44,6 +44,11 @@ export class Membership {
 
   constructor(private readonly host: MembershipHost) {}
 
+  /** What this peer tells a master that does not know its session (lib/protocol/resume.ts). */
+  report(): { epoch: number; member: boolean; ring: NativePeer[] } {
+    return { epoch: this.epoch, member: this.epoch > 0, ring: this.ring.map((p) => ({ id: p.id, host: p.host, port: p.port })) };
+  }
+
   /** The members of the current ring, in ring order, by their master ids. */
   get members(): string[] {
     return this.ring.map((p) => p.id.split('@')[0]);

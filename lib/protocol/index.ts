@@ -4,3 +4,4 @@ export { MAX_STATE_ENTRIES, checkStateEntries, checkSyncDecision } from './state
 export * from './auth';
 export * from './connection';
 export * from './stats';
+export * from './resume';
