@@ -9,6 +9,7 @@ import {
   Connection, PROTOCOL_VERSION, ResumeReport, makeNonce, makeSessionId, peerProof, sessionSecret, stateLayout, validateMessage,
 } from '../../lib/protocol';
 import { AuthError, errorFromCode } from '../../lib/errors';
+import { init, shutdown } from '../../lib/default';
 
 const TOKEN = 'resume-token';
 
@@ -96,4 +97,30 @@ t.test('an impossible state is refused with a clear message: an epoch from the f
   t.equal(late.t, 'welcome');
   t.equal(late.peer, 'p9', 'it keeps its id');
   t.equal(late.resumed, true);
+});
+
+t.test('"master" takes a list: a comma-separated string, an array, TCCL_MASTER with commas', async (t) => {
+  const master = new Master({ logLevel: 'silent', token: TOKEN });
+  const port = await master.listen();
+  t.teardown(() => master.close());
+  const dead = net.createServer();
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const deadPort = (dead.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => dead.close(() => r())); // nobody listens there now
+  const opts = { token: TOKEN, connections: 1, logLevel: 'silent' as const, listenHost: '127.0.0.1' };
+  const a = await Communicator.connect({ ...opts, master: `127.0.0.1:${deadPort}, 127.0.0.1:${port}` });
+  t.equal(a.groupWorldSize, 1, 'the second master of a string list took it');
+  await a.close();
+  const b = await Communicator.connect({ ...opts, master: [`127.0.0.1:${deadPort}`, `127.0.0.1:${port}`] });
+  t.equal(b.groupWorldSize, 1, 'an array works the same');
+  await b.close();
+  process.env.TCCL_MASTER = `127.0.0.1:${deadPort},127.0.0.1:${port}`;
+  process.env.TCCL_TOKEN = TOKEN;
+  const c = await init({ connections: 1, logLevel: 'silent', listenHost: '127.0.0.1' });
+  t.equal(c.groupWorldSize, 1, 'TCCL_MASTER with commas works the same');
+  await shutdown();
+  delete process.env.TCCL_MASTER;
+  delete process.env.TCCL_TOKEN;
+  await t.rejects(Communicator.connect({ ...opts, master: `127.0.0.1:${port},nonsense` }), /entry 2 of the "master" option as "host:port"/);
+  await t.rejects(Communicator.connect({ ...opts, master: [] }), /comma-separated list/);
 });
