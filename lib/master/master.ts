@@ -91,16 +91,15 @@ export class Master {
   private readonly maxFrameBytes: number;
   private readonly log: Logger;
   private readonly core: Coordinator;
+  private standby?: string; // why new peers are refused (a standby of an etcd election: election.ts)
   private server?: net.Server;
   /** Peer id -> its live session. */
   private readonly byPeer = new Map<string, Session>();
   /** Session id -> session (for reconnects). */
   private readonly bySession = new Map<string, Session>();
   private readonly connections = new Set<Connection>();
-  /** Sessions this master dropped: a reconnect with one of them is refused, not resumed. */
-  private readonly droppedSessions = new Map<string, true>();
-  /** The run's id (in every session id): this master's own, or the one its first resuming peer brought. */
-  private runId?: string;
+  private readonly droppedSessions = new Map<string, true>(); // a reconnect with one is refused, not resumed
+  private runId?: string; // in every session id: this master's own, or the one its first resuming peer brought
   private timer?: NodeJS.Timeout;
   private closed = false;
   private boundPort = 0;
@@ -186,6 +185,11 @@ export class Master {
     const self = this; // getters: every read sees the live state
     return viewOf({ get address() { return self.address; }, get startedAt() { return self.startedAt; }, get counters() { return self.counters; } },
       this.token !== undefined, this.telemetry, this.core);
+  }
+
+  /** Serves peers, or (`false`) refuses them with NOT_LEADER and closes every session (election.ts). */
+  setServing(serving: boolean, why = 'a standby'): void {
+    if ((this.standby = serving ? undefined : why)) for (const c of this.connections) c.socket.destroy();
   }
 
   /** The port listened on (0 before listen()). */
@@ -325,6 +329,7 @@ export class Master {
             reject('AUTH', `authentication failed: ${why} (the master requires the run token)`);
             return;
           }
+          if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
           clearTimeout(handshakeTimer);
           if (m.t === 'check') {
             stage = 'check';
@@ -382,8 +387,7 @@ export class Master {
 
   private admit(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session {
     const peer = this.core.newPeerId();
-    this.runId ??= randomBytes(8).toString('hex');
-    const session = makeSessionId(peer, m.peerGroup, this.runId, randomBytes(8).toString('hex'));
+    const session = makeSessionId(peer, m.peerGroup, (this.runId ??= randomBytes(8).toString('hex')), randomBytes(8).toString('hex'));
     const s = this.register({ peer, group: m.peerGroup, conn, session, secret: sessionSecret(this.token, session) }, hello, nonce, false);
     this.log.debug('peer registered', { peer: s.peer, label: m.label, control: `${conn.remoteAddress}:${conn.remotePort}` });
     this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label });
@@ -401,13 +405,11 @@ export class Master {
       this.apply({ type: 'resume', peer: known.peer });
       return known;
     }
-    const r = known || this.droppedSessions.has(hello.session!)
-      ? { code: 'DROPPED', message: 'this peer is no longer part of the run (it was dropped)' }
+    const r = known || this.droppedSessions.has(hello.session!) ? { code: 'DROPPED', message: 'this peer is no longer part of the run (it was dropped)' }
       : checkUnknownSession(this.token, this.runId, hello, m, conn.remoteAddress, (x) => this.core.checkRejoin(x));
     if ('code' in r) {
       this.log.warn('refused a reconnect', { from: `${conn.remoteAddress}:${conn.remotePort}`, code: r.code, why: r.message });
-      conn.sendAndClose({ t: 'error', code: r.code, message: r.message });
-      return undefined;
+      return void conn.sendAndClose({ t: 'error', code: r.code, message: r.message });
     }
     this.runId ??= r.run;
     const s = this.register({ peer: r.report.peer, group: r.report.group, conn, session: hello.session!, secret: Buffer.from(hello.secret!) }, hello, nonce, true);
