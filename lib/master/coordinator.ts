@@ -260,6 +260,7 @@ export class Coordinator {
     const g = new Group(groupId, this.ctx);
     this.groups.set(groupId, g);
     g.sync.restore(plan.sync);
+    for (const id of plan.voteCatchUp) g.voteCatchUp.add(id);
     this.feed.emit('info', 'group rebuilt from its peers\' reports', {
       group: groupId, why, fromEpoch: plan.fromEpoch, members: members.map((p) => p.id).join(','), pending: pending.map((p) => p.id).join(',') || undefined,
       missing: [...new Set(plan.excluded.map((x) => x.peer))].join(',') || undefined, commits: plan.commits.length || undefined,

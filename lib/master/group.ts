@@ -42,6 +42,8 @@ export class Group {
   private voteStarted = 0;
   /** Vote replies to send once the epoch being installed is ready. */
   private voteReplies: { peer: Peer; ids: number[]; accepted: number }[] = [];
+  /** Members whose last vote passed before a master crash cut its result off (resume.ts): answered at once. */
+  readonly voteCatchUp = new Set<string>();
   /** Operation key -> members that finished it, in the current epoch. */
   private readonly ops = new Map<string, Set<string>>();
   private readonly committed = new Map<string, true>();
@@ -120,6 +122,10 @@ export class Group {
   onVote(p: Peer, id: number): void {
     if (!p.member) {
       this.ctx.send(p, { t: 'voteResult', id, ok: false, epoch: this.epoch, accepted: 0, code: 'NOT_MEMBER', message: 'this peer has not been accepted yet' });
+      return;
+    }
+    if (this.voteCatchUp.delete(p.id)) {
+      this.ctx.send(p, { t: 'voteResult', id, ok: true, epoch: this.epoch, accepted: 0 });
       return;
     }
     const ids = this.votes.get(p.id) ?? [];

@@ -37,6 +37,11 @@ export interface RebuildPlan {
   commits: { to: string; key: string }[];
   /** A sync committed on some members: the others get its commit. */
   stateCommit?: { to: string[]; sync: number; revision: number };
+  /**
+   * Members that completed fewer votes than another member: the crash cut their vote's result off. The vote they
+   * say again is answered at once (the others have moved on and will not vote with them).
+   */
+  voteCatchUp: string[];
   /** What the group's shared-state sync takes over (StateSync.restore). */
   sync: { seq: number; states: Map<string, { revision: number; peers: string[] }>; inProgress?: { id: number; attempt: number } };
 }
@@ -129,7 +134,12 @@ export function planRebuild(reports: RejoinReport[]): RebuildPlan {
     }
     seq = Math.max(seq, id);
   }
-  return { fromEpoch: ring.epoch, members, pending, excluded, commits, stateCommit, sync: { seq, states, inProgress } };
+  // Barrier votes completed in the newest epoch: every member of it took part in each.
+  const current = members.filter((id) => byId.get(id)!.report.epoch === ring.epoch);
+  const votes = (id: string) => byId.get(id)!.report.votes ?? 0;
+  const maxVotes = Math.max(0, ...current.map(votes));
+  const voteCatchUp = current.filter((id) => votes(id) < maxVotes);
+  return { fromEpoch: ring.epoch, members, pending, excluded, commits, voteCatchUp, stateCommit, sync: { seq, states, inProgress } };
 }
 
 /** The number in a peer id (`p12` -> 12), so that a master's new ids never collide with reported ones. */

@@ -35,6 +35,8 @@ export interface ResumeReport {
   sync?: { id: number; attempt: number };
   /** Its last committed sync per state layout (for the revision rule). */
   states: ResumeState[];
+  /** Barrier votes (nobody accepted) completed in `epoch`: fewer than another member's means a result was cut off. */
+  votes?: number;
 }
 
 /** Most committed keys and state layouts one report carries. */
@@ -49,7 +51,8 @@ function isUint(v: unknown): v is number {
 export function checkResumeReport(v: unknown): string | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) return 'resume must be a map';
   const r = v as Record<string, unknown>;
-  const fields = ['epoch', 'member', 'ring', 'committed', 'lastSync', 'committedSync', 'committedRevision', 'sync', 'states'];
+  const fields = ['epoch', 'member', 'ring', 'committed', 'lastSync', 'committedSync', 'committedRevision', 'sync', 'states', 'votes'];
+  if (r.votes !== undefined && !isUint(r.votes)) return 'resume.votes must be a non-negative integer';
   for (const k of Object.keys(r)) if (!fields.includes(k)) return `unknown resume field ${preview(k)}`;
   for (const k of ['epoch', 'lastSync', 'committedSync', 'committedRevision']) if (!isUint(r[k])) return `resume.${k} must be a non-negative integer`;
   if (typeof r.member !== 'boolean') return 'resume.member must be a boolean';

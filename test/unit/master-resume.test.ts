@@ -99,3 +99,22 @@ t.test('coordinator: a brand-new peer that joins during a rebuild waits as pendi
   sim.rejoin('p2', rep({ ring: ring('p1', 'p2') }));
   t.same(sim.core.groupsInfo()[0].pending, [n]);
 });
+
+t.test('a barrier vote whose result the crash cut off for one member: its vote said again is answered at once', async (t) => {
+  t.same(planRebuild([rj('p1', rep({ votes: 5 })), rj('p2', rep({ votes: 4 })), rj('p3', rep({ votes: 5 }))]).voteCatchUp, ['p2']);
+  t.same(planRebuild([rj('p1', rep({ epoch: 4, ring: ring('p1', 'p2'), votes: 2 })), rj('p2', rep({ epoch: 3, ring: ring('p1', 'p2'), votes: 0 }))]).voteCatchUp, [],
+    'counts of different epochs are not compared');
+  const sim = new Sim({ resumeWindowMs: 2000 });
+  sim.rejoin('p1', rep({ votes: 3 }));
+  sim.rejoin('p2', rep({ votes: 2 }));
+  sim.say('p2', { t: 'vote', id: 9 }); // p2 says its vote again; p1 and p3 have moved on
+  sim.rejoin('p3', rep({ votes: 3 }));
+  const r = sim.take('p2', 'voteResult');
+  t.same(r.map((m) => [m.id, m.ok, m.accepted]), [[9, true, 0]], 'p2 is answered without the others voting again');
+  sim.ack('p1', 'p2', 'p3');
+  sim.say('p1', { t: 'vote', id: 4 });
+  t.same(sim.take('p1', 'voteResult'), [], 'the next vote is a barrier of everyone again');
+  sim.say('p2', { t: 'vote', id: 10 });
+  sim.say('p3', { t: 'vote', id: 4 });
+  t.equal(sim.take('p1', 'voteResult').length, 1);
+});
