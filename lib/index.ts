@@ -21,6 +21,7 @@ export { EngineOptions, AllReduceOptions, AllReduceResult, QuantizationOptions, 
 export { RingGroup, RingGroupOptions, parseAddress } from './group';
 export const version = '0.1.0';
 export { Master, MasterOptions } from './master/master';
+export { EtcdLeadership, EtcdOptions } from './master/election';
 export {
   Communicator, CommunicatorOptions, CommunicatorAllReduceResult, AllReduceManyOptions, ManyItem, UpdateTopologyResult,
   OptimizeTopologyOptions, OptimizeTopologyResult,

@@ -78,3 +78,20 @@ export function parseHostPort(address: unknown, what = 'the address'): { host: s
 export function formatHostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
+
+/**
+ * A list of masters: `'a:48148,b:48148'`, or an array of `host:port` strings. A peer that loses its master tries
+ * them in turn (docs/master.md, "Restart and fail-over").
+ *
+ * @example
+ * ```ts
+ * parseMasterList('10.0.0.1:48148,10.0.0.2:48148'); // [{ host: '10.0.0.1', port: 48148 }, { host: '10.0.0.2', port: 48148 }]
+ * ```
+ */
+export function parseMasterList(masters: unknown, what = 'the "master" option'): { host: string; port: number }[] {
+  const list = typeof masters === 'string' ? masters.split(',').map((x) => x.trim()) : masters;
+  if (!Array.isArray(list) || list.length === 0 || list.length > 64) {
+    throw new InvalidArgumentError(`Expected ${what} as "host:port", a comma-separated list of them, or an array of them (at most 64), got ${describeValue(masters)}`);
+  }
+  return list.map((a, i) => parseHostPort(a, list.length > 1 ? `entry ${i + 1} of ${what}` : what));
+}

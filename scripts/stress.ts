@@ -9,6 +9,11 @@
  * different bytes for one operation, any survivor crashing or being dropped, or 30 s without a completed
  * operation. Prints a JSON summary (operations, kills survived, longest stall); `--json FILE` also writes it.
  *
+ * `--master-kills`: the master runs in its own process (test/fixtures/master-process.ts), is SIGKILLed every 20-40 s
+ * and started again on the same port 0.5-1.5 s later; the peers must resume (docs/master.md, "Restart and
+ * fail-over") and the checks stay the same. The summary adds the kills and, per kill, the time from the new
+ * master being reachable to the first completed all-reduce.
+ *
  * With `--peer host:port` this file is a peer process instead (used by the orchestrator).
  *
  * `--sequence N [--seed S]` runs the randomized back-to-back operation sequence instead (scripts/sequence-stress.ts).
@@ -82,8 +87,25 @@ async function orchestrate(): Promise<number> {
   const maxPeers = Number(argValue('max-peers', '6'));
   let seed = Number(argValue('seed', String(Date.now() % 100000)));
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const master = new Master({ logLevel: (argValue('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 });
-  const port = await master.listen();
+  const masterOptions = { logLevel: (argValue('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 };
+  const masterKills = process.argv.includes('--master-kills');
+  let master: Master | undefined;
+  let masterProc: PeerProcess | undefined;
+  let port: number;
+  const startMasterProc = async (p: number) => {
+    const proc = new PeerProcess('test/fixtures/master-process.ts', { argv: [JSON.stringify({ ...masterOptions, port: p })] });
+    const r = await proc.ready;
+    if (r.ev !== 'ready') throw new Error(`the master process did not start: ${proc.stderr}`);
+    return { proc, port: r.port as number };
+  };
+  if (masterKills) ({ proc: masterProc, port } = await startMasterProc(0));
+  else port = await (master = new Master(masterOptions)).listen();
+  let masterDown = false;
+  let killsOfMaster = 0;
+  let nextMasterKill = Date.now() + 20_000 + rand() * 20_000;
+  /** When the restarted master was reachable, until the first operation after it completes. */
+  let masterBackAt: number | undefined;
+  const firstOpAfterMasterMs: number[] = [];
   const children = new Set<Child>();
   const hashes = new Map<string, string>();
   const failures: string[] = [];
@@ -112,6 +134,10 @@ async function orchestrate(): Promise<number> {
           longestStallEnded = new Date(now).toISOString();
         }
         lastOp = now;
+        if (masterBackAt !== undefined) {
+          firstOpAfterMasterMs.push(now - masterBackAt);
+          masterBackAt = undefined;
+        }
         const key = `${m.epoch}/${m.step}`;
         const seen = hashes.get(key);
         if (seen === undefined) hashes.set(key, m.hash!);
@@ -131,9 +157,24 @@ async function orchestrate(): Promise<number> {
   while (Date.now() < deadline && failures.length === 0) {
     bar.update(Math.floor((Date.now() - start) / 1000), `${ops} ops, ${children.size} peers, ${kills} killed`);
     await new Promise((r) => setTimeout(r, 500 + rand() * 1500));
+    // Not while a new peer is still registering: its connect() would fail (it has no session to resume yet).
+    const registering = [...children].some((c) => !c.killed && c.id === undefined);
+    if (masterKills && masterProc && !registering && Date.now() >= nextMasterKill && Date.now() < deadline - 5000) {
+      masterProc.kill('SIGKILL');
+      await masterProc.exited;
+      masterDown = true;
+      killsOfMaster++;
+      await new Promise((r) => setTimeout(r, 500 + rand() * 1000));
+      masterProc = (await startMasterProc(port)).proc;
+      masterBackAt = Date.now();
+      masterDown = false;
+      nextMasterKill = Date.now() + 20_000 + rand() * 20_000;
+      lastOp = Math.max(lastOp, masterBackAt);
+      continue;
+    }
     const alive = [...children].filter((c) => !c.killed);
     if (rand() < 0.6) {
-      if (alive.length < maxPeers) spawnPeer();
+      if (alive.length < maxPeers && !masterDown) spawnPeer();
     } else if (alive.length >= 3) {
       const victim = alive[Math.floor(rand() * alive.length)];
       victim.killed = true;
@@ -148,8 +189,15 @@ async function orchestrate(): Promise<number> {
     c.killed = true;
     c.proc.kill();
   }
-  await master.close();
-  const summary = { durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, longestStallEnded, failures };
+  await master?.close();
+  await masterProc?.stop();
+  if (masterKills && killsOfMaster === 0) failures.push('--master-kills: the run was too short to kill the master (give --duration 30 or more)');
+  const sorted = [...firstOpAfterMasterMs].sort((a, b) => a - b);
+  const summary = {
+    durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, longestStallEnded,
+    ...(masterKills ? { masterKills: killsOfMaster, firstOpAfterMasterMs, firstOpAfterMasterMedianMs: sorted[Math.floor(sorted.length / 2)] ?? null } : {}),
+    failures,
+  };
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
   const out = argValue('json');
   if (out) fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), ...summary }, null, 2) + '\n');

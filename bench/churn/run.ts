@@ -5,8 +5,11 @@
  * 3 peers all-reduce `--mib` MiB of float32 in a loop (voting every step so replacements get in). Each trial
  * SIGKILLs a random peer at a random moment and measures the time from the kill to the next successful
  * all-reduce on the survivors (in a newer epoch), then starts a replacement and measures from its process start
- * to its first successful all-reduce. Frozen trials SIGSTOP a peer instead (master peer timeout 2 s). Prints
- * JSON with medians and worst cases.
+ * to its first successful all-reduce. Frozen trials SIGSTOP a peer instead (master peer timeout 2 s). Master
+ * trials (`--master-trials 10`) run the master in its own process (test/fixtures/master-process.ts), SIGKILL it
+ * and start a new one on the same port: they measure the restart itself (from the kill to the new master
+ * listening) and from the master being reachable again to the next all-reduce completed on every peer, in a
+ * newer epoch (the group rebuilt from the peers' reports). Prints JSON with medians and worst cases.
  */
 import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
@@ -100,15 +103,67 @@ async function main(): Promise<void> {
   }
   for (const p of peers) p.proc.kill();
   await master.close();
+  const masterKilled = await masterTrials(Number(argValue('master-trials', '10')), mib);
   const summary = {
     mib, peers: 3, trials, frozenTrials, peerTimeoutMs: 2000,
     killToNextAllReduceMs: { median: median(kills), worst: Math.max(...kills), all: kills },
     frozenToNextAllReduceMs: { median: median(frozen), worst: Math.max(...frozen), all: frozen },
     startToFirstAllReduceMs: { median: median(joins), worst: Math.max(...joins) },
+    masterKilled,
   };
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
   console.error(`wrote ${writeResult('churn', { machine: machineInfo(), ...summary })}`);
   process.exit(0);
+}
+
+/** SIGKILLs the master of 3 looping peers `trials` times and starts it again on its port. */
+async function masterTrials(trials: number, mib: number) {
+  if (trials === 0) return undefined;
+  const startMaster = async (port: number) => {
+    const proc = new PeerProcess('test/fixtures/master-process.ts', { argv: [JSON.stringify({ logLevel: 'error', peerTimeoutMs: 2000, heartbeatIntervalMs: 250, port })] });
+    const r = await proc.ready;
+    return { proc, port: r.port as number, at: Date.now() };
+  };
+  let master = await startMaster(0);
+  const ops: { t: number; epoch: number; p: number }[] = [];
+  const waiters: (() => void)[] = [];
+  const procs = [0, 1, 2].map((i) => {
+    const proc = new PeerProcess(__filename, { argv: ['--peer', `127.0.0.1:${master.port}`, '--mib', String(mib)] });
+    proc.on('event', (m: { ev: string; t: number; epoch: number }) => {
+      if (m.ev !== 'op') return;
+      ops.push({ t: m.t, epoch: m.epoch, p: i });
+      for (const w of waiters.splice(0)) w();
+    });
+    return proc;
+  });
+  /** The first time every peer completed an all-reduce after `after` in an epoch above `epoch`. */
+  const allDone = async (after: number, epoch: number): Promise<number> => {
+    for (;;) {
+      const done = [0, 1, 2].map((i) => ops.find((o) => o.p === i && o.t >= after && o.epoch > epoch)?.t);
+      if (done.every((t) => t !== undefined)) return Math.max(...(done as number[]));
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
+  await allDone(0, 0);
+  const restart: number[] = [];
+  const reachable: number[] = [];
+  for (let i = 0; i < trials; i++) {
+    await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
+    const epoch = Math.max(...ops.map((o) => o.epoch));
+    const t0 = Date.now();
+    master.proc.kill('SIGKILL');
+    await master.proc.exited;
+    master = await startMaster(master.port);
+    restart.push(master.at - t0);
+    reachable.push((await allDone(master.at, epoch)) - master.at);
+  }
+  for (const p of procs) p.kill();
+  master.proc.kill();
+  return {
+    trials,
+    restartMs: { median: median(restart), worst: Math.max(...restart), all: restart },
+    reachableToNextAllReduceMs: { median: median(reachable), worst: Math.max(...reachable), all: reachable },
+  };
 }
 
 if (process.argv.includes('--peer')) {

@@ -4,6 +4,7 @@
  * one more field in `masterOptions`.
  */
 import { Command } from 'commander';
+import { EtcdLeadership } from '../master/election';
 import { Master, MasterOptions } from '../master/master';
 import { CliOutput, choiceArg, intArg, readToken } from './common';
 
@@ -21,6 +22,10 @@ interface MasterFlags {
   logFormat?: (typeof FORMATS)[number];
   httpPort?: number;
   httpHost: string;
+  resumeWindowMs?: number;
+  etcd?: string;
+  etcdTtl: number;
+  etcdElection: string;
 }
 
 /** The Master options the flags ask for. */
@@ -36,6 +41,7 @@ export function masterOptions(f: MasterFlags): MasterOptions {
     logFormat: f.logFormat,
     httpPort: f.httpPort,
     httpHost: f.httpHost,
+    resumeWindowMs: f.resumeWindowMs,
   };
 }
 
@@ -52,19 +58,36 @@ export function masterCommand(io: CliOutput): Command {
     .option('--log-format <format>', 'text lines, or one json object per line (default TCCL_LOG_FORMAT or text)', choiceArg(FORMATS))
     .option('--http-port <n>', 'serve /metrics, /status and the dashboard on this port (0: any free port)', intArg(0, 65535))
     .option('--http-host <address>', 'address the HTTP port binds (0.0.0.0 to reach it from other hosts)', '127.0.0.1')
+    .option('--resume-window-ms <n>', 'after a restart, how long a group waits for its members to resume (default 5000)', intArg(0, 600_000))
+    .option('--etcd <urls>', 'fail-over: campaign in an etcd election (http://host:2379, comma-separated); only the leader serves')
+    .option('--etcd-ttl <s>', 'etcd lease TTL: a dead leader is replaced after this long', intArg(1, 3600), 5)
+    .option('--etcd-election <name>', 'etcd election name (masters of one run share it)', 'tccl-master')
     .addHelpText('after', '\nThe token never comes from the command line (other users of the host can read it). With a token, HTTP\nrequests must carry it: "Authorization: Bearer <token>", or open /?token=<token> once in a browser.')
     .action(async (flags: MasterFlags) => {
       const master = new Master(masterOptions(flags));
       const port = await master.listen();
       const auth = flags.tokenFile || process.env.TCCL_TOKEN ? ' (token required)' : '';
       io.out(`tccl master listening on ${flags.host}:${port}${auth}\n`);
+      let lost: ((err: Error) => void) | undefined;
+      const leadership = flags.etcd === undefined ? undefined : await EtcdLeadership.start(
+        master, { endpoints: flags.etcd, ttlS: flags.etcdTtl, name: flags.etcdElection, logLevel: flags.logLevel, logFormat: flags.logFormat }, (err) => lost?.(err),
+      );
+      if (leadership) io.out(`standby until elected leader in etcd election "${flags.etcdElection}" at ${flags.etcd}\n`);
       if (master.dashboardUrl) {
         io.out(`dashboard and /metrics: ${master.dashboardUrl}${auth ? ' (open it once as ?token=<run token>)' : ''}\n`);
       }
       await new Promise<void>((resolve) => {
-        const stop = () => void master.close().then(resolve);
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        // SIGTERM (a supervisor stopping or restarting the master): peers reconnect and resume at the next master.
+        // SIGINT (an operator's Ctrl-C): the run ends; peers fail with ClosedError. A lost etcd lease: this master
+        // stops serving (another may lead by now) and exits with 3, for its supervisor to start it again as a standby.
+        const stop = (endRun: boolean) => void (leadership?.close() ?? Promise.resolve()).then(() => master.close({ endRun })).then(resolve);
+        process.once('SIGINT', () => stop(true));
+        process.once('SIGTERM', () => stop(false));
+        lost = (err) => {
+          io.err(`tccl master: ${err.message}\n`);
+          process.exitCode = 3;
+          void master.close({ endRun: false }).then(resolve);
+        };
       });
     });
 }

@@ -22,6 +22,7 @@ import { GroupContext, Peer, SolveJob } from './context';
 import { Feed } from './feed';
 import { Group, GroupInfo } from './group';
 import type { Solution } from '../topology/solver';
+import { RejoinReport, allReported, checkAgainstLive, checkReport, peerNumber, planRebuild } from './resume';
 
 export interface CoordinatorOptions {
   /** How long a vote or a shared-state sync waits for every member, ms (default 60000). */
@@ -34,6 +35,18 @@ export interface CoordinatorOptions {
   random?: (n: number) => Uint8Array;
   /** Events kept in the feed (default 1000). */
   feedCapacity?: number;
+  /** How long a group's rebuild from its peers' reports waits for the members it expects, ms (default 5000). */
+  resumeWindowMs?: number;
+}
+
+/** A group being rebuilt from its peers' reports (resume.ts): what arrived so far, until its window ends. */
+interface Rebuilding {
+  deadline: number;
+  reports: Map<string, RejoinReport>;
+  /** Messages of its peers, replayed once the group is rebuilt (e.g. the votes they said again). */
+  queue: CoordinatorEvent[];
+  /** Brand-new peers of the group: pending once it is rebuilt. */
+  joiners: Peer[];
 }
 
 /** Something happened to the master's peers. */
@@ -42,6 +55,11 @@ export type CoordinatorEvent =
   | { type: 'join'; peer: string; group: number; host: string; port: number; label?: string }
   /** A known peer's control connection was replaced by a new one: resend what it may have missed. */
   | { type: 'resume'; peer: string }
+  /**
+   * A peer this master does not know resumed its session (a restarted master), with its report: it keeps its id
+   * and helps rebuild its group. Check it with {@link Coordinator.checkRejoin} first.
+   */
+  | ({ type: 'rejoin' } & RejoinReport)
   /** A registered peer sent a (validated) message. */
   | { type: 'message'; peer: string; msg: PeerMsg }
   /** A peer is gone: connection closed, silent past its deadline, or a protocol error. */
@@ -66,6 +84,8 @@ export class Coordinator {
   readonly feed: Feed;
   private readonly peers = new Map<string, Peer>();
   private readonly groups = new Map<number, Group>();
+  private readonly rebuilding = new Map<number, Rebuilding>();
+  private readonly resumeWindowMs: number;
   private readonly ctx: GroupContext;
   private nextPeer = 1;
   private out: Effect[] = [];
@@ -75,6 +95,7 @@ export class Coordinator {
     const now = options.now ?? Date.now;
     const random = options.random ?? ((n: number) => new Uint8Array(randomBytes(n)));
     this.feed = new Feed(now, options.feedCapacity);
+    this.resumeWindowMs = options.resumeWindowMs ?? 5000;
     this.ctx = {
       now,
       random,
@@ -105,9 +126,28 @@ export class Coordinator {
     return [...this.groups.values()].map((g) => g.info());
   }
 
+  /** Groups being rebuilt from their peers' reports, and who reported so far. */
+  rebuildsInfo(): { peerGroup: number; reported: string[] }[] {
+    return [...this.rebuilding].map(([peerGroup, r]) => ({ peerGroup, reported: [...r.reports.keys()] }));
+  }
+
+  /**
+   * Whether a peer unknown to this master may resume with this report: undefined, or what is wrong with it (the
+   * master refuses the peer with that message and nothing else changes).
+   */
+  checkRejoin(r: RejoinReport): string | undefined {
+    if (this.peers.has(r.peer)) return `peer ${r.peer} is already connected to this master (two processes with one session?)`;
+    const bad = checkReport(r);
+    if (bad) return bad;
+    const g = this.groups.get(r.group);
+    if (g) return checkAgainstLive(r, g.epoch, (layout) => g.sync.lastRevision(layout));
+    return undefined;
+  }
+
   /** The earliest time a tick has something to do (undefined when nothing waits). */
   nextDeadline(): number | undefined {
     let min: number | undefined;
+    for (const r of this.rebuilding.values()) if (min === undefined || r.deadline < min) min = r.deadline;
     for (const g of this.groups.values()) {
       const d = g.nextDeadline();
       if (d !== undefined && (min === undefined || d < min)) min = d;
@@ -128,6 +168,7 @@ export class Coordinator {
   private handle(e: CoordinatorEvent): void {
     if (e.type === 'tick') {
       const now = this.ctx.now();
+      for (const [id, r] of [...this.rebuilding]) if (now >= r.deadline) this.completeRebuild(id, 'its resume window ended');
       for (const g of [...this.groups.values()]) g.tick(now);
       this.removeEmptyGroups();
       return;
@@ -140,13 +181,35 @@ export class Coordinator {
       if (this.peers.has(e.peer)) throw new Error(`peer ${e.peer} joined twice`);
       const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, member: false, dropped: false };
       this.peers.set(p.id, p);
+      const rebuilding = this.rebuilding.get(e.group);
+      if (rebuilding) {
+        rebuilding.joiners.push(p);
+        this.feed.count('peersJoined');
+        this.feed.emit('info', 'peer joined while its group is being rebuilt; pending', { peer: p.id, group: e.group });
+        return;
+      }
       let g = this.groups.get(e.group);
       if (!g) this.groups.set(e.group, (g = new Group(e.group, this.ctx)));
       g.admit(p);
       return;
     }
+    if (e.type === 'rejoin') return this.rejoin(e);
     const p = this.peers.get(e.peer);
     if (!p) return; // dropped meanwhile
+    const rebuilding = this.rebuilding.get(p.group);
+    if (rebuilding) {
+      if (e.type === 'lost') {
+        this.peers.delete(p.id);
+        p.dropped = true;
+        rebuilding.reports.delete(p.id);
+        rebuilding.joiners = rebuilding.joiners.filter((q) => q !== p);
+        this.out.push({ type: 'drop', peer: p.id, reason: e.reason });
+        this.feed.emit('warn', 'peer lost while its group is being rebuilt', { peer: p.id, group: p.group, reason: e.reason });
+      } else if (e.type === 'message') {
+        rebuilding.queue.push(e);
+      }
+      return;
+    }
     const g = this.groups.get(p.group)!;
     if (e.type === 'lost') {
       this.drop(p, e.reason);
@@ -163,6 +226,57 @@ export class Coordinator {
       }
     }
     this.removeEmptyGroups();
+  }
+
+  private rejoin(r: RejoinReport): void {
+    // New ids of this master never collide with the ones its peers kept.
+    for (const id of [r.peer, ...r.report.ring.map((q) => q.id)]) this.nextPeer = Math.max(this.nextPeer, peerNumber(id) + 1);
+    const p: Peer = { id: r.peer, group: r.group, host: r.host, port: r.port, label: r.label, member: false, dropped: false };
+    this.peers.set(p.id, p);
+    const g = this.groups.get(r.group);
+    if (g) {
+      g.rejoinLate(p, r.report.member);
+      return;
+    }
+    let rebuilding = this.rebuilding.get(r.group);
+    if (!rebuilding) {
+      rebuilding = { deadline: this.ctx.now() + this.resumeWindowMs, reports: new Map(), queue: [], joiners: [] };
+      this.rebuilding.set(r.group, rebuilding);
+      this.feed.emit('info', 'rebuilding a group from its peers\' reports', { group: r.group, windowMs: this.resumeWindowMs });
+    }
+    rebuilding.reports.set(p.id, r);
+    this.feed.emit('info', 'peer resumed its session', { peer: p.id, group: r.group, epoch: r.report.epoch, member: r.report.member, reported: rebuilding.reports.size });
+    if (allReported(rebuilding.reports)) this.completeRebuild(r.group, 'every member of the newest ring reported');
+  }
+
+  /** Forms a group being rebuilt from what its peers reported (resume.ts), then replays their queued messages. */
+  private completeRebuild(groupId: number, why: string): void {
+    const rebuilding = this.rebuilding.get(groupId)!;
+    this.rebuilding.delete(groupId);
+    const plan = planRebuild([...rebuilding.reports.values()]);
+    const live = (id: string) => this.peers.get(id);
+    for (const x of plan.excluded) {
+      const p = live(x.peer);
+      if (p) this.drop(p, x.reason);
+    }
+    let members = plan.members.map(live).filter((p): p is Peer => p !== undefined);
+    let pending = [...plan.pending.map(live).filter((p): p is Peer => p !== undefined), ...rebuilding.joiners.filter((p) => !p.dropped)];
+    if (members.length === 0) [members, pending] = [pending, []];
+    if (members.length === 0) return;
+    for (const c of plan.commits) this.out.push({ type: 'send', to: c.to, msg: { t: 'opCommit', epoch: plan.fromEpoch, key: c.key } });
+    if (plan.stateCommit) {
+      for (const to of plan.stateCommit.to) this.out.push({ type: 'send', to, msg: { t: 'stateCommit', sync: plan.stateCommit.sync, revision: plan.stateCommit.revision } });
+    }
+    const g = new Group(groupId, this.ctx);
+    this.groups.set(groupId, g);
+    g.sync.restore(plan.sync);
+    for (const id of plan.voteCatchUp) g.voteCatchUp.add(id);
+    this.feed.emit('info', 'group rebuilt from its peers\' reports', {
+      group: groupId, why, fromEpoch: plan.fromEpoch, members: members.map((p) => p.id).join(','), pending: pending.map((p) => p.id).join(',') || undefined,
+      missing: [...new Set(plan.excluded.map((x) => x.peer))].join(',') || undefined, commits: plan.commits.length || undefined,
+    });
+    g.rebuild(plan.fromEpoch, members, pending, `rebuilt after the master restarted (${why})`);
+    for (const e of rebuilding.queue) this.handle(e);
   }
 
   private onMessage(p: Peer, g: Group, m: PeerMsg): void {

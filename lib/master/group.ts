@@ -43,6 +43,8 @@ export class Group {
   private voteStarted = 0;
   /** Vote replies to send once the epoch being installed is ready. */
   private voteReplies: { peer: Peer; ids: number[]; accepted: number }[] = [];
+  /** Members whose last vote passed before a master crash cut its result off (resume.ts): answered at once. */
+  readonly voteCatchUp = new Set<string>();
   /** Operation key -> members that finished it, in the current epoch. */
   private readonly ops = new Map<string, Set<string>>();
   private readonly committed = new Map<string, true>();
@@ -90,6 +92,27 @@ export class Group {
     }
   }
 
+  /**
+   * A master rebuilt from its peers' reports (resume.ts, coordinator.ts): the group goes on at the epoch above
+   * every reported one, with the members that reported and the peers that were still waiting for a vote.
+   */
+  rebuild(fromEpoch: number, members: Peer[], pending: Peer[], reason: string): void {
+    this.epoch = fromEpoch;
+    this.pending.push(...pending);
+    this.reform(members, reason);
+  }
+
+  /** A peer resumed its session after its group was rebuilt: a member is taken back at once (it needs no vote). */
+  rejoinLate(p: Peer, member: boolean): void {
+    if (!member) {
+      this.pending.push(p);
+      this.ctx.feed.emit('info', 'pending peer resumed its session', { peer: p.id, group: this.id });
+      this.ctx.worldChanged();
+      return;
+    }
+    this.reform([p], `${p.id} resumed its session after the master restarted`);
+  }
+
   /** A peer's control connection came back: whatever was sent while it was away is said again. */
   resumed(p: Peer): void {
     this.ctx.feed.emit('info', 'peer reconnected', { peer: p.id, group: this.id });
@@ -104,6 +127,10 @@ export class Group {
   onVote(p: Peer, id: number): void {
     if (!p.member) {
       this.ctx.send(p, { t: 'voteResult', id, ok: false, epoch: this.epoch, accepted: 0, code: 'NOT_MEMBER', message: 'this peer has not been accepted yet' });
+      return;
+    }
+    if (this.voteCatchUp.delete(p.id)) {
+      this.ctx.send(p, { t: 'voteResult', id, ok: true, epoch: this.epoch, accepted: 0 });
       return;
     }
     const ids = this.votes.get(p.id) ?? [];

@@ -11,16 +11,18 @@ import { ProtocolError } from '../errors';
 import { LogFormat, Logger, LogLevel } from '../log';
 import {
   Check, Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
-  peerProof, proofMatches, validateMessage,
+  makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
 import { checkInt, checkString, formatHostPort } from '../validate';
 import { Checks } from './check';
 import { Coordinator, Effect } from './coordinator';
+import { rememberBounded } from './context';
 import type { Counters, FeedEvent } from './feed';
 import type { GroupInfo } from './group';
 import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
-import type { MasterView } from './status';
+import { checkUnknownSession } from './sessions';
+import { MasterView, viewOf } from './status';
 import { Telemetry } from './telemetry';
 import { solveInWorker } from '../topology/solver-worker';
 
@@ -54,6 +56,8 @@ export interface MasterOptions {
   httpPort?: number;
   /** Address the HTTP port binds (default '127.0.0.1': only this host). */
   httpHost?: string;
+  /** After a restart: how long a group's rebuild waits for its members to resume, ms (default 5000; docs/master.md). */
+  resumeWindowMs?: number;
 }
 
 /** A registered peer's connection and session. */
@@ -88,12 +92,15 @@ export class Master {
   private readonly maxFrameBytes: number;
   private readonly log: Logger;
   private readonly core: Coordinator;
+  private standby?: string; // why new peers are refused (a standby of an etcd election: election.ts)
   private server?: net.Server;
   /** Peer id -> its live session. */
   private readonly byPeer = new Map<string, Session>();
   /** Session id -> session (for reconnects). */
   private readonly bySession = new Map<string, Session>();
   private readonly connections = new Set<Connection>();
+  private readonly droppedSessions = new Map<string, true>(); // a reconnect with one is refused, not resumed
+  private runId?: string; // in every session id: this master's own, or the one its first resuming peer brought
   private timer?: NodeJS.Timeout;
   private closed = false;
   private boundPort = 0;
@@ -120,7 +127,8 @@ export class Master {
       this.httpOptions = { port: checkInt('httpPort', options.httpPort, 0, 65535), host: checkString('httpHost', options.httpHost ?? '127.0.0.1') };
     }
     this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
-    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs });
+    const resumeWindowMs = checkInt('resumeWindowMs', options.resumeWindowMs ?? 5000, 0, 600_000);
+    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
     this.telemetry = new Telemetry(this.core.feed);
     this.checks = new Checks({
@@ -175,18 +183,14 @@ export class Master {
   }
 
   private view(): MasterView {
-    // Getters, so that every read sees the live state.
-    const self = this;
-    return {
-      get address() { return self.address; },
-      get startedAt() { return self.startedAt; },
-      auth: this.token !== undefined,
-      get counters() { return self.counters; },
-      telemetry: this.telemetry,
-      groupsInfo: () => this.core.groupsInfo(),
-      peer: (id) => this.core.peer(id),
-      events: (after) => this.core.feed.recent(after),
-    };
+    const self = this; // getters: every read sees the live state
+    return viewOf({ get address() { return self.address; }, get startedAt() { return self.startedAt; }, get counters() { return self.counters; } },
+      this.token !== undefined, this.telemetry, this.core);
+  }
+
+  /** Serves peers, or (`false`) refuses them with NOT_LEADER and closes every session (election.ts). */
+  setServing(serving: boolean, why = 'a standby'): void {
+    if ((this.standby = serving ? undefined : why)) for (const c of this.connections) c.socket.destroy();
   }
 
   /** The port listened on (0 before listen()). */
@@ -215,13 +219,13 @@ export class Master {
     return this.core.feed.counters;
   }
 
-  /** Stops listening and disconnects every peer (their pending and later calls fail with ClosedError). */
-  async close(): Promise<void> {
+  /** Disconnects every peer: their calls fail with ClosedError, or with `{ endRun: false }` (a restart) they resume later. */
+  async close(options: { endRun?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     for (const c of this.connections) {
-      c.sendAndClose({ t: 'error', code: 'CLOSED', message: 'the master shut down' });
+      if (options.endRun !== false) c.sendAndClose({ t: 'error', code: 'CLOSED', message: 'the master shut down' });
       c.socket.destroySoon();
     }
     this.connections.clear();
@@ -252,6 +256,7 @@ export class Master {
       }
       this.byPeer.delete(s.peer);
       this.bySession.delete(s.session);
+      rememberBounded(this.droppedSessions, s.session, true, 65536);
       this.telemetry.forget(s.peer);
       if (!s.conn.isClosed) s.conn.sendAndClose({ t: 'dropped', reason: e.reason });
     }
@@ -337,6 +342,7 @@ export class Master {
             reject('AUTH', `authentication failed: ${why} (the master requires the run token)`);
             return;
           }
+          if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
           clearTimeout(handshakeTimer);
           if (m.t === 'check') {
             stage = 'check';
@@ -385,28 +391,42 @@ export class Master {
     });
   }
 
-  private admit(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session {
-    const s: Session = { peer: this.core.newPeerId(), group: m.peerGroup, conn, session: randomBytes(12).toString('hex'), secret: randomBytes(32) };
+  private register(s: Session, hello: Hello, nonce: Buffer, resumed: boolean): Session {
     this.byPeer.set(s.peer, s);
     this.bySession.set(s.session, s);
-    this.welcome(conn, s, hello, nonce, false);
+    this.welcome(s.conn, s, hello, nonce, resumed);
+    return s;
+  }
+
+  private admit(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session {
+    const peer = this.core.newPeerId();
+    const session = makeSessionId(peer, m.peerGroup, (this.runId ??= randomBytes(8).toString('hex')), randomBytes(8).toString('hex'));
+    const s = this.register({ peer, group: m.peerGroup, conn, session, secret: sessionSecret(this.token, session) }, hello, nonce, false);
     this.log.debug('peer registered', { peer: s.peer, label: m.label, control: `${conn.remoteAddress}:${conn.remotePort}` });
     this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label });
     return s;
   }
 
+  /** A reconnect: a session this master holds, or one it never issued (a peer resuming after a restart: sessions.ts). */
   private resume(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session | undefined {
-    const s = this.bySession.get(hello.session!);
-    if (!s || !this.core.peer(s.peer) || !hello.secret || !timingSafeEqual(s.secret, Buffer.from(hello.secret)) || s.group !== m.peerGroup) {
-      this.log.warn('refused a reconnect: unknown or dropped session', { from: `${conn.remoteAddress}:${conn.remotePort}` });
-      conn.sendAndClose({ t: 'error', code: 'DROPPED', message: 'this peer is no longer part of the run (it was dropped, or the master restarted)' });
-      return undefined;
+    const known = this.bySession.get(hello.session!);
+    if (known && this.core.peer(known.peer) && hello.secret && timingSafeEqual(known.secret, Buffer.from(hello.secret)) && known.group === m.peerGroup) {
+      const old = known.conn;
+      known.conn = conn;
+      old.close(new Error('replaced by a reconnect'));
+      this.welcome(conn, known, hello, nonce, true);
+      this.apply({ type: 'resume', peer: known.peer });
+      return known;
     }
-    const old = s.conn;
-    s.conn = conn;
-    old.close(new Error('replaced by a reconnect'));
-    this.welcome(conn, s, hello, nonce, true);
-    this.apply({ type: 'resume', peer: s.peer });
+    const r = known || this.droppedSessions.has(hello.session!) ? { code: 'DROPPED', message: 'this peer is no longer part of the run (it was dropped)' }
+      : checkUnknownSession(this.token, this.runId, hello, m, conn.remoteAddress, (x) => this.core.checkRejoin(x));
+    if ('code' in r) {
+      this.log.warn('refused a reconnect', { from: `${conn.remoteAddress}:${conn.remotePort}`, code: r.code, why: r.message });
+      return void conn.sendAndClose({ t: 'error', code: r.code, message: r.message });
+    }
+    this.runId ??= r.run;
+    const s = this.register({ peer: r.report.peer, group: r.report.group, conn, session: hello.session!, secret: Buffer.from(hello.secret!) }, hello, nonce, true);
+    this.apply({ type: 'rejoin', ...r.report });
     return s;
   }
 }

@@ -26,6 +26,23 @@ export interface MasterView {
   events(afterSeq?: number): FeedEvent[];
 }
 
+/** A live view of a master (getters, so that every read sees the current state). */
+export function viewOf(
+  m: { readonly address: string; readonly startedAt: number; readonly counters: Readonly<Counters> }, auth: boolean, telemetry: Telemetry,
+  core: { groupsInfo(): GroupInfo[]; peer(id: string): PeerView | undefined; readonly feed: { recent(after?: number): FeedEvent[] } },
+): MasterView {
+  return {
+    get address() { return m.address; },
+    get startedAt() { return m.startedAt; },
+    auth,
+    get counters() { return m.counters; },
+    telemetry,
+    groupsInfo: () => core.groupsInfo(),
+    peer: (id) => core.peer(id),
+    events: (after) => core.feed.recent(after),
+  };
+}
+
 export interface PeerStatus {
   id: string;
   label: string;

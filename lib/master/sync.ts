@@ -6,7 +6,7 @@
  */
 import type { DType } from '../dtype';
 import { ProtocolError } from '../errors';
-import type { Msg } from '../protocol';
+import { Msg, stateLayout } from '../protocol';
 import { PeerStateReport, SyncDecision, electSharedState, validateStateReport } from '../shared-state/election';
 import { GroupContext, Peer, rememberBounded } from './context';
 
@@ -44,10 +44,8 @@ interface Round {
   deadline?: number;
 }
 
-/** A state's layout identity: its sorted keys. */
-function layoutOf(entries: Record<string, unknown>): string {
-  return JSON.stringify(Object.keys(entries).sort());
-}
+/** A state's layout identity: a hash of its sorted keys (peers report it when they resume at a new master). */
+const layoutOf = stateLayout;
 
 export class StateSync {
   private round?: Round;
@@ -93,6 +91,12 @@ export class StateSync {
     if (!round) {
       if (m.attempt !== 0) return; // an answer to a retry of a sync that is over
       round = this.open();
+    }
+    if (m.attempt < round.attempt && round.phase === 'collect' && !round.reports.has(p.id) && !round.failed.has(p.id)) {
+      // A member that starts the sync late, after the master restarted it (a master rebuilt from the peers' reports
+      // reopens a sync at a higher attempt): bring it to the current attempt.
+      this.ctx.send(p, { t: 'stateRetry', sync: round.id, attempt: round.attempt, reason: 'the sync was restarted by the master' });
+      return;
     }
     if (m.attempt !== round.attempt || round.phase !== 'collect' || round.failed.has(p.id)) {
       this.ctx.feed.emit('debug', 'stale shared-state report ignored', { peer: p.id, attempt: m.attempt, current: round.attempt, phase: round.phase });
@@ -156,6 +160,25 @@ export class StateSync {
     this.round?.reports.delete(peerId);
     this.round?.failed.delete(peerId);
     this.round?.done.delete(peerId);
+  }
+
+  /**
+   * A master rebuilt from the peers' reports (lib/master/resume.ts) takes over what they knew: sync numbers go on
+   * above every one they saw, the revision rule keeps each state's last committed revision, and a sync that was
+   * in progress is restarted (fresh reports, attempt above every one used) once the rebuilt epoch is ready.
+   */
+  restore(r: { seq: number; states: Map<string, { revision: number; peers: string[] }>; inProgress?: { id: number; attempt: number } }): void {
+    this.seq = Math.max(this.seq, r.seq);
+    for (const [layout, last] of r.states) rememberBounded(this.lastSyncs, layout, last, MAX_REMEMBERED_STATES);
+    if (!r.inProgress) return;
+    this.round = {
+      id: r.inProgress.id, attempt: r.inProgress.attempt, phase: 'retry', reports: new Map(), failed: new Map(), done: new Set(), epoch: this.group.epoch,
+    };
+  }
+
+  /** The revision of the last committed sync of a state layout, if the group synced it. */
+  lastRevision(layout: string): number | undefined {
+    return this.lastSyncs.get(layout)?.revision;
   }
 
   /** The group is gone. */

@@ -8,7 +8,7 @@ import { native } from '../binding';
 import type { AllReduceOptions, AllReduceResult } from '../collective';
 import { TensorArray, resolveDType, resolveReduceOp } from '../dtype';
 import { AbortError, PeerLostError, TcclError, TooFewPeersError, errorFromCode } from '../errors';
-import type { Msg } from '../protocol';
+import { MAX_RESUME_KEYS, Msg } from '../protocol';
 import { checkInt } from '../validate';
 import type { PeerContext } from './context';
 import type { Membership } from './membership';
@@ -58,10 +58,13 @@ export class Collectives {
   /** In-flight data-plane operations by key: the tag to abort when the master aborts the key. */
   private readonly running = new Map<string, number>();
   private readonly scratch = new Map<string, TensorArray[]>();
+  /** Operations of the current epoch whose commit arrived (the newest ones), for a master rebuilt after a restart. */
+  private committed: string[] = [];
 
   constructor(private readonly host: CollectivesHost) {
     host.membership.onNewEpoch((epoch, old) => {
       this.tagUses = new Map();
+      this.committed = [];
       this.earlyAborts = new Map();
       for (const [key, w] of [...this.waiters]) {
         if (w.epoch < epoch) {
@@ -77,6 +80,10 @@ export class Collectives {
     const membership = this.host.membership;
     if (m.t === 'opCommit') {
       const w = this.waiters.get(m.key);
+      if (m.epoch === membership.epoch) {
+        this.committed.push(m.key);
+        if (this.committed.length > MAX_RESUME_KEYS) this.committed.shift();
+      }
       if (w && w.epoch === m.epoch) {
         this.waiters.delete(m.key);
         w.resolve();
@@ -95,6 +102,14 @@ export class Collectives {
     // its deadline.
     const tag = this.running.get(m.key);
     if (tag !== undefined) this.host.dataPlane.abort(tag, m.message);
+  }
+
+  /**
+   * What this peer tells a master that does not know its session: the commits it saw in its epoch. A commit the
+   * old master sent only some members before it died is then sent to the others (every member had finished it).
+   */
+  report(): { committed: string[] } {
+    return { committed: [...this.committed] };
   }
 
   /** After a reconnect: operations waiting for their commit report again (the master ignores repeats). */

@@ -19,7 +19,7 @@ import { ClosedError, InvalidArgumentError, traced } from '../errors';
 import { LogFormat, Logger, LogLevel } from '../log';
 import { MasterMsg, PeerMsg, PeerStats, emptyPeerStats } from '../protocol';
 import { SharedState } from '../shared-state/state';
-import { checkInt, checkString, parseHostPort } from '../validate';
+import { checkInt, checkString, parseMasterList } from '../validate';
 import { AllReduceManyOptions, Collectives, CommunicatorAllReduceResult, ManyItem } from './collectives';
 import type { PeerContext } from './context';
 import { ControlClient } from './control';
@@ -34,8 +34,11 @@ export type {
 };
 
 export interface CommunicatorOptions {
-  /** The master, `host:port` (`[v6]:port` for IPv6). */
-  master: string;
+  /**
+   * The master, `host:port` (`[v6]:port` for IPv6), or several: `'a:48148,b:48148'` or an array. A peer that loses
+   * its master tries them in turn for `reconnectTimeoutMs` (a restarted master, or etcd standbys: docs/master.md).
+   */
+  master: string | string[];
   /** Peer group (one ring per group; default 0). */
   peerGroup?: number;
   /** Run token, when the master requires one. */
@@ -52,7 +55,10 @@ export interface CommunicatorOptions {
   sourceAddress?: string;
   /** How long connect() waits to be accepted, ms (default 300000; 0 = forever). */
   timeoutMs?: number;
-  /** After losing the master, how long to keep trying to reconnect, ms (default 10000). */
+  /**
+   * After losing the master, how long to keep trying to reconnect, ms (default 60000: long enough for a supervisor
+   * to restart it). Operations keep waiting meanwhile; a master that restarted rebuilds the group from its peers.
+   */
   reconnectTimeoutMs?: number;
   /** Name shown in the master's logs. */
   label?: string;
@@ -72,7 +78,7 @@ export interface PlainSharedState {
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 300_000;
-const DEFAULT_RECONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 /**
@@ -98,7 +104,7 @@ export class Communicator {
   private readonly counters: PeerStats = emptyPeerStats();
 
   private constructor(options: CommunicatorOptions, dataPlane: DataPlane) {
-    const { host, port } = parseHostPort(options.master, 'the "master" option');
+    const masters = parseMasterList(options.master);
     this.peerGroup = options.peerGroup ?? 0;
     this.log = new Logger('peer', options.logLevel, 'warn', undefined, options.logFormat);
     this.dataPlane = dataPlane;
@@ -113,9 +119,10 @@ export class Communicator {
     };
     this.control = new ControlClient(
       {
-        host, port, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
+        masters, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
         dataPort: dataPlane.port, reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
         stats: () => this.counters,
+        report: () => ({ ...this.membership.report(), ...this.collectives.report(), ...this.syncClient.report() }),
       },
       {
         message: (m) => this.route(m),
@@ -145,7 +152,7 @@ export class Communicator {
    */
   static async connect(options: CommunicatorOptions): Promise<Communicator> {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Expected an options object with "master"');
-    parseHostPort(options.master, 'the "master" option');
+    parseMasterList(options.master);
     checkInt('peerGroup', options.peerGroup ?? 0, 0, 0xffffffff);
     if (options.token !== undefined) checkString('token', options.token);
     if (options.advertiseAddress !== undefined) checkString('advertiseAddress', options.advertiseAddress);
@@ -158,7 +165,7 @@ export class Communicator {
     const c = new Communicator(options, engine);
     const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
     try {
-      await c.control.open(deadline);
+      await c.control.openAny(deadline);
       c.log = c.log.child(`peer ${c.control.id}`);
       await c.membership.waitReady(1, deadline, 'waiting to be accepted into the group');
     } catch (err) {

@@ -4,17 +4,17 @@
  * to its owner and says when the session is over for good (dropped, refused, master gone past the deadline).
  */
 import * as net from 'node:net';
-import { AuthError, ClosedError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
+import { AuthError, ClosedError, ProtocolError, TcclError, TimeoutError, errorFromCode } from '../errors';
 import type { Logger } from '../log';
 import {
-  Connection, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, makeNonce, masterProof, peerProof, proofMatches,
-  validateMessage,
+  Connection, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, ResumeReport, makeNonce, masterProof, peerProof,
+  proofMatches, validateMessage,
 } from '../protocol';
 import { formatHostPort } from '../validate';
 
 export interface ControlOptions {
-  host: string;
-  port: number;
+  /** The masters to try, in order (one, or a restartable master's standbys). */
+  masters: { host: string; port: number }[];
   token?: string;
   peerGroup: number;
   advertiseAddress?: string;
@@ -25,7 +25,14 @@ export interface ControlOptions {
   reconnectTimeoutMs: number;
   /** The counters sent with every heartbeat. */
   stats?: () => Partial<PeerStats>;
+  /** What this peer holds, for a master that does not know its session (a restarted one): lib/protocol/resume.ts. */
+  report?: () => ResumeReport;
 }
+
+/** Refusals after which another master of the list may still take the peer (a standby, one shutting down). */
+const TRY_ANOTHER_MASTER = new Set(['NOT_LEADER', 'CLOSED']);
+/** Longest pause between two reconnect attempts, ms: short, so a restarted master is found within about this. */
+const MAX_RECONNECT_DELAY_MS = 500;
 
 /** What the owner of a control connection hears. */
 export interface ControlHandlers {
@@ -56,12 +63,15 @@ export class ControlClient {
   private session?: { id: string; secret: Uint8Array };
   private handshake?: Handshake;
   private ended = false;
+  /** Index in `options.masters` of the master dialled last. */
+  private current = 0;
 
   constructor(private readonly options: ControlOptions, private readonly handlers: ControlHandlers, private log: Logger) {}
 
   /** `host:port` of the master, for messages. */
   get address(): string {
-    return formatHostPort(this.options.host, this.options.port);
+    const m = this.options.masters[this.current];
+    return formatHostPort(m.host, m.port);
   }
 
   /** Sends a message to the master; quietly nothing while disconnected (what matters is said again on resume). */
@@ -72,7 +82,7 @@ export class ControlClient {
   /** Opens the connection and registers; resolves after the master's welcome. */
   open(deadline: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const socket = net.connect({ host: this.options.host, port: this.options.port });
+      const socket = net.connect(this.options.masters[this.current]);
       const conn = new Connection(socket);
       let timer: NodeJS.Timeout | undefined;
       const settle = () => {
@@ -94,6 +104,24 @@ export class ControlClient {
         conn.send({ t: 'hello', proto: PROTOCOL_NAME, version: PROTOCOL_VERSION, nonce, session: this.session?.id, secret: this.session?.secret });
       });
     });
+  }
+
+  /**
+   * Registers with the first master of the list that takes this peer (a standby answers NOT_LEADER and the next
+   * one is tried); rejects with the last master's error when none does.
+   */
+  async openAny(deadline: number): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.open(deadline);
+      } catch (err) {
+        const code = (err as TcclError).code;
+        const another = !(err instanceof AuthError || err instanceof ProtocolError) || TRY_ANOTHER_MASTER.has(code);
+        if (!another || i + 1 >= this.options.masters.length || Date.now() >= deadline) throw err;
+        this.log.info('master did not take this peer; trying the next one', { master: this.address, err: (err as Error).message });
+        this.current = (this.current + 1) % this.options.masters.length;
+      }
+    }
   }
 
   /** Ends the session: says goodbye (so the master re-forms at once) or just closes. */
@@ -134,6 +162,8 @@ export class ControlClient {
         dataPort: this.options.dataPort,
         advertiseAddress: this.options.advertiseAddress,
         label: this.options.label,
+        // A resuming peer says what it holds, for a master that does not know its session (a restarted one).
+        resume: this.session && this.options.report ? this.options.report() : undefined,
       });
       return;
     }
@@ -188,30 +218,45 @@ export class ControlClient {
 
   private async reconnect(reason: Error | undefined): Promise<void> {
     const why = reason ? reason.message : 'connection closed';
-    this.log.warn('lost the master; reconnecting', { master: this.address, reason: why });
+    this.log.warn('lost the master; reconnecting', { master: this.address, reason: why, timeoutMs: this.options.reconnectTimeoutMs });
     this.reconnecting = true;
-    const deadline = Date.now() + this.options.reconnectTimeoutMs;
-    let delay = 100;
+    const started = Date.now();
+    const deadline = started + this.options.reconnectTimeoutMs;
+    let delay = 50;
     let last: Error | undefined = reason;
-    while (!this.ended && Date.now() < deadline) {
+    let refusal: Error | undefined;
+    for (let attempt = 1; !this.ended && Date.now() < deadline; attempt++) {
       try {
         await this.open(Math.min(deadline, Date.now() + this.heartbeat.timeoutMs));
         this.reconnecting = false;
+        this.log.warn('reconnected to the master', { master: this.address, attempts: attempt, ms: Date.now() - started });
         this.handlers.resumed();
         return;
       } catch (err) {
         last = err as Error;
-        if (err instanceof AuthError || err instanceof ProtocolError || (err instanceof ClosedError && /refused this peer/.test(err.message))) break;
+        const code = (err as TcclError).code;
+        const refused = err instanceof AuthError || err instanceof ProtocolError || /refused this peer/.test(last.message);
+        if (refused && !TRY_ANOTHER_MASTER.has(code)) {
+          refusal = last;
+          break;
+        }
+        // Every attempt is logged (info); every tenth also as a warning, so a long outage stays visible.
+        this.log[attempt % 10 === 0 ? 'warn' : 'info']('reconnect attempt failed', {
+          master: this.address, attempt, ms: Date.now() - started, err: last.message,
+        });
       }
-      await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
-      delay = Math.min(delay * 2, 2000);
+      // Next master of the list; the pause grows (with jitter) up to MAX_RECONNECT_DELAY_MS.
+      this.current = (this.current + 1) % this.options.masters.length;
+      const pause = Math.min(delay * (0.75 + Math.random() / 2), Math.max(0, deadline - Date.now()));
+      await new Promise((r) => setTimeout(r, pause));
+      delay = Math.min(delay * 2, MAX_RECONNECT_DELAY_MS);
     }
     if (this.ended) return;
-    const err = last instanceof ClosedError || last instanceof AuthError
+    const err = refusal ?? (last instanceof ClosedError && last !== reason
       ? last
       : new ClosedError(
           `Lost the master at ${this.address} (${why}) and could not reconnect within ${this.options.reconnectTimeoutMs} ms${last && last !== reason ? `: ${last.message}` : ''}`,
-        );
+        ));
     this.log.error('giving up on the master', { err });
     this.end(err);
   }

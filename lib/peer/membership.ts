@@ -39,10 +39,22 @@ export class Membership {
   private waiters: ReadyWaiter[] = [];
   private readonly votes = new Map<number, { resolve: (m: Msg<'voteResult'>) => void; reject: (e: Error) => void }>();
   private nextVote = 1;
+  /**
+   * Barrier votes (nobody accepted) completed in an epoch: every member of the epoch took part in each, so a
+   * member with fewer than another had a result cut off by a master crash (resume.ts).
+   */
+  private barriers = { epoch: 0, count: 0 };
   /** Called with (new epoch, old epoch) after a ring of a newer epoch is installed. */
   private readonly epochListeners: ((epoch: number, old: number) => void)[] = [];
 
   constructor(private readonly host: MembershipHost) {}
+
+  /** What this peer tells a master that does not know its session (lib/protocol/resume.ts). */
+  report(): { epoch: number; member: boolean; ring: NativePeer[]; votes: number } {
+    return { epoch: this.epoch, member: this.epoch > 0, ring: this.ring.map((p) => ({ id: p.id, host: p.host, port: p.port })),
+      votes: this.barriers.epoch === this.epoch ? this.barriers.count : 0,
+    };
+  }
 
   /** The members of the current ring, in ring order, by their master ids. */
   get members(): string[] {
@@ -171,6 +183,10 @@ export class Membership {
       this.host.send({ t: 'vote', id });
     });
     if (!result.ok) throw errorFromCode(result.code ?? 'INTERNAL', result.message ?? 'updateTopology failed');
+    if (result.accepted === 0) {
+      if (this.barriers.epoch !== result.epoch) this.barriers = { epoch: result.epoch, count: 0 };
+      this.barriers.count++;
+    }
     await this.waitReady(result.epoch, Infinity, 'installing the new ring');
     return { epoch: result.epoch, accepted: result.accepted };
   }

@@ -5,7 +5,7 @@
  * decides again, and this peer runs the new decision.
  */
 import { AbortError, PeerLostError, StateError, TcclError, TimeoutError, errorFromCode } from '../errors';
-import type { Msg } from '../protocol';
+import { MAX_RESUME_KEYS, Msg, ResumeState, stateLayout } from '../protocol';
 import { SYNC_STRATEGIES, SyncStrategy } from '../shared-state/election';
 import { hashState } from '../shared-state/hash';
 import type { SharedState } from '../shared-state/state';
@@ -55,6 +55,10 @@ interface Inbox {
   minSync: number;
   /** The master's number for this sync, once known. */
   sync?: number;
+  /** The attempt this peer is at. */
+  attempt: number;
+  /** The layout of the state being synced (of the last decision). */
+  layout?: string;
 }
 
 /** A restart of the sync with fresh reports (the master's `stateRetry`). */
@@ -66,6 +70,9 @@ export class SyncClient {
   private inbox?: Inbox;
   /** Highest sync number this peer took part in. */
   private lastSync = 0;
+  /** The last sync this peer saw committed, and the revision of each state layout it committed last. */
+  private committed = { sync: 0, revision: 0 };
+  private readonly states = new Map<string, number>();
 
   constructor(private readonly host: SyncHost) {}
 
@@ -77,6 +84,21 @@ export class SyncClient {
     if (m.sync !== 0 && m.sync !== run.sync) return;
     run.messages.push(m);
     run.wake?.();
+  }
+
+  /**
+   * What this peer tells a master that does not know its session: the syncs it saw, the one it is in, and each
+   * state's last committed revision (lib/protocol/resume.ts).
+   */
+  report(): { lastSync: number; committedSync: number; committedRevision: number; sync?: { id: number; attempt: number }; states: ResumeState[] } {
+    const run = this.inbox;
+    return {
+      lastSync: Math.max(this.lastSync, run?.sync ?? 0),
+      committedSync: this.committed.sync,
+      committedRevision: this.committed.revision,
+      sync: run ? { id: run.sync ?? 0, attempt: run.attempt } : undefined,
+      states: [...this.states].map(([layout, revision]) => ({ layout, revision })),
+    };
   }
 
   /** Wakes a sync waiting for the master (the communicator failed). */
@@ -101,7 +123,7 @@ export class SyncClient {
     const onAbort = () => ac.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     const timer = timeoutMs > 0 ? setTimeout(() => { timedOut = true; ac.abort(new Error('timeout')); }, timeoutMs) : undefined;
-    const inbox: Inbox = { messages: [], minSync: this.lastSync };
+    const inbox: Inbox = { messages: [], minSync: this.lastSync, attempt: 0 };
     this.inbox = inbox;
     const stopped = (): Error | undefined => {
       const failure = this.host.failure();
@@ -113,6 +135,12 @@ export class SyncClient {
     };
     try {
       const r = await new SyncRun(this.host, inbox, state, strategy, progressTimeoutMs, ac.signal, stopped).run();
+      this.committed = { sync: r.sync, revision: r.revision };
+      if (inbox.layout) {
+        this.states.delete(inbox.layout);
+        this.states.set(inbox.layout, r.revision);
+        if (this.states.size > MAX_RESUME_KEYS) this.states.delete(this.states.keys().next().value as string);
+      }
       const stats = this.host.stats;
       stats.syncs++;
       stats.stateRevision = r.revision;
@@ -162,6 +190,7 @@ class SyncRun {
       if (!(outcome instanceof Restart)) return outcome;
       this.host.log().info('shared-state sync restarts', { attempt: outcome.attempt, reason: outcome.reason });
       this.attempt = outcome.attempt;
+      this.inbox.attempt = outcome.attempt;
     }
   }
 
@@ -202,6 +231,7 @@ class SyncRun {
   private async execute(dm: Msg<'stateDecision'>): Promise<SyncResult | undefined> {
     const { membership } = this.host;
     const decision = dm.decision;
+    this.inbox.layout = stateLayout(decision.entries);
     this.attempts++;
     const mine = decision.failures[this.host.id()];
     if (mine) throw new StateError(mine.code, mine.message); // the master knows: it decided it

@@ -5,3 +5,4 @@ export * from './auth';
 export * from './connection';
 export * from './stats';
 export type { MeasuredLink, WireMatrix } from './topology';
+export * from './resume';

@@ -7,6 +7,7 @@ import type { SyncDecision, SyncStrategy } from '../shared-state/election';
 import type { EntryDigest } from '../shared-state/hash';
 import { ProtocolError } from '../errors';
 import { MessageOf, Schema, bool, bytes, checkMessage, custom, oneOf, opt, peers, preview, str, uint } from './schema';
+import { ResumeReport, checkResumeReport } from './resume';
 import { checkStateEntries, checkSyncDecision } from './state';
 import { PeerStats, checkPeerStats } from './stats';
 import { indexPairs, measuredLinks, num, peerIds, wireMatrix } from './topology';
@@ -52,7 +53,11 @@ function checkMembers(v: unknown): string | undefined {
 export const MESSAGES = {
   // ---- peer -> master ----
   hello: { proto: str(16), version: uint(0xffff), nonce: bytes(32), session: opt(str(64)), secret: opt(bytes(32)) },
-  register: { proof: opt(bytes(32)), peerGroup: uint(0xffffffff), dataPort: uint(65535, 1), advertiseAddress: opt(str(255)), label: opt(str(128)) },
+  register: {
+    proof: opt(bytes(32)), peerGroup: uint(0xffffffff), dataPort: uint(65535, 1), advertiseAddress: opt(str(255)), label: opt(str(128)),
+    // What a resuming peer holds, for a master that does not know its session (lib/protocol/resume.ts).
+    resume: opt(custom<ResumeReport>('a resume report', checkResumeReport)),
+  },
   vote: { id: uint() },
   ack: { epoch: uint() },
   done: { epoch: uint(), key: str(64) },

@@ -1,7 +1,7 @@
 // Drives the master's state machine (lib/master/coordinator.ts) in-process: a fake clock, one inbox per peer,
 // and the peers' side of the protocol reduced to what a test needs to say.
 import { Coordinator, CoordinatorOptions } from '../../lib/master/coordinator';
-import type { MasterMsg, Msg, PeerMsg } from '../../lib/protocol';
+import type { MasterMsg, Msg, PeerMsg, ResumeReport } from '../../lib/protocol';
 import type { EntryDigest } from '../../lib/shared-state/hash';
 import { solveRing } from '../../lib/topology/solver';
 
@@ -66,6 +66,16 @@ export class Sim {
     this.inbox.set(id, []);
     this.run(this.core.apply({ type: 'join', peer: id, group, host: '127.0.0.1', port }));
     return id;
+  }
+
+  /** A peer this coordinator does not know resumes its session with a report (a restarted master). */
+  rejoin(peer: string, report: ResumeReport, group = 0, port = 4000): string | undefined {
+    const r = { peer, group, host: '127.0.0.1', port, report };
+    const bad = this.core.checkRejoin(r);
+    if (bad) return bad;
+    this.inbox.set(peer, []);
+    this.run(this.core.apply({ type: 'rejoin', ...r }));
+    return undefined;
   }
 
   say(peer: string, msg: PeerMsg): void {

@@ -1,0 +1,149 @@
+/**
+ * Rebuilding a group from its peers' reports, for a master that does not know them (it was restarted, or a
+ * standby took over): pure functions and one small record per group being rebuilt, driven by the coordinator.
+ *
+ * When the rebuild is complete (docs/master.md, "Restart and fail-over"): a group's rebuild opens with the first
+ * report (its *resume window*, `resumeWindowMs`) and completes as soon as every member of the newest ring any
+ * report names has reported, or when the window ends; peers that did not report by then (they died during the
+ * outage) are simply missing from the rebuilt ring, and one that reports later is taken back in with a re-form.
+ * The rebuilt group starts at an epoch above every reported one, so every operation of the old epochs ends
+ * (retryably) everywhere, and nobody dials a peer with an old ticket.
+ */
+import type { ResumeReport } from '../protocol';
+import { masterIdOf } from './context';
+
+/** One peer's report, as the coordinator received it. */
+export interface RejoinReport {
+  peer: string;
+  group: number;
+  /** Its data-plane address. */
+  host: string;
+  port: number;
+  label?: string;
+  report: ResumeReport;
+}
+
+/** What the rebuilt group looks like and what the master says first. */
+export interface RebuildPlan {
+  /** The newest epoch reported: the group restarts at the epoch above it. */
+  fromEpoch: number;
+  /** Members of the rebuilt ring, in the order of the newest reported ring. */
+  members: string[];
+  /** Peers still waiting to be voted in. */
+  pending: string[];
+  /** Peers that report a ring the group had already left behind (it dropped them): they are dropped again. */
+  excluded: { peer: string; reason: string }[];
+  /** Operation commits that reached only some members: sent to those of `fromEpoch` before the new ring. */
+  commits: { to: string; key: string }[];
+  /** A sync committed on some members: the others get its commit. */
+  stateCommit?: { to: string[]; sync: number; revision: number };
+  /**
+   * Members that completed fewer votes than another member: the crash cut their vote's result off. The vote they
+   * say again is answered at once (the others have moved on and will not vote with them).
+   */
+  voteCatchUp: string[];
+  /** What the group's shared-state sync takes over (StateSync.restore). */
+  sync: { seq: number; states: Map<string, { revision: number; peers: string[] }>; inProgress?: { id: number; attempt: number } };
+}
+
+/** A report that cannot be true on its own; undefined when it is consistent. */
+export function checkReport(r: RejoinReport): string | undefined {
+  const { report } = r;
+  if (report.member) {
+    if (report.epoch === 0) return `${r.peer} reports it is a member at epoch 0 (epochs start at 1)`;
+    if (!report.ring.some((q) => masterIdOf(q.id) === r.peer)) return `${r.peer} reports it is a member of epoch ${report.epoch} but is not in that ring`;
+  }
+  if (report.committedSync > report.lastSync) return `${r.peer} reports sync ${report.committedSync} committed but only ${report.lastSync} seen`;
+  return undefined;
+}
+
+/**
+ * Checks a late report against a group the master already runs: a peer cannot have installed an epoch the group
+ * has not reached, nor committed a shared-state revision the group never committed.
+ */
+export function checkAgainstLive(r: RejoinReport, epoch: number, lastRevision: (layout: string) => number | undefined): string | undefined {
+  if (r.report.epoch >= epoch) {
+    return `${r.peer} reports epoch ${r.report.epoch}, but group ${r.group} is at epoch ${epoch}: an epoch from the future (a peer of another master or run?)`;
+  }
+  for (const s of r.report.states) {
+    const last = lastRevision(s.layout);
+    if (last !== undefined && s.revision > last) {
+      return `${r.peer} reports shared-state revision ${s.revision}, but group ${r.group} last committed revision ${last} of that state: a revision cannot skip ahead of the group`;
+    }
+  }
+  return undefined;
+}
+
+/** The member ids of the newest ring the reports name, and its epoch. */
+export function newestRing(reports: Iterable<RejoinReport>): { epoch: number; ids: string[] } {
+  let best: { epoch: number; ids: string[] } = { epoch: 0, ids: [] };
+  for (const r of reports) {
+    if (r.report.member && r.report.epoch > best.epoch) best = { epoch: r.report.epoch, ids: r.report.ring.map((q) => masterIdOf(q.id)) };
+  }
+  return best;
+}
+
+/** Whether every member of the newest reported ring has reported (the rebuild need not wait any longer). */
+export function allReported(reports: Map<string, RejoinReport>): boolean {
+  const ring = newestRing(reports.values());
+  return ring.ids.length > 0 && ring.ids.every((id) => reports.has(id));
+}
+
+/** Plans the rebuilt group from every report received in its resume window. */
+export function planRebuild(reports: RejoinReport[]): RebuildPlan {
+  const ring = newestRing(reports);
+  const byId = new Map(reports.map((r) => [r.peer, r]));
+  const members: string[] = [];
+  const pending: string[] = [];
+  const excluded: { peer: string; reason: string }[] = [];
+  for (const id of ring.ids) if (byId.has(id)) members.push(id);
+  for (const r of [...reports].sort((a, b) => peerNumber(a.peer) - peerNumber(b.peer))) {
+    if (members.includes(r.peer)) continue;
+    if (!r.report.member) pending.push(r.peer);
+    else excluded.push({ peer: r.peer, reason: `it was a member of epoch ${r.report.epoch}, but the group had re-formed without it by epoch ${ring.epoch}` });
+  }
+  // Commits of the newest epoch that some member saw: every member finished those operations.
+  const keys = new Set<string>();
+  for (const r of reports) if (r.report.member && r.report.epoch === ring.epoch) for (const k of r.report.committed) keys.add(k);
+  const commits: { to: string; key: string }[] = [];
+  for (const id of members) if (byId.get(id)!.report.epoch === ring.epoch) for (const key of keys) commits.push({ to: id, key });
+  // Shared state: the newest revision of each layout, and the peers that hold it.
+  const states = new Map<string, { revision: number; peers: string[] }>();
+  let seq = 0;
+  for (const r of reports) {
+    seq = Math.max(seq, r.report.lastSync);
+    if (!members.includes(r.peer)) continue;
+    for (const s of r.report.states) {
+      const cur = states.get(s.layout);
+      if (!cur || s.revision > cur.revision) states.set(s.layout, { revision: s.revision, peers: [r.peer] });
+      else if (s.revision === cur.revision) cur.peers.push(r.peer);
+    }
+  }
+  for (const s of states.values()) s.peers.sort();
+  const syncing = reports.filter((r) => r.report.sync && members.includes(r.peer));
+  let stateCommit: RebuildPlan['stateCommit'];
+  let inProgress: { id: number; attempt: number } | undefined;
+  if (syncing.length > 0) {
+    const id = Math.max(...syncing.map((r) => r.report.sync!.id)) || seq + 1;
+    const committer = reports.find((r) => id > 0 && r.report.committedSync >= id);
+    if (committer) {
+      // The master had committed it (every member had executed it); some never heard.
+      stateCommit = { to: syncing.filter((r) => r.report.sync!.id === id).map((r) => r.peer), sync: id, revision: committer.report.committedRevision };
+    } else {
+      inProgress = { id, attempt: Math.max(...syncing.map((r) => r.report.sync!.attempt)) };
+    }
+    seq = Math.max(seq, id);
+  }
+  // Barrier votes completed in the newest epoch: every member of it took part in each.
+  const current = members.filter((id) => byId.get(id)!.report.epoch === ring.epoch);
+  const votes = (id: string) => byId.get(id)!.report.votes ?? 0;
+  const maxVotes = Math.max(0, ...current.map(votes));
+  const voteCatchUp = current.filter((id) => votes(id) < maxVotes);
+  return { fromEpoch: ring.epoch, members, pending, excluded, commits, voteCatchUp, stateCommit, sync: { seq, states, inProgress } };
+}
+
+/** The number in a peer id (`p12` -> 12), so that a master's new ids never collide with reported ones. */
+export function peerNumber(id: string): number {
+  const n = Number(/^p([0-9]+)/.exec(id)?.[1]);
+  return Number.isSafeInteger(n) ? n : 0;
+}
