@@ -23,6 +23,8 @@
  * tie-break (so that of two rings with the same bottleneck the one with fewer slow links wins).
  */
 
+import { mulberry32 as rng } from '../random';
+
 /** Directed link measurements: `bandwidth[i][j]` bytes/s from peer i to peer j, `rttMs[i][j]` round trip. */
 export interface LinkMatrix {
   bandwidth: number[][];
@@ -245,17 +247,6 @@ function better(a: [number, number], b: [number, number]): boolean {
   return a[0] <= b[0] * (1 + 1e-12) && a[1] < b[1] * (1 - 1e-12);
 }
 
-/** A small deterministic PRNG (mulberry32), so that restarts are repeatable. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Greedy start: from `first`, always follow the fastest link to a peer not yet in the ring. */
 function greedy(m: LinkMatrix, first: number): number[] {

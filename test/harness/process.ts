@@ -4,6 +4,7 @@
 // `{ ev: 'reply', id, ... }`. Every wait has a deadline or ends when the process exits.
 import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
@@ -170,4 +171,17 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 20_00
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** `n` ports free on 127.0.0.1 right now (listened on and closed again), for processes told their port up front. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }

@@ -1,18 +1,10 @@
 // Deterministic test inputs and JS reference reductions (independent of the native kernels).
 import { createHash } from 'node:crypto';
 import type { DType, ReduceOp, TensorArray } from '../../lib/dtype';
+import { mulberry32 } from '../../lib/random';
 
 /** Small deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function floatToHalfBits(f: number): number {
   const buf = new DataView(new ArrayBuffer(4));

@@ -1,17 +1,6 @@
 /** Synthetic link matrices for the topology solver's tests and bench (bytes/s, ms). */
+import { mulberry32 as prng } from '../../lib/random';
 import type { LinkMatrix } from '../../lib/topology/solver';
-
-/** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Independent directed links: 10 Mbit/s to 1 Gbit/s (log-uniform), 1 to 150 ms RTT. */
 export function randomMatrix(n: number, seed: number): LinkMatrix {

@@ -9,19 +9,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
-import { stopAll } from '../harness/process';
+import { freePorts, stopAll } from '../harness/process';
 import { Connection, PROTOCOL_VERSION, makeNonce, peerProof, validateMessage } from '../../lib/protocol';
 
 const TOKEN = 'etcd-test-token';
 const hasEtcd = spawnSync('etcd', ['--version']).status === 0;
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** What a master answers a registering peer: 'welcome', or the error code (NOT_LEADER from a standby). */
 function answer(port: number): Promise<string> {
@@ -42,7 +34,7 @@ function answer(port: number): Promise<string> {
 }
 
 t.test('etcd fail-over: the standby takes over; the old leader does not serve', { skip: hasEtcd ? false : 'etcd is not installed (Debian package etcd-server)' }, async (t) => {
-  const [client, peer] = [await freePort(), await freePort()];
+  const [client, peer] = await freePorts(2);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tccl-etcd-'));
   const etcdProc = spawn('etcd', [
     '--name', 't', '--data-dir', path.join(dir, 'data'),
@@ -52,7 +44,7 @@ t.test('etcd fail-over: the standby takes over; the old leader does not serve', 
   ], { stdio: 'ignore' });
   t.teardown(() => { etcdProc.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); });
   await waitFor(async () => (await fetch(`http://127.0.0.1:${client}/health`).then((r) => r.ok, () => false)), 20_000, 'etcd');
-  const [pa, pb] = [await freePort(), await freePort()];
+  const [pa, pb] = await freePorts(2);
   const startMaster = (port: number) => new PeerProcess('lib/cli.ts', {
     argv: ['master', '--host', '127.0.0.1', '--port', String(port), '--etcd', `http://127.0.0.1:${client}`, '--etcd-ttl', '2', '--heartbeat-ms', '100', '--peer-timeout-ms', '1000'],
     env: { TCCL_TOKEN: TOKEN, TCCL_LOG_LEVEL: 'info' },

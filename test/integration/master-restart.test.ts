@@ -2,23 +2,14 @@
 // started on the same port; the peers resume with their own ids and state, and the new master rebuilds each
 // group from their reports (lib/master/resume.ts, docs/master.md "Restart and fail-over").
 import t, { Test } from 'tap';
-import * as net from 'node:net';
 import { PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
-import { stopAll } from '../harness/process';
+import { freePorts, stopAll } from '../harness/process';
 
 const TOKEN = 'restart-test-token';
 const MASTER_OPTS = { token: TOKEN, heartbeatIntervalMs: 100, peerTimeoutMs: 1000, resumeWindowMs: 3000 };
 
 function startMaster(port: number, extra: object = {}): PeerProcess {
   return new PeerProcess('test/fixtures/master-process.ts', { argv: [JSON.stringify({ ...MASTER_OPTS, port, ...extra })] });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function groups(m: PeerProcess): Promise<{ members: string[]; pending: string[]; epoch: number }[]> {
@@ -61,7 +52,7 @@ function checkSteps(t: Test, peers: PeerProcess[], ids: string[], steps: number)
 }
 
 t.test('SIGKILL the master while 4 peers loop; a new master on the same port: everyone continues', async (t) => {
-  const port = await freePort();
+  const [port] = await freePorts(1);
   let master = startMaster(port);
   await master.ready;
   const { peers, ids } = await startGroup(t, port, 4, (i) => ({ drift: i === 3 }));
@@ -91,7 +82,7 @@ for (const [name, dieOn] of [
   ['during a shared-state transfer', { what: 'shared-state elected', nth: 3 }],
 ] as const) {
   t.test(`the master killed ${name}: the run continues`, async (t) => {
-    const port = await freePort();
+    const [port] = await freePorts(1);
     let master = startMaster(port, { dieOn, logLevel: 'debug' });
     await master.ready;
     const { peers, ids } = await startGroup(t, port, 4, (i) => ({ drift: i === 3 }));
@@ -110,7 +101,7 @@ for (const [name, dieOn] of [
 }
 
 t.test('the master killed twice in a row', async (t) => {
-  const port = await freePort();
+  const [port] = await freePorts(1);
   let master = startMaster(port);
   await master.ready;
   const { peers, ids } = await startGroup(t, port, 3);
@@ -131,7 +122,7 @@ t.test('the master killed twice in a row', async (t) => {
 });
 
 t.test('the master killed while a joiner is pending: it is admitted later, with its id', async (t) => {
-  const port = await freePort();
+  const [port] = await freePorts(1);
   let master = startMaster(port);
   await master.ready;
   const { peers, ids } = await startGroup(t, port, 3);

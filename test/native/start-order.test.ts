@@ -1,21 +1,8 @@
 // Members of a static RingGroup started in any order: the group waits for the late ones (dialling them again with
 // back-off) instead of failing with "Connection refused", and a member that never comes says how long it was tried.
 import t from 'tap';
-import * as net from 'node:net';
-import { PeerProcess } from '../harness/process';
+import { PeerProcess, freePorts } from '../harness/process';
 import { rng } from '../helpers/data';
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 /** Runs test/fixtures/static-member.ts to its end (it closes its group itself) and returns the result it printed. */
 async function member(rank: number, peers: string[], delayMs: number, retryMs: number): Promise<any> {
