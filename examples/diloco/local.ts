@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Master } from '../../lib/master/master';
+import { splitWorkers } from '../flags';
 
 export interface WorkerResult {
   shard: number;
@@ -92,14 +93,7 @@ export async function runLocal(o: LocalRunOptions): Promise<{ results: WorkerRes
 }
 
 async function main() {
-  const argv = process.argv.slice(2);
-  let workers = 4;
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--workers') workers = Number(argv[++i]);
-    else rest.push(argv[i]);
-  }
-  if (!Number.isInteger(workers) || workers < 1) throw new Error('--workers must be a positive integer');
+  const { workers, rest } = splitWorkers(process.argv.slice(2));
   const { results, wallSeconds } = await runLocal({ workers, args: rest, echo: true });
   for (const r of results.sort((a, b) => a.shard - b.shard)) {
     console.log(`worker ${r.shard}: accuracy ${(r.accuracy * 100).toFixed(2)}%  sent ${(r.bytesSent / 1e6).toFixed(2)} MB  params ${r.paramsHash}`);

@@ -5,21 +5,13 @@
  * It exploits the sparsity of MNIST pixels (about 80% are 0) in both passes. All arithmetic is deterministic, so
  * peers that start from the same parameters and see the same averaged updates stay bit-identical.
  */
+import { mulberry32 } from '../../lib/random';
 
 export const INPUTS = 784;
 export const CLASSES = 10;
 
 /** A deterministic PRNG (mulberry32): same seed, same numbers on every machine. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export class Mlp {
   /** All parameters in one buffer: W1 (INPUTS x hidden, row per input), b1, W2 (hidden x CLASSES), b2. */

@@ -14,6 +14,7 @@ import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
 import type { QuantizationOptions } from '../../lib/engine';
 import { Adam, Mlp } from './model';
 import { batchIndices, loadMnist } from './data';
+import { numberFlag, parseFlags } from '../flags';
 
 const USAGE = `Options:
   --master HOST:PORT      the master (required unless --mode local)
@@ -38,32 +39,9 @@ const USAGE = `Options:
   --advertise ADDR        address the other workers dial for this one (default: as the master sees it)
   --data-port P           data-plane port to listen on (default: any free port)`;
 
-function args(argv: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`);
-    if (a === '--join') m.set('join', '1');
-    else {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      m.set(a.slice(2), v);
-    }
-  }
-  return m;
-}
-
 async function main() {
-  const a = args(process.argv.slice(2));
-  const num = (k: string, d: number) => {
-    const v = a.has(k) ? Number(a.get(k)) : d;
-    if (!Number.isFinite(v)) throw new Error(`--${k} must be a number, got ${a.get(k)}`);
-    return v;
-  };
+  const a = parseFlags(process.argv.slice(2), USAGE);
+  const num = (k: string, d: number) => numberFlag(a, k, d);
   const mode = a.get('mode') ?? 'diloco';
   if (!['diloco', 'async', 'streaming', 'ddp', 'local'].includes(mode)) throw new Error(`unknown --mode ${mode}`);
   const [shard, shards] = (a.get('shard') ?? '0/1').split('/').map(Number);

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { mulberry32 } from '../../lib/random';
 
 export const CORPUS_SOURCE = 'King James Version of the Bible, Debian package bible-kjv-text (public domain text)';
 const CACHE = path.join(os.tmpdir(), 'tccl-lm-kjv.txt');
@@ -97,16 +98,7 @@ export function loadCorpus(file: string): Corpus {
 }
 
 /** A small deterministic PRNG (mulberry32), so every run draws the same batches. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /**
  * Fills x and y ([batch * context] token ids; y is x shifted by one) with random windows of this worker's shard

@@ -10,6 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { Master } from '../../lib/index';
+import { splitWorkers } from '../flags';
 
 export interface WorkerResult {
   shard: number;
@@ -142,14 +143,7 @@ export async function runWorkers(o: RunOptions): Promise<RunOutcome> {
 }
 
 async function main() {
-  const argv = process.argv.slice(2);
-  let workers = 4;
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--workers') workers = Number(argv[++i]);
-    else rest.push(argv[i]);
-  }
-  if (!Number.isInteger(workers) || workers < 1) throw new Error('--workers must be a positive integer');
+  const { workers, rest } = splitWorkers(process.argv.slice(2));
   if (!rest.includes('--wait-peers')) rest.push('--wait-peers', String(workers));
   const { results, wallSeconds } = await runWorkers({ workers, args: rest, echo: true });
   for (const r of results.sort((a, b) => a.shard - b.shard)) {

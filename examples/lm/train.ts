@@ -14,6 +14,7 @@ import { allReduceGradients, TfjsDiLoCo, TfjsStreamingDiLoCo } from '../../lib/t
 import { backendInfo, useBackend, type BackendName } from './backend';
 import { CharTransformer } from './model';
 import { loadCorpus, prepareCorpus, rng, sampleBatch } from './data';
+import { numberFlag, parseFlags } from '../flags';
 
 const USAGE = `Options:
   --master HOST:PORT      the master (required unless --mode local)
@@ -43,32 +44,9 @@ const USAGE = `Options:
   --listen-host ADDR      address the data plane listens on (default 0.0.0.0)
   --data-port P           data-plane port (default: any free port)`;
 
-function parse(argv: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`);
-    if (a === '--join') m.set('join', '1');
-    else {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      m.set(a.slice(2), v);
-    }
-  }
-  return m;
-}
-
 async function main() {
-  const a = parse(process.argv.slice(2));
-  const num = (k: string, d: number) => {
-    const v = a.has(k) ? Number(a.get(k)) : d;
-    if (!Number.isFinite(v)) throw new Error(`--${k} must be a number, got ${a.get(k)}`);
-    return v;
-  };
+  const a = parseFlags(process.argv.slice(2), USAGE);
+  const num = (k: string, d: number) => numberFlag(a, k, d);
   const mode = a.get('mode') ?? 'streaming';
   if (!['ddp', 'diloco', 'async', 'streaming', 'local'].includes(mode)) throw new Error(`unknown --mode ${mode}\n${USAGE}`);
   const [shard, shards] = (a.get('shard') ?? '0/1').split('/').map(Number);
