@@ -28,6 +28,20 @@ export function numberFlag(flags: Map<string, string>, name: string, fallback: n
   return v;
 }
 
+/** A flag that must be one of `choices` (default `fallback`). */
+export function choiceFlag<T extends string>(flags: Map<string, string>, name: string, choices: readonly T[], fallback: T, usage: string): T {
+  const v = (flags.get(name) ?? fallback) as T;
+  if (!choices.includes(v)) throw new Error(`unknown --${name} ${v}: one of ${choices.join(', ')}\n${usage}`);
+  return v;
+}
+
+/** `--shard I/N` (default 0/1): this worker's part of the data. */
+export function shardFlag(flags: Map<string, string>): [number, number] {
+  const [shard, shards] = (flags.get('shard') ?? '0/1').split('/').map(Number);
+  if (!(shards >= 1 && shard >= 0 && shard < shards)) throw new Error(`--shard must be I/N with 0 <= I < N, got ${flags.get('shard')}`);
+  return [shard, shards];
+}
+
 /** A local launcher's `--workers N` (default 4), and every other argument, passed on to each worker. */
 export function splitWorkers(argv: string[]): { workers: number; rest: string[] } {
   let workers = 4;

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
+import * as readline from 'node:readline';
 import { Master } from '../../lib/master/master';
 import { splitWorkers } from '../flags';
 
@@ -56,7 +57,6 @@ export async function runLocal(o: LocalRunOptions): Promise<{ results: WorkerRes
         env: process.env,
       });
       children.push(child);
-      let buf = '';
       const onLine = (line: string) => {
         if (line.startsWith('RESULT ')) results.push(JSON.parse(line.slice(7)));
         else if (o.echo) process.stdout.write(`[worker ${i}] ${line}\n`);
@@ -66,14 +66,7 @@ export async function runLocal(o: LocalRunOptions): Promise<{ results: WorkerRes
           pending.push(start(o.workers, ['--join', '--shard', o.joinShard ?? `0/${o.workers}`]));
         }
       };
-      child.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let k;
-        while ((k = buf.indexOf('\n')) >= 0) {
-          onLine(buf.slice(0, k));
-          buf = buf.slice(k + 1);
-        }
-      });
+      readline.createInterface({ input: child.stdout! }).on('line', onLine);
       child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[worker ${i}] ${d}`));
       child.on('exit', (code) => {
         exitCodes[i] = code ?? -1;

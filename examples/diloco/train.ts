@@ -14,7 +14,7 @@ import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
 import type { QuantizationOptions } from '../../lib/engine';
 import { Adam, Mlp } from './model';
 import { batchIndices, loadMnist } from './data';
-import { numberFlag, parseFlags } from '../flags';
+import { choiceFlag, numberFlag, parseFlags, shardFlag } from '../flags';
 
 const USAGE = `Options:
   --master HOST:PORT      the master (required unless --mode local)
@@ -42,10 +42,8 @@ const USAGE = `Options:
 async function main() {
   const a = parseFlags(process.argv.slice(2), USAGE);
   const num = (k: string, d: number) => numberFlag(a, k, d);
-  const mode = a.get('mode') ?? 'diloco';
-  if (!['diloco', 'async', 'streaming', 'ddp', 'local'].includes(mode)) throw new Error(`unknown --mode ${mode}`);
-  const [shard, shards] = (a.get('shard') ?? '0/1').split('/').map(Number);
-  if (!(shards >= 1 && shard >= 0 && shard < shards)) throw new Error(`--shard must be I/N with 0 <= I < N, got ${a.get('shard')}`);
+  const mode = choiceFlag(a, 'mode', ['diloco', 'async', 'streaming', 'ddp', 'local'] as const, 'diloco', USAGE);
+  const [shard, shards] = shardFlag(a);
   const steps = num('steps', 1000);
   const batch = num('batch', 32);
   const logEvery = num('log-every', 100);

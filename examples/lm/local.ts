@@ -9,6 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
+import * as readline from 'node:readline';
 import { Master } from '../../lib/index';
 import { splitWorkers } from '../flags';
 
@@ -83,7 +84,6 @@ export async function runWorkers(o: RunOptions): Promise<RunOutcome> {
       const args = ['--import', 'tsx', TRAIN, '--master', master!, ...o.args, ...extra, ...(o.workerArgs?.(i) ?? [])];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
       children.set(i, child);
-      let buf = '';
       const onLine = (line: string) => {
         if (line.startsWith('RESULT ')) {
           out.results.push(JSON.parse(line.slice(7)) as WorkerResult);
@@ -102,14 +102,7 @@ export async function runWorkers(o: RunOptions): Promise<RunOutcome> {
           pending.push(start(o.workers, ['--join', '--shard', `${o.kill?.worker ?? 0}/${o.workers}`]));
         }
       };
-      child.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let k;
-        while ((k = buf.indexOf('\n')) >= 0) {
-          onLine(buf.slice(0, k));
-          buf = buf.slice(k + 1);
-        }
-      });
+      readline.createInterface({ input: child.stdout! }).on('line', onLine);
       // tfjs prints a banner about tfjs-node on stderr; show the rest
       child.stderr!.on('data', (d: Buffer) => {
         const s = d.toString().split('\n').filter((l) => l.trim() && !/tfjs-node|====|Hi there|speed things up|https:\/\/|^\s*$/.test(l));

@@ -14,7 +14,7 @@ import { allReduceGradients, TfjsDiLoCo, TfjsStreamingDiLoCo } from '../../lib/t
 import { backendInfo, useBackend, type BackendName } from './backend';
 import { CharTransformer } from './model';
 import { loadCorpus, prepareCorpus, rng, sampleBatch } from './data';
-import { numberFlag, parseFlags } from '../flags';
+import { choiceFlag, numberFlag, parseFlags, shardFlag } from '../flags';
 
 const USAGE = `Options:
   --master HOST:PORT      the master (required unless --mode local)
@@ -47,10 +47,8 @@ const USAGE = `Options:
 async function main() {
   const a = parseFlags(process.argv.slice(2), USAGE);
   const num = (k: string, d: number) => numberFlag(a, k, d);
-  const mode = a.get('mode') ?? 'streaming';
-  if (!['ddp', 'diloco', 'async', 'streaming', 'local'].includes(mode)) throw new Error(`unknown --mode ${mode}\n${USAGE}`);
-  const [shard, shards] = (a.get('shard') ?? '0/1').split('/').map(Number);
-  if (!(shards >= 1 && shard >= 0 && shard < shards)) throw new Error(`--shard must be I/N with 0 <= I < N, got ${a.get('shard')}`);
+  const mode = choiceFlag(a, 'mode', ['ddp', 'diloco', 'async', 'streaming', 'local'] as const, 'streaming', USAGE);
+  const [shard, shards] = shardFlag(a);
   const steps = num('steps', 400);
   const batch = num('batch', 8);
   const context = num('context', 32);

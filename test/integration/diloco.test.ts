@@ -1,36 +1,14 @@
 // DiLoCo, async DiLoCo and Streaming DiLoCo over the real master and Communicators (loopback, one process).
 import t, { Test } from 'tap';
-import { Master } from '../../lib/master/master';
-import { Communicator } from '../../lib/peer/communicator';
 import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
+import { inProcessGroup } from '../helpers/communicator';
 
 function drift(p: Float32Array, peer: number, step: number) {
   for (let i = 0; i < p.length; i++) p[i] += 0.01 * (peer + 1) * Math.sin(i * 0.1 + step);
 }
 
-async function group(t: Test, n: number) {
-  const master = new Master({ host: '127.0.0.1', port: 0, logLevel: 'silent' });
-  const port = await master.listen();
-  const comms: Communicator[] = [];
-  t.teardown(async () => {
-    await Promise.all(comms.map((c) => c.close()));
-    await master.close();
-  });
-  const connect = () => Communicator.connect({ master: `127.0.0.1:${port}`, connections: 2, logLevel: 'silent' }).then((c) => (comms.push(c), c));
-  const first = await connect();
-  const rest = Array.from({ length: n - 1 }, () => connect());
-  while (first.groupWorldSize < n) {
-    await Promise.all([first, ...comms.slice(1)].map((c) => c.updateTopology()));
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  await Promise.all(rest);
-  // every member votes until all are in (the ones admitted late vote too)
-  return { comms: [first, ...(await Promise.all(rest))], connect };
-}
-
-
 t.test('DiLoCo over real communicators: bit-identical, revision +1 per outer step, a newcomer catches up', async (t) => {
-  const { comms, connect } = await group(t, 3);
+  const { comms, connect } = await inProcessGroup(t, 3);
   const params = comms.map(() => new Float32Array(5000).fill(0.5));
   const opts = comms.map((c, i) => new DiLoCo(c, { params: params[i], innerSteps: 4 }));
   await Promise.all(opts.map((o) => o.join()));
@@ -65,7 +43,7 @@ t.test('DiLoCo over real communicators: bit-identical, revision +1 per outer ste
 });
 
 t.test('async DiLoCo and Streaming DiLoCo over real communicators', async (t) => {
-  const { comms } = await group(t, 2);
+  const { comms } = await inProcessGroup(t, 2);
   const params = comms.map(() => new Float32Array(4096).fill(0.1));
   const opts = comms.map((c, i) => new DiLoCo(c, { params: params[i], innerSteps: 3, async: true }));
   await Promise.all(opts.map((o) => o.join()));

@@ -2,28 +2,8 @@
 // all-reduce of tensors and gradient maps, DiLoCo / async DiLoCo / Streaming DiLoCo driving tfjs models.
 import t from 'tap';
 import * as tf from '@tensorflow/tfjs';
-import { Master } from '../../lib/master/master';
-import { Communicator } from '../../lib/peer/communicator';
 import { allReduceGradients, allReduceTensors, TfjsDiLoCo, TfjsStreamingDiLoCo, type TfjsLayer } from '../../lib/tfjs/index';
-
-
-async function group(t: { teardown(fn: () => Promise<void>): void }, n: number) {
-  const master = new Master({ host: '127.0.0.1', port: 0, logLevel: 'silent' });
-  const port = await master.listen();
-  const comms: Communicator[] = [];
-  t.teardown(async () => {
-    await Promise.all(comms.map((c) => c.close()));
-    await master.close();
-  });
-  const connect = () => Communicator.connect({ master: `127.0.0.1:${port}`, connections: 2, logLevel: 'silent' }).then((c) => (comms.push(c), c));
-  const first = await connect();
-  const rest = Array.from({ length: n - 1 }, () => connect());
-  while (first.groupWorldSize < n) {
-    await Promise.all(comms.map((c) => c.updateTopology()));
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { comms: [first, ...(await Promise.all(rest))], connect };
-}
+import { inProcessGroup } from '../helpers/communicator';
 
 /** Every weight of a model as one byte string (bit-level comparison). */
 function bytesOf(vars: tf.Variable[] | tf.Tensor[]): Buffer {
@@ -53,7 +33,7 @@ t.before(async () => {
 });
 
 t.test('allReduceGradients / allReduceTensors: every peer gets the same bytes, the right values, and no tensor leaks', async (t) => {
-  const { comms } = await group(t, 3);
+  const { comms } = await inProcessGroup(t, 3);
   const before = tf.memory().numTensors;
   const grads = comms.map((_, i) => ({
     'dense/kernel': tf.fill([5, 7], i + 1),
@@ -86,7 +66,7 @@ t.test('allReduceGradients / allReduceTensors: every peer gets the same bytes, t
 });
 
 t.test('TfjsDiLoCo on a tf.LayersModel: bit-identical weights, a newcomer receives them, no tensor leak', async (t) => {
-  const { comms, connect } = await group(t, 3);
+  const { comms, connect } = await inProcessGroup(t, 3);
   const models = comms.map((_, i) => mlp(10 * (i + 1))); // different initial weights: join() settles them
   const opts = models.map(() => tf.train.adam(0.01));
   const dl = comms.map((c, i) => new TfjsDiLoCo(c, { model: models[i], innerSteps: 4 }));
@@ -127,7 +107,7 @@ t.test('TfjsDiLoCo on a tf.LayersModel: bit-identical weights, a newcomer receiv
 });
 
 t.test('async TfjsDiLoCo and TfjsStreamingDiLoCo on tf.Variables grouped by layer', async (t) => {
-  const { comms } = await group(t, 2);
+  const { comms } = await inProcessGroup(t, 2);
   let made = 0;
   const makeLayers = (seed: number): TfjsLayer[] =>
     ['a', 'b', 'c', 'd'].map((name, j) => ({
