@@ -3,19 +3,26 @@
  *
  * ```ts
  * import { init, allReduce } from 'tccl';
- * await init();                       // TCCL_MASTER=host:port, TCCL_PEER_GROUP, TCCL_TOKEN
+ * await init();                       // TCCL_MASTER=host:port, TCCL_PEER_GROUP, TCCL_TOKEN, TCCL_WORLD_SIZE
  * await allReduce(grads);             // in place, over the default communicator's group
  * ```
+ *
+ * init() waits for `worldSize` members (TCCL_WORLD_SIZE, default 1), and admission is 'auto': peers that join
+ * later are voted in by the library at the next operation boundary the master announces.
  */
 import type { TensorArray } from './dtype';
-import { ClosedError } from './errors';
+import { ClosedError, InvalidArgumentError } from './errors';
 import { Communicator, CommunicatorAllReduceResult, CommunicatorOptions } from './peer/communicator';
 import type { AllReduceOptions } from './collective';
 
 let current: Communicator | undefined;
 let starting: Promise<Communicator> | undefined;
 
-/** Options of init(): those of Communicator.connect, each defaulting to its environment variable. */
+/**
+ * Options of init(): those of Communicator.connect, each defaulting to its environment variable (`master`:
+ * TCCL_MASTER, `peerGroup`: TCCL_PEER_GROUP, `token`: TCCL_TOKEN, `worldSize`: TCCL_WORLD_SIZE), with
+ * `admission` defaulting to 'auto'.
+ */
 export type InitOptions = Partial<CommunicatorOptions>;
 
 function fromEnv(options: InitOptions): CommunicatorOptions {
@@ -29,10 +36,27 @@ function fromEnv(options: InitOptions): CommunicatorOptions {
     }
   }
   const token = options.token ?? (process.env.TCCL_TOKEN || undefined);
-  return { ...options, master, peerGroup, token };
+  let worldSize = options.worldSize;
+  if (worldSize === undefined && process.env.TCCL_WORLD_SIZE !== undefined && process.env.TCCL_WORLD_SIZE !== '') {
+    worldSize = Number(process.env.TCCL_WORLD_SIZE);
+    if (!Number.isInteger(worldSize) || worldSize < 1) {
+      throw new InvalidArgumentError(`Expected TCCL_WORLD_SIZE to be a positive integer, got ${JSON.stringify(process.env.TCCL_WORLD_SIZE)}`);
+    }
+  }
+  return { admission: 'auto', ...options, master, peerGroup, token, worldSize };
 }
 
-/** Connects the default communicator (once; later calls return the same one until shutdown()). */
+/**
+ * Connects the default communicator (once; later calls return the same one until shutdown()) and waits until
+ * its group has `worldSize` members.
+ *
+ * @example
+ * ```ts
+ * // TCCL_MASTER=10.0.0.1:48148 TCCL_TOKEN=... TCCL_WORLD_SIZE=4 node train.js   (on each of 4 hosts)
+ * const comm = await init();          // resolves when all 4 are in
+ * await allReduce(grad, { op: 'avg', weight: tokensThisStep });
+ * ```
+ */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
   if (current && !current.error) return current;
   if (starting) return starting;

@@ -17,6 +17,8 @@ export interface Peer {
   readonly host: string;
   readonly port: number;
   readonly label?: string;
+  /** It connected with `admission: 'auto'`: the master may announce admission votes to it (admission.ts). */
+  readonly autoAdmit?: boolean;
   /** Accepted into the group's ring (false while it waits for a vote). */
   member: boolean;
   dropped: boolean;

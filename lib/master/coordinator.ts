@@ -52,7 +52,7 @@ interface Rebuilding {
 /** Something happened to the master's peers. */
 export type CoordinatorEvent =
   /** A peer passed the handshake (its id from {@link Coordinator.newPeerId}); it joins its group. */
-  | { type: 'join'; peer: string; group: number; host: string; port: number; label?: string }
+  | { type: 'join'; peer: string; group: number; host: string; port: number; label?: string; autoAdmit?: boolean }
   /** A known peer's control connection was replaced by a new one: resend what it may have missed. */
   | { type: 'resume'; peer: string }
   /**
@@ -179,7 +179,7 @@ export class Coordinator {
     }
     if (e.type === 'join') {
       if (this.peers.has(e.peer)) throw new Error(`peer ${e.peer} joined twice`);
-      const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, member: false, dropped: false };
+      const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, autoAdmit: e.autoAdmit, member: false, dropped: false };
       this.peers.set(p.id, p);
       const rebuilding = this.rebuilding.get(e.group);
       if (rebuilding) {
@@ -231,7 +231,7 @@ export class Coordinator {
   private rejoin(r: RejoinReport): void {
     // New ids of this master never collide with the ones its peers kept.
     for (const id of [r.peer, ...r.report.ring.map((q) => q.id)]) this.nextPeer = Math.max(this.nextPeer, peerNumber(id) + 1);
-    const p: Peer = { id: r.peer, group: r.group, host: r.host, port: r.port, label: r.label, member: false, dropped: false };
+    const p: Peer = { id: r.peer, group: r.group, host: r.host, port: r.port, label: r.label, autoAdmit: r.autoAdmit, member: false, dropped: false };
     this.peers.set(p.id, p);
     const g = this.groups.get(r.group);
     if (g) {
@@ -321,7 +321,7 @@ export class Coordinator {
   private sendWorld(p: Peer, totals: { worldSize: number; peerGroups: number }): void {
     const g = this.groups.get(p.group);
     if (!g) return;
-    this.out.push({ type: 'send', to: p.id, msg: { t: 'world', ...totals, groupWorldSize: g.members.length, pending: g.pending.length } });
+    this.out.push({ type: 'send', to: p.id, msg: { t: 'world', ...totals, groupWorldSize: g.members.length, pending: g.pending.length, ...pendingNames(g.pending) } });
   }
 
   private broadcastWorld(): void {
@@ -332,4 +332,10 @@ export class Coordinator {
       for (const q of g.pending) this.sendWorld(q, totals);
     }
   }
+}
+
+/** The first pending peers, named for a member's error messages (`p7 worker-3`), within the wire's id limit. */
+function pendingNames(pending: readonly Peer[]): { pendingPeers?: string[] } {
+  if (pending.length === 0) return {};
+  return { pendingPeers: pending.slice(0, 16).map((q) => (q.label ? `${q.id} ${q.label}` : q.id).slice(0, 64)) };
 }

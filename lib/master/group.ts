@@ -13,6 +13,7 @@
  *   aborts it everywhere; a re-form supersedes every operation of the old epoch (the `ring` says so).
  */
 import type { Msg } from '../protocol';
+import { GroupAdmission } from './admission';
 import { GroupContext, Peer, masterIdOf, nativePeerId, rememberBounded } from './context';
 import { StateSync } from './sync';
 import { GroupTopology } from './topology';
@@ -47,11 +48,14 @@ export class Group {
   readonly voteCatchUp = new Set<string>();
   /** Operation key -> members that finished it, in the current epoch. */
   private readonly ops = new Map<string, Set<string>>();
-  private readonly committed = new Map<string, true>();
+  /** Committed key -> whether its commit announced an admission vote (said again to a reconnecting member). */
+  private readonly committed = new Map<string, boolean>();
   private readonly aborted = new Map<string, { code: string; message: string }>();
   readonly sync: StateSync;
   /** optimizeTopology: the link matrix and the open round (topology.ts). */
   readonly topology: GroupTopology;
+  /** Votes announced on commits for members with `admission: 'auto'` (admission.ts). */
+  readonly admission = new GroupAdmission();
 
   constructor(readonly id: number, private readonly ctx: GroupContext) {
     this.ticket = ctx.random(16);
@@ -119,7 +123,7 @@ export class Group {
     if (!p.member) return;
     this.sendRing(p, 'resend');
     if (!this.installing) this.ctx.send(p, { t: 'ready', epoch: this.epoch });
-    for (const key of this.committed.keys()) this.ctx.send(p, { t: 'opCommit', epoch: this.epoch, key });
+    for (const [key, admit] of this.committed) this.ctx.send(p, { t: 'opCommit', epoch: this.epoch, key, ...(admit ? { admit } : {}) });
     for (const [key, a] of this.aborted) this.ctx.send(p, { t: 'opAbort', epoch: this.epoch, key, code: a.code, message: a.message });
     this.topology.resumed(p);
   }
@@ -209,6 +213,7 @@ export class Group {
       this.installing = undefined;
       this.voteDeadline = undefined;
       this.sync.reset();
+      this.admission.reset();
       this.ctx.feed.emit('info', 'group is empty', { group: this.id });
       this.ctx.worldChanged();
     }
@@ -238,6 +243,7 @@ export class Group {
     this.voteDeadline = undefined;
     const voters = this.members.map((q) => ({ peer: q, ids: this.votes.get(q.id)! }));
     this.votes.clear();
+    this.admission.reset();
     const accept = this.pending.filter((q) => !q.dropped);
     this.pending = [];
     this.ctx.feed.count('votesPassed');
@@ -272,9 +278,11 @@ export class Group {
     const set = this.ops.get(key);
     if (!set || this.installing || !this.members.every((q) => set.has(q.id))) return;
     this.ops.delete(key);
-    rememberBounded(this.committed, key, true, MAX_REMEMBERED_OPS);
+    const admit = this.admission.announce(this.members, this.pending);
+    rememberBounded(this.committed, key, admit, MAX_REMEMBERED_OPS);
     this.ctx.feed.count('opsCommitted');
-    for (const q of this.members) this.ctx.send(q, { t: 'opCommit', epoch: this.epoch, key });
+    if (admit) this.ctx.feed.emit('info', 'admission announced: members vote pending peers in after this operation', { group: this.id, op: key, pending: this.pending.length });
+    for (const q of this.members) this.ctx.send(q, { t: 'opCommit', epoch: this.epoch, key, ...(admit ? { admit } : {}) });
   }
 
   private sendRing(to: Peer, reason: string): void {

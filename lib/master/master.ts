@@ -373,7 +373,7 @@ export class Master {
     const session = makeSessionId(peer, m.peerGroup, (this.runId ??= randomBytes(8).toString('hex')), randomBytes(8).toString('hex'));
     const s = this.register({ peer, group: m.peerGroup, conn, session, secret: sessionSecret(this.token, session) }, hello, nonce, false);
     this.log.debug('peer registered', { peer: s.peer, label: m.label, control: `${conn.remoteAddress}:${conn.remotePort}` });
-    this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label });
+    this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label, autoAdmit: m.admission === 'auto' });
     return s;
   }
 

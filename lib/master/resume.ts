@@ -20,6 +20,8 @@ export interface RejoinReport {
   host: string;
   port: number;
   label?: string;
+  /** It lets the master announce admission votes (lib/master/admission.ts). */
+  autoAdmit?: boolean;
   report: ResumeReport;
 }
 

@@ -20,6 +20,7 @@ import { LogFormat, Logger, LogLevel } from '../log';
 import { MasterMsg, PeerMsg, PeerStats, emptyPeerStats } from '../protocol';
 import { SharedState } from '../shared-state/state';
 import { checkInt, checkString, parseMasterList } from '../validate';
+import { Admission, DEFAULT_WARN_ALONE_MS, checkAdmissionOptions } from './admission';
 import { AllReduceManyOptions, Collectives, CommunicatorAllReduceResult, ManyItem } from './collectives';
 import type { PeerContext } from './context';
 import { ControlClient } from './control';
@@ -66,6 +67,15 @@ export interface CommunicatorOptions {
   logLevel?: LogLevel;
   /** Log format: 'text' lines or one 'json' object per line (default TCCL_LOG_FORMAT or 'text'). */
   logFormat?: LogFormat;
+  /**
+   * 'auto': the library votes waiting peers in at an operation boundary the master announces (when every member
+   * is 'auto'); 'manual' (default; init()'s default is 'auto'): only updateTopology() admits them.
+   */
+  admission?: 'auto' | 'manual';
+  /** connect() resolves only once the group has this many members (see waitForPeers; default 1). */
+  worldSize?: number;
+  /** Warn when this peer has run alone this long while peers wait to join, ms (default 10000; 0 = never). */
+  warnAloneMs?: number;
 }
 
 /**
@@ -100,6 +110,7 @@ export class Communicator {
   private readonly syncClient: SyncClient;
   private readonly prober: Prober;
   private readonly topology: TopologyClient;
+  private readonly admission: Admission;
   private failure?: Error;
   private readonly counters: PeerStats = emptyPeerStats();
 
@@ -120,7 +131,7 @@ export class Communicator {
     this.control = new ControlClient(
       {
         masters, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
-        dataPort: dataPlane.port, reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
+        dataPort: dataPlane.port, autoAdmit: options.admission === 'auto', reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
         stats: () => this.counters,
         report: () => ({ ...this.membership.report(), ...this.collectives.report(), ...this.syncClient.report() }),
       },
@@ -143,6 +154,7 @@ export class Communicator {
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
     this.syncClient = new SyncClient({ ...ctx, membership, id: () => this.control.id });
     this.topology = new TopologyClient({ ...ctx, membership, id: () => this.control.id });
+    this.admission = new Admission({ ...ctx, membership, auto: options.admission === 'auto', warnAloneMs: options.warnAloneMs ?? DEFAULT_WARN_ALONE_MS });
     this.prober = new Prober((m) => this.control.send(m), () => this.control.id);
   }
 
@@ -158,6 +170,7 @@ export class Communicator {
     if (options.advertiseAddress !== undefined) checkString('advertiseAddress', options.advertiseAddress);
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
     checkInt('reconnectTimeoutMs', options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
+    const worldSize = checkAdmissionOptions(options);
     const engine = Engine.create({
       host: options.listenHost ?? '0.0.0.0', port: options.dataPort ?? 0, connections: options.connections ?? DEFAULT_CONNECTIONS,
       sourceAddress: options.sourceAddress,
@@ -168,6 +181,7 @@ export class Communicator {
       await c.control.openAny(deadline);
       c.log = c.log.child(`peer ${c.control.id}`);
       await c.membership.waitReady(1, deadline, 'waiting to be accepted into the group');
+      if (worldSize > 1) await c.admission.waitForPeers(worldSize, deadline === Infinity ? 0 : Math.max(1, deadline - Date.now()));
     } catch (err) {
       await c.shutdown(err as Error, false);
       throw err;
@@ -230,7 +244,25 @@ export class Communicator {
   async updateTopology(options: { timeoutMs?: number } = {}): Promise<UpdateTopologyResult> {
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? 0, 0, MAX_TIMEOUT_MS);
     this.checkUsable();
+    this.admission.takeVote(); // this call is the vote an announced admission asks for
     return this.membership.vote(timeoutMs);
+  }
+
+  /**
+   * Resolves once the group has at least `n` members, voting waiting peers in (updateTopology's vote). Every member
+   * calls it with the same `n`. TimeoutError after `timeoutMs` (default 300000; 0 = never) names who is missing.
+   * @example
+   * ```ts
+   * await comm.waitForPeers(4, { timeoutMs: 120_000 }); // every worker, before training
+   * ```
+   */
+  waitForPeers(n: number, options: { timeoutMs?: number } = {}): Promise<void> {
+    return traced(async () => {
+      checkInt('n', n, 1, 1 << 20);
+      const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, 0, MAX_TIMEOUT_MS);
+      this.checkUsable();
+      await this.admission.waitForPeers(n, timeoutMs);
+    });
   }
 
   /**
@@ -251,7 +283,10 @@ export class Communicator {
    * ```
    */
   optimizeTopology(options: OptimizeTopologyOptions = {}): Promise<OptimizeTopologyResult> {
-    return traced(() => this.topology.optimize(options));
+    return traced(async () => {
+      await this.admission.beforeOp();
+      return this.topology.optimize(options);
+    });
   }
 
   /**
@@ -263,7 +298,10 @@ export class Communicator {
   allReduce(data: DeviceBuffer, options?: DeviceAllReduceOptions): Promise<DeviceAllReduceResult>;
   allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<CommunicatorAllReduceResult<T>>;
   allReduce(data: TensorArray | DeviceBuffer, options?: object): Promise<unknown> {
-    return allReduceAny(this, data, options, (d, o) => traced(() => this.collectives.allReduce(d, o)));
+    return allReduceAny(this, data, options, (d, o) => traced(async () => {
+      await this.admission.beforeOp();
+      return this.collectives.allReduce(d, o);
+    }));
   }
 
   /**
@@ -272,7 +310,11 @@ export class Communicator {
    * alone in its group, or with the first non-retryable error.
    */
   allReduceMany<T extends TensorArray>(items: ManyItem<T>[], options: AllReduceManyOptions = {}): Promise<CommunicatorAllReduceResult<T>[]> {
-    return this.collectives.allReduceMany(items, options, (data, opts) => this.allReduce(data, opts));
+    return traced(async () => {
+      // One boundary for the whole batch: its items run in one group, however the announcement falls among them.
+      await this.admission.beforeOp();
+      return this.collectives.allReduceMany(items, options, (data, opts) => traced(() => this.collectives.allReduce(data, opts)));
+    });
   }
 
   /**
@@ -308,6 +350,7 @@ export class Communicator {
   syncSharedState(state: SharedState | PlainSharedState, options: SyncSharedStateOptions = {}): Promise<SyncSharedStateResult> {
     return traced(async () => {
       this.checkUsable();
+      await this.admission.beforeOp();
       let shared: SharedState;
       let plain: PlainSharedState | undefined;
       if (state instanceof SharedState) shared = state;
@@ -341,7 +384,8 @@ export class Communicator {
       case 'ring': case 'ready': case 'world': case 'voteResult':
         return this.membership.onMessage(m);
       case 'opCommit': case 'opAbort':
-        return this.collectives.onMessage(m);
+        this.collectives.onMessage(m);
+        return m.t === 'opCommit' ? this.admission.onCommit(m) : undefined;
       case 'stateDecision': case 'stateRetry': case 'stateCommit': case 'stateFail':
         return this.syncClient.onMessage(m);
       case 'probe':
@@ -360,6 +404,7 @@ export class Communicator {
       this.collectives.failAll(err);
       this.syncClient.interrupt();
       this.topology.failAll(err);
+      this.admission.failAll(err);
     }
     await this.dataPlane.close().catch(() => undefined);
   }

@@ -27,6 +27,8 @@ export interface ControlOptions {
   stats?: () => Partial<PeerStats>;
   /** What this peer holds, for a master that does not know its session (a restarted one): lib/protocol/resume.ts. */
   report?: () => ResumeReport;
+  /** Let the master announce admission votes on this peer's commits (lib/peer/admission.ts). */
+  autoAdmit?: boolean;
 }
 
 /** Refusals after which another master of the list may still take the peer (a standby, one shutting down). */
@@ -162,6 +164,8 @@ export class ControlClient {
         dataPort: this.options.dataPort,
         advertiseAddress: this.options.advertiseAddress,
         label: this.options.label,
+        // Only said when 'auto', so that a manual peer's register stays what older masters accept.
+        admission: this.options.autoAdmit ? 'auto' : undefined,
         // A resuming peer says what it holds, for a master that does not know its session (a restarted one).
         resume: this.session && this.options.report ? this.options.report() : undefined,
       });

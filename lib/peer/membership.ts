@@ -35,7 +35,9 @@ export class Membership {
   ring: NativePeer[] = [];
   /** Why the current ring was formed (the master's words). */
   reason = '';
-  world = { worldSize: 0, groupWorldSize: 0, peerGroups: 0, pending: 0 };
+  world: { worldSize: number; groupWorldSize: number; peerGroups: number; pending: number; pendingPeers?: string[] } = {
+    worldSize: 0, groupWorldSize: 0, peerGroups: 0, pending: 0,
+  };
   private waiters: ReadyWaiter[] = [];
   private readonly votes = new Map<number, { resolve: (m: Msg<'voteResult'>) => void; reject: (e: Error) => void }>();
   private nextVote = 1;
@@ -46,6 +48,8 @@ export class Membership {
   private barriers = { epoch: 0, count: 0 };
   /** Called with (new epoch, old epoch) after a ring of a newer epoch is installed. */
   private readonly epochListeners: ((epoch: number, old: number) => void)[] = [];
+  /** Called after a `world` view or a `ready` arrived (admission.ts waits on them). */
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(private readonly host: MembershipHost) {}
 
@@ -70,6 +74,12 @@ export class Membership {
     this.epochListeners.push(listener);
   }
 
+  /** Calls `listener` after every `world` view and `ready`; returns the function that stops it. */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
   /** Handles `ring`, `ready`, `world` and `voteResult`. */
   onMessage(m: Msg<'ring' | 'ready' | 'world' | 'voteResult'>): void {
     switch (m.t) {
@@ -78,10 +88,12 @@ export class Membership {
         if (m.epoch === this.epoch && m.epoch > this.readyEpoch) {
           this.readyEpoch = m.epoch;
           this.wake();
+          for (const l of [...this.changeListeners]) l();
         }
         return;
       case 'world':
-        this.world = { worldSize: m.worldSize, groupWorldSize: m.groupWorldSize, peerGroups: m.peerGroups, pending: m.pending };
+        this.world = { worldSize: m.worldSize, groupWorldSize: m.groupWorldSize, peerGroups: m.peerGroups, pending: m.pending, pendingPeers: m.pendingPeers };
+        for (const l of [...this.changeListeners]) l();
         return;
       case 'voteResult':
         this.votes.get(m.id)?.resolve(m);

@@ -57,6 +57,8 @@ export const MESSAGES = {
     proof: opt(bytes(32)), peerGroup: uint(0xffffffff), dataPort: uint(65535, 1), advertiseAddress: opt(str(255)), label: opt(str(128)),
     // What a resuming peer holds, for a master that does not know its session (lib/protocol/resume.ts).
     resume: opt(custom<ResumeReport>('a resume report', checkResumeReport)),
+    // 'auto': the master may announce admission votes on this peer's commits (lib/master/admission.ts).
+    admission: opt(oneOf(['auto', 'manual'] as const)),
   },
   vote: { id: uint() },
   ack: { epoch: uint() },
@@ -91,9 +93,11 @@ export const MESSAGES = {
   ring: { epoch: uint(), index: uint(), peers: peers(), ticket: bytes(16), reason: MESSAGE },
   ready: { epoch: uint() },
   voteResult: { id: uint(), ok: bool(), epoch: uint(), accepted: uint(), code: opt(CODE), message: opt(MESSAGE) },
-  opCommit: { epoch: uint(), key: str(64) },
+  // admit: every member votes pending peers in before its next operation (lib/peer/admission.ts).
+  opCommit: { epoch: uint(), key: str(64), admit: opt(bool()) },
   opAbort: { epoch: uint(), key: str(64), code: CODE, message: MESSAGE },
-  world: { worldSize: uint(), groupWorldSize: uint(), peerGroups: uint(), pending: uint() },
+  // pendingPeers: the first 16 pending peers, `id` or `id label`, for error messages (waitForPeers).
+  world: { worldSize: uint(), groupWorldSize: uint(), peerGroups: uint(), pending: uint(), pendingPeers: opt(peerIds()) },
   dropped: { reason: MESSAGE },
   stateDecision: { sync: uint(), attempt: uint(), epoch: uint(), tag: uint(), decision: custom<SyncDecision>('a sync decision', checkSyncDecision) },
   stateRetry: { sync: uint(), attempt: uint(), reason: MESSAGE },

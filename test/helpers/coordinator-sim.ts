@@ -61,10 +61,10 @@ export class Sim {
   }
 
   /** A peer registers with group `group`; returns its id. */
-  join(group = 0, port = 4000): string {
+  join(group = 0, port = 4000, autoAdmit?: boolean): string {
     const id = this.core.newPeerId();
     this.inbox.set(id, []);
-    this.run(this.core.apply({ type: 'join', peer: id, group, host: '127.0.0.1', port }));
+    this.run(this.core.apply({ type: 'join', peer: id, group, host: '127.0.0.1', port, autoAdmit }));
     return id;
   }
 
@@ -80,6 +80,11 @@ export class Sim {
 
   say(peer: string, msg: PeerMsg): void {
     this.run(this.core.apply({ type: 'message', peer, msg }));
+  }
+
+  /** A known peer's control connection was replaced (a reconnect): the master says again what it may have missed. */
+  resume(peer: string): void {
+    this.run(this.core.apply({ type: 'resume', peer }));
   }
 
   lose(peer: string, reason = 'control connection closed'): void {
@@ -116,10 +121,10 @@ export class Sim {
   }
 
   /** Forms a group of n peers (the first starts it, one vote accepts the others); returns their ids. */
-  group(n: number, group = 0): string[] {
-    const first = this.join(group);
+  group(n: number, group = 0, autoAdmit?: boolean): string[] {
+    const first = this.join(group, 4000, autoAdmit);
     this.ack(first);
-    const rest = Array.from({ length: n - 1 }, (_, i) => this.join(group, 4001 + i));
+    const rest = Array.from({ length: n - 1 }, (_, i) => this.join(group, 4001 + i, autoAdmit));
     if (rest.length) {
       this.say(first, { t: 'vote', id: 1 });
       this.ack(first, ...rest);
