@@ -42,6 +42,13 @@ export interface AllReduceOptions<T extends TensorArray = TensorArray> {
   /** Send float data quantized (sum and avg only). */
   quantization?: QuantizationOptions;
   /**
+   * With op 'avg': this peer's weight (e.g. the tokens or samples of this step). The result is
+   * sum(weight_i * x_i) / sum(weight_i) over the peers, bit-identical on every peer; float dtypes only (float16
+   * and bfloat16 accumulate in float32), not quantized. A weight must be a finite number >= 0, and the total must
+   * not be 0 (INVALID_ARGUMENT). Every peer of the operation passes a weight, or none does.
+   */
+  weight?: number;
+  /**
    * 'ring' (bandwidth-optimal), 'direct' (every peer sends its whole input to every other: one network hop,
    * for small buffers, at most 1 MiB) or 'auto' (default: direct when this peer would send at most 64 KiB that way, i.e. up to
    * 64 KiB with 2 peers and up to 64 KiB / (N - 1) with N; ring above). Every peer must pass the same.

@@ -12,6 +12,7 @@ import { DTYPE_CODES, REDUCE_OP_CODES, TensorArray, resolveDType, resolveReduceO
 import { AbortError, ClosedError, InvalidArgumentError, traced } from './errors';
 import { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer, allReduceAny } from './device';
 import { checkInt, checkString } from './validate';
+import { accumulationType, checkWeighted, finishWeighted, weightedContribution } from './weighted';
 
 export type {
   AllReduceOptions, AllReduceResult, EngineOptions, ExchangeOptions, ExchangeRecv, ExchangeResult, ExchangeSend,
@@ -117,15 +118,19 @@ export class Engine {
       if (options.algorithm !== undefined && !(options.algorithm in ALGORITHM_CODES)) {
         throw new InvalidArgumentError(`Unknown algorithm ${JSON.stringify(options.algorithm)}; expected auto, ring or direct`);
       }
-      if (options.algorithm === 'direct' && data.byteLength > DIRECT_MAX_BYTES) {
+      const weight = options.weight === undefined ? undefined : checkWeighted(options.weight, options.op, dtype, quantization !== undefined);
+      // A weighted average sums [weight * x, weight] in one operation, then every peer divides the same bits.
+      const input = weight === undefined ? data : weightedContribution(data, dtype, weight);
+      if (options.algorithm === 'direct' && input.byteLength > DIRECT_MAX_BYTES) {
         throw new InvalidArgumentError(
-          `The direct algorithm sends a peer's whole buffer in one frame and takes at most 1 MiB, got ${data.byteLength} bytes: use 'ring' or 'auto'`,
+          `The direct algorithm sends a peer's whole buffer in one frame and takes at most 1 MiB, got ${input.byteLength} bytes: use 'ring' or 'auto'`,
         );
       }
       const r = await this.withAbort('All-reduce', tag, options.signal, () => this.impl.allReduce({
-        input: data, output, dtype: DTYPE_CODES[dtype], op: REDUCE_OP_CODES[op], tag, timeoutMs, quantization,
-        algorithm: ALGORITHM_CODES[options.algorithm ?? 'auto'],
+        input, output: input === data ? output : input, dtype: DTYPE_CODES[input === data ? dtype : accumulationType(dtype)],
+        op: REDUCE_OP_CODES[input === data ? op : 'sum'], tag, timeoutMs, quantization, algorithm: ALGORITHM_CODES[options.algorithm ?? 'auto'],
       }));
+      if (input !== data) finishWeighted(input as Float32Array | Float64Array, dtype, output, r.worldSize);
       return { data: output, worldSize: r.worldSize, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived };
     });
   }

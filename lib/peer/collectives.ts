@@ -10,6 +10,7 @@ import { TensorArray, resolveDType, resolveReduceOp } from '../dtype';
 import { AbortError, PeerLostError, TcclError, TooFewPeersError, errorFromCode } from '../errors';
 import { MAX_RESUME_KEYS, Msg } from '../protocol';
 import { checkInt } from '../validate';
+import { checkWeighted } from '../weighted';
 import type { PeerContext } from './context';
 import type { Membership } from './membership';
 
@@ -128,6 +129,8 @@ export class Collectives {
     this.checkUsable();
     const dtype = resolveDType(data, options.dtype);
     resolveReduceOp(options.op);
+    // Checked here too, so that bad input fails before the master hears of the operation.
+    if (options.weight !== undefined) checkWeighted(options.weight, options.op, dtype, options.quantization !== undefined);
     const tag = checkInt('tag', options.tag ?? 0, 0);
     const timeoutMs = checkInt('timeoutMs', options.timeoutMs ?? 30_000, 0, MAX_TIMEOUT_MS);
     if (options.output !== undefined) resolveDType(options.output, dtype, 'output');
