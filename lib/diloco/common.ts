@@ -85,13 +85,16 @@ export class Retrying<S> {
   ) {}
 
   /**
-   * Average of `buf` over the group, in place (a group of one returns its input). A retryable failure (a lost
-   * peer) is retried from the same input once the group has re-formed, which the communicator does by itself.
+   * Average of `buf` over the group, in place (a group of one returns its input), weighted by `weight` when given.
+   * A retryable failure (a lost peer) is retried from the same input once the group has re-formed, which the
+   * communicator does by itself; a weighted retry reweights over the survivors.
    */
-  async average(buf: Float32Array, tag: number): Promise<number> {
+  async average(buf: Float32Array, tag: number, weight?: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
-        const r = await this.comm.allReduce(buf, { op: 'avg', tag, ...(this.quantization ? { quantization: this.quantization } : {}) });
+        const r = await this.comm.allReduce(buf, {
+          op: 'avg', tag, ...(this.quantization ? { quantization: this.quantization } : {}), ...(weight !== undefined ? { weight } : {}),
+        });
         this.count(r.bytesSent, r.bytesReceived);
         this.stats.allReduces++;
         this.stats.peakBytesPerSync = Math.max(this.stats.peakBytesPerSync, r.bytesSent);

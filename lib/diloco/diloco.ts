@@ -7,9 +7,10 @@ import { checkConstructorArgs, checkQuantization, emptyStats, gather, pseudoGrad
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
 import { checkInt, describeValue } from '../validate';
+import { checkRoundOptions, Round, stepWeight, type InnerStepInfo, type RoundOptions, type Weighting } from './rounds';
 
 /** Options of {@link DiLoCo}. */
-export interface DiLoCoOptions<S = unknown> extends ResilienceOptions {
+export interface DiLoCoOptions<S = unknown> extends ResilienceOptions, RoundOptions {
   /** The model's parameters (views into the model; the optimizer reads and writes them in place). */
   params: ParamsInput;
   /** Inner steps between outer steps, H (default 500, as in the paper; 10 to 1000 is common). */
@@ -35,6 +36,10 @@ export interface OuterStepReport {
   innerStep: number;
   /** Peers that contributed to the all-reduce applied in this step (1 when alone). */
   worldSize: number;
+  /** Inner steps this worker did in the phase this outer step ended (fewer than innerSteps when innerSeconds ended it). */
+  roundSteps: number;
+  /** This worker's weight in the average launched by this step (its tokens or inner steps; undefined: unweighted). */
+  weight?: number;
   /** Bytes this peer sent / received during this outer step. */
   bytesSent: number;
   bytesReceived: number;
@@ -44,7 +49,7 @@ export interface OuterStepReport {
   revision: number;
 }
 
-const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', 'stateFactory', 'maxRetries', 'tagBase'];
+const OPTION_KEYS = ['params', 'innerSteps', 'innerSeconds', 'weighting', 'outer', 'quantization', 'async', 'stateFactory', 'maxRetries', 'tagBase'];
 
 /**
  * DiLoCo: every `innerSteps` (H) inner optimizer steps, each peer computes the pseudo-gradient
@@ -61,6 +66,11 @@ const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', '
  * (so it never receives a stale state) and contributes a zero pseudo-gradient to the round that is in flight
  * when it joins; that round's average is then taken over one more peer.
  *
+ * Workers of different speeds: with `innerSeconds` an inner phase also ends after that many seconds, so a slow
+ * worker does fewer inner steps instead of holding the fast ones at the outer sync, and each pseudo-gradient is
+ * weighted by the inner steps behind it (`weighting: 'steps'`, the default then) or by the tokens passed to
+ * `step({ tokens })` (`weighting: 'tokens'`): the group averages `sum(w_i delta_i) / sum(w_i)`.
+ *
  * Churn: an all-reduce that fails with a retryable error (PeerLostError) is retried after `updateTopology()` with
  * the survivors, from the same input (a failed all-reduce leaves its input intact). Pending peers are admitted
  * at each outer step, just before the state sync.
@@ -71,8 +81,9 @@ const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', '
  * const diloco = new DiLoCo(comm, { params: model.parameters(), innerSteps: 50 });
  * await diloco.join();
  * for (let step = 0; step < 5000; step++) {
- *   innerOptimizer.step(model, nextBatch());   // any local optimizer, e.g. AdamW
- *   const report = await diloco.step();         // an outer step every 50 calls
+ *   const batch = nextBatch();
+ *   innerOptimizer.step(model, batch);          // any local optimizer, e.g. AdamW
+ *   const report = await diloco.step({ tokens: batch.tokens }); // an outer step every 50 calls
  *   if (report) console.log(report.outerStep, report.bytesSent);
  * }
  * await diloco.finish();
@@ -80,6 +91,9 @@ const OPTION_KEYS = ['params', 'innerSteps', 'outer', 'quantization', 'async', '
  */
 export class DiLoCo<S = unknown> {
   readonly innerSteps: number;
+  /** Seconds after which an inner phase ends even before innerSteps (undefined: steps only). */
+  readonly innerSeconds: number | undefined;
+  readonly weighting: Weighting;
   readonly optimizer: OuterOptimizer;
   readonly async: boolean;
   /** Counters since construction. */
@@ -99,6 +113,7 @@ export class DiLoCo<S = unknown> {
   private inner = 0;
   private outerSteps = 0;
   private joined = false;
+  private readonly round: Round;
 
   constructor(
     readonly comm: Collective<S>,
@@ -112,6 +127,11 @@ export class DiLoCo<S = unknown> {
       throw new TypeError(`DiLoCo option "async" must be a boolean, got ${describeValue(options.async)}`);
     }
     this.async = options.async ?? false;
+    ({ innerSeconds: this.innerSeconds, weighting: this.weighting } = checkRoundOptions('DiLoCo', options));
+    if (this.weighting !== 'none' && options.quantization !== undefined) {
+      throw new TypeError('DiLoCo: a weighted average (weighting or innerSeconds) cannot be quantized: leave "quantization" out or use weighting: \'none\'');
+    }
+    this.round = new Round(this.innerSteps, this.innerSeconds);
     const { maxRetries, tagBase } = resilience(options);
     this.tagBase = tagBase;
     this.net = new Retrying(comm, this.stats, maxRetries, checkQuantization(options.quantization));
@@ -164,19 +184,30 @@ export class DiLoCo<S = unknown> {
     if (this.async) {
       this.delta.fill(0);
       this.restartFromOuter(this.delta);
-      this.launch();
+      // At the very start every peer sends zeros (any equal weight); a newcomer's zeros must not dilute the others'.
+      this.launch(this.weighting === 'none' ? undefined : this.inner === 0 ? 1 : 0);
     } else scatter(this.outerParams, this.tensors);
+    this.round.restart();
   }
 
   /**
-   * Call after every inner optimizer step. Every `innerSteps` calls it runs an outer step (returns its report);
-   * otherwise it returns undefined at once.
+   * Whether the next step() runs an outer step (its inner-step count, or innerSeconds spent); the answer holds for
+   * that step, so a wrapper can read its model's variables just before it (lib/tfjs).
    */
-  async step(): Promise<OuterStepReport | undefined> {
+  outerStepDue(): boolean {
+    return this.round.dueAfterNext();
+  }
+
+  /**
+   * Call after every inner optimizer step (with `{ tokens }` when weighting by tokens). Every `innerSteps` calls,
+   * or once `innerSeconds` passed, it runs an outer step (returns its report); otherwise it returns undefined.
+   */
+  async step(info?: InnerStepInfo): Promise<OuterStepReport | undefined> {
     if (!this.joined) throw new Error('Call DiLoCo.join() before the first step()');
+    const w = stepWeight('DiLoCo', this.weighting, info);
     await yieldToEventLoop();
     this.inner++;
-    if (this.inner % this.innerSteps !== 0) return undefined;
+    if (!this.round.add(w)) return undefined;
     return this.runOuterStep();
   }
 
@@ -195,9 +226,11 @@ export class DiLoCo<S = unknown> {
     const s0 = this.stats.bytesSent;
     const r0 = this.stats.bytesReceived;
     let worldSize = 1;
+    const roundSteps = this.round.steps;
+    const weight = this.weighting === 'none' ? undefined : this.round.weight;
     pseudoGradient(this.async ? this.start : this.outerParams, this.tensors, this.delta);
     if (!this.async) {
-      worldSize = await this.net.average(this.delta, this.tagBase);
+      worldSize = await this.net.average(this.delta, this.tagBase, weight);
       this.applyOuter(this.delta);
       this.outerSteps++;
       await this.sync('enforcePopular', true);
@@ -213,12 +246,15 @@ export class DiLoCo<S = unknown> {
       this.outerSteps++;
       await this.sync('enforcePopular', true);
       this.restartFromOuter(this.delta);
-      this.launch();
+      this.launch(weight);
     }
+    this.round.restart();
     return {
       outerStep: this.outerSteps,
       innerStep: this.inner,
       worldSize,
+      roundSteps,
+      weight,
       bytesSent: this.stats.bytesSent - s0,
       bytesReceived: this.stats.bytesReceived - r0,
       commSeconds: (performance.now() - t0) / 1000,
@@ -235,13 +271,13 @@ export class DiLoCo<S = unknown> {
   }
 
   /** Starts averaging `delta` in the background (async mode); swaps the buffers so the next round can fill one. */
-  private launch(): void {
+  private launch(weight: number | undefined): void {
     const buf = this.delta;
     this.delta = this.spare;
     this.spare = buf;
     this.pendingBuf = buf;
     const tag = this.tagBase + 1 + (this.outerSteps % 2);
-    const p = this.net.average(buf, tag);
+    const p = this.net.average(buf, tag, weight);
     p.catch(() => undefined); // surfaced when awaited at the next outer step
     this.pending = p;
   }

@@ -8,4 +8,5 @@ export type { OuterOptimizer, OuterOptimizerOptions } from './outer-optimizer';
 export { partitionTensors, fragmentOffsets, fragmentsDueAt, normalizeParams } from './fragments';
 export type { FragmentPattern, NamedTensor } from './fragments';
 export { plainStateFactory } from './types';
+export type { InnerStepInfo, RoundOptions, Weighting } from './rounds';
 export type { Collective, CommStats, ParamsInput, PlainState, StateBinding, StateFactory } from './types';

@@ -8,6 +8,7 @@ import { countElements, fragmentOffsets, fragmentsDueAt, normalizeParams, partit
 import { createOuterOptimizer, type OuterOptimizer, type OuterOptimizerOptions } from './outer-optimizer';
 import { plainStateFactory, type Collective, type CommStats, type ParamsInput, type StateBinding, type StateFactory, type SyncStrategy } from './types';
 import { checkInt, checkNumber, checkOneOf } from '../validate';
+import { checkRoundOptions, stepWeight, type InnerStepInfo, type Weighting } from './rounds';
 
 /** Options of {@link StreamingDiLoCo}. */
 export interface StreamingDiLoCoOptions<S = unknown> extends ResilienceOptions {
@@ -29,6 +30,11 @@ export interface StreamingDiLoCoOptions<S = unknown> extends ResilienceOptions {
   quantization?: QuantizationOptions;
   /** Builds the communicator's shared-state object over the optimizer's entries (default: a plain object). */
   stateFactory?: StateFactory<S>;
+  /**
+   * Weight each fragment's pseudo-gradient by the tokens passed to `step({ tokens })` since that fragment's last
+   * sync ('tokens'), or by the inner steps ('steps'); default 'none' (a plain average).
+   */
+  weighting?: Weighting;
 }
 
 /** What a step that synced at least one fragment reports. */
@@ -52,11 +58,13 @@ interface Fragment {
   delta: Float32Array;
   pending?: Promise<number>;
   landAt: number;
+  /** Tokens (or steps) since this fragment's last launch: its weight in the next average. */
+  weight: number;
 }
 
 const OPTION_KEYS = [
   'params', 'fragments', 'fragmentPattern', 'innerSteps', 'overlapSteps', 'alpha', 'outer', 'quantization',
-  'stateFactory', 'maxRetries', 'tagBase',
+  'stateFactory', 'maxRetries', 'tagBase', 'weighting',
 ];
 
 /**
@@ -91,6 +99,7 @@ export class StreamingDiLoCo<S = unknown> {
   readonly fragmentTensors: string[][];
   /** Inner step (mod innerSteps) at which each fragment syncs. */
   readonly offsets: number[];
+  readonly weighting: Weighting;
 
   private readonly frags: Fragment[];
   private readonly binding: StateBinding<S>;
@@ -123,6 +132,10 @@ export class StreamingDiLoCo<S = unknown> {
     }
     this.alpha = checkNumber('alpha', options.alpha ?? 0.5, 0, 1);
     this.optimizer = createOuterOptimizer(options.outer ?? {});
+    this.weighting = checkRoundOptions('StreamingDiLoCo', { weighting: options.weighting }).weighting;
+    if (this.weighting !== 'none' && options.quantization !== undefined) {
+      throw new TypeError('StreamingDiLoCo: a weighted average cannot be quantized: leave "quantization" out or use weighting: \'none\'');
+    }
     const { maxRetries, tagBase } = resilience(options);
     this.tagBase = tagBase;
     this.net = new Retrying(comm, this.stats, maxRetries, checkQuantization(options.quantization));
@@ -136,7 +149,7 @@ export class StreamingDiLoCo<S = unknown> {
       gather(ts, outer);
       entries[`streaming.outer.${p}`] = outer;
       if (this.optimizer.hasMomentum) entries[`streaming.momentum.${p}`] = new Float32Array(size);
-      return { index: p, tensors: ts, size, delta: new Float32Array(size), landAt: -1 };
+      return { index: p, tensors: ts, size, delta: new Float32Array(size), landAt: -1, weight: 0 };
     });
     this.fragmentTensors = this.frags.map((f) => f.tensors.map((t) => t.name));
     const factory = options.stateFactory ?? (plainStateFactory as unknown as StateFactory<S>);
@@ -172,11 +185,13 @@ export class StreamingDiLoCo<S = unknown> {
     if (this.inner > 0 && this.overlapSteps > 0) this.launchDue();
   }
 
-  /** Call after every inner optimizer step; returns a report when fragments were launched or landed. */
-  async step(): Promise<FragmentStepReport | undefined> {
+  /** Call after every inner optimizer step (with `{ tokens }` when weighting by tokens); returns a report when fragments were launched or landed. */
+  async step(info?: InnerStepInfo): Promise<FragmentStepReport | undefined> {
     if (!this.joined) throw new Error('Call StreamingDiLoCo.join() before the first step()');
+    const w = stepWeight('StreamingDiLoCo', this.weighting, info);
     await yieldToEventLoop();
     this.inner++;
+    for (const f of this.frags) f.weight += w;
     const t0 = performance.now();
     const s0 = this.stats.bytesSent;
     const r0 = this.stats.bytesReceived;
@@ -198,7 +213,7 @@ export class StreamingDiLoCo<S = unknown> {
       for (const p of fragmentsDueAt(this.inner, this.innerSteps, this.offsets)) {
         const f = this.frags[p];
         pseudoGradient(this.outerParams(p), f.tensors, f.delta);
-        worldSize = Math.max(worldSize, await this.net.average(f.delta, this.tagBase + p));
+        worldSize = Math.max(worldSize, await this.net.average(f.delta, this.tagBase + p, this.takeWeight(f)));
         this.apply(f);
         launched.push(p);
         landed.push(p);
@@ -237,12 +252,19 @@ export class StreamingDiLoCo<S = unknown> {
     for (const p of due) {
       const f = this.frags[p];
       pseudoGradient(this.outerParams(p), f.tensors, f.delta);
-      const pr = this.net.average(f.delta, this.tagBase + p);
+      const pr = this.net.average(f.delta, this.tagBase + p, this.takeWeight(f));
       pr.catch(() => undefined); // surfaced when awaited
       f.pending = pr;
       f.landAt = this.inner + this.overlapSteps;
     }
     return due;
+  }
+
+  /** The fragment's weight in the average being launched (undefined: unweighted); it starts counting again. */
+  private takeWeight(f: Fragment): number | undefined {
+    const w = f.weight;
+    f.weight = 0;
+    return this.weighting === 'none' ? undefined : w;
   }
 
   private apply(f: Fragment): void {

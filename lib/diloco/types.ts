@@ -20,6 +20,8 @@ export interface CollectiveAllReduceOptions {
   /** Distinguishes concurrent operations; all peers use the same tag for the same operation. */
   tag: number;
   quantization?: QuantizationOptions;
+  /** With op 'avg': this peer's weight in the average (the tokens or inner steps behind its pseudo-gradient). */
+  weight?: number;
 }
 
 /** What a shared-state sync reports (fields other than these are ignored). */

@@ -6,7 +6,8 @@
  */
 import {
   DiLoCo, StreamingDiLoCo, fragmentsDueAt,
-  type Collective, type CommStats, type DiLoCoOptions, type FragmentStepReport, type OuterStepReport, type StreamingDiLoCoOptions, type SyncStrategy,
+  type Collective, type CommStats, type DiLoCoOptions, type FragmentStepReport, type InnerStepInfo, type OuterStepReport, type StreamingDiLoCoOptions,
+  type SyncStrategy,
 } from '../index';
 import { TfjsParameters, type TfjsModelInput } from './parameters';
 
@@ -85,12 +86,14 @@ export class TfjsDiLoCo<S = unknown> {
     this.parameters.write();
   }
 
-  /** Call after every inner step; runs an outer step (and returns its report) every `innerSteps` calls. */
-  async step(): Promise<OuterStepReport | undefined> {
-    const outerNow = (this.optimizer.innerStep + 1) % this.optimizer.innerSteps === 0;
-    if (!outerNow) return this.optimizer.step();
+  /**
+   * Call after every inner step (with `{ tokens }` when weighting by tokens); runs an outer step (and returns its
+   * report) every `innerSteps` calls or once `innerSeconds` passed.
+   */
+  async step(info?: InnerStepInfo): Promise<OuterStepReport | undefined> {
+    if (!this.optimizer.outerStepDue()) return this.optimizer.step(info);
     this.parameters.read();
-    const report = await this.optimizer.step();
+    const report = await this.optimizer.step(info);
     this.parameters.write();
     return report;
   }
@@ -158,18 +161,18 @@ export class TfjsStreamingDiLoCo<S = unknown> {
     this.parameters.write();
   }
 
-  /** Call after every inner step; returns a report when fragments were launched or landed. */
-  async step(): Promise<FragmentStepReport | undefined> {
+  /** Call after every inner step (with `{ tokens }` when weighting by tokens); returns a report when fragments were launched or landed. */
+  async step(info?: InnerStepInfo): Promise<FragmentStepReport | undefined> {
     const o = this.optimizer;
     const next = o.innerStep + 1;
     // Fragments launched now read their local parameters; those landing now (launched tau steps ago) are
     // mixed into them. Both are functions of the step number.
     const touched = new Set(fragmentsDueAt(next, o.innerSteps, o.offsets));
     if (o.overlapSteps > 0 && next - o.overlapSteps >= 1) for (const p of fragmentsDueAt(next - o.overlapSteps, o.innerSteps, o.offsets)) touched.add(p);
-    if (touched.size === 0) return o.step();
+    if (touched.size === 0) return o.step(info);
     const layersOf = (ps: Iterable<number>) => [...ps].flatMap((p) => this.fragmentIndices[p]);
     this.parameters.read(layersOf(touched));
-    const report = await o.step();
+    const report = await o.step(info);
     if (report) {
       for (const p of [...report.landed, ...report.launched]) {
         if (!touched.has(p)) throw new Error(`TfjsStreamingDiLoCo: fragment ${p} synced at step ${next} unexpectedly (internal schedule mismatch)`);

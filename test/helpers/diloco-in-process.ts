@@ -90,10 +90,14 @@ export class InProcessGroup {
       }
       const out = new Float32Array(n);
       const op = kind.slice('allReduce:'.length);
+      // A weighted average (`weight` rides on each input): sum(w x) / sum(w), in float64.
+      const weights = inputs.map((x) => (x as { weight?: number }).weight);
+      const weighted = op === 'avg' && weights.every((w) => w !== undefined);
+      const total = weights.reduce((s: number, w) => s + (w ?? 0), 0);
       for (let i = 0; i < n; i++) {
         let s = op === 'max' ? -Infinity : 0;
-        for (const x of inputs) s = op === 'max' ? Math.max(s, x[i]) : s + x[i];
-        out[i] = op === 'avg' ? s / inputs.length : s;
+        inputs.forEach((x, p) => (s = op === 'max' ? Math.max(s, x[i]) : s + (weighted ? weights[p]! * x[i] : x[i])));
+        out[i] = op === 'avg' ? s / (weighted ? total : inputs.length) : s;
       }
       for (const [, a] of arrivals) {
         (a.data as Float32Array).set(out);
@@ -177,6 +181,7 @@ export class InProcessMember implements Collective<PlainState> {
 
   async allReduce(data: Float32Array, options: CollectiveAllReduceOptions): Promise<CollectiveAllReduceResult> {
     const copy = new Float32Array(data); // a failed operation leaves the input intact
+    if (options.weight !== undefined) Object.assign(copy, { weight: options.weight });
     const r = (await this.group.arrive(this, `allReduce:${options.op}`, this.key(`ar:${options.tag}`), copy)) as { worldSize: number; bytes: number };
     data.set(copy);
     const w = r.worldSize;

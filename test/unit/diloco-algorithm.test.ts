@@ -174,3 +174,41 @@ t.test('step() lets timers and sockets run between inner steps (heartbeats, over
     t.equal(ran, true, `${opt.constructor.name}.step() yielded to the event loop`);
   }
 });
+
+t.test('DiLoCo weighting: pseudo-gradients are averaged by the tokens each worker processed', async (t) => {
+  const { members } = InProcessGroup.create(3);
+  const params = members.map(() => new Float32Array([1, 2, 3, 4]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 2, weighting: 'tokens', outer: { type: 'sgd', lr: 1 } }));
+  await Promise.all(opts.map((o) => o.join()));
+  await t.rejects(opts[0].step(), { code: 'INVALID_ARGUMENT', message: /step\(\{ tokens \}\)/ }, 'tokens are required');
+  const tokens = [100, 300, 600];
+  params.forEach((p, i) => p.fill(10 * (i + 1)));
+  await Promise.all(opts.map((o, i) => o.step({ tokens: tokens[i] / 2 })));
+  const reports = await Promise.all(opts.map((o, i) => o.step({ tokens: tokens[i] / 2 })));
+  // SGD lr 1 is model averaging: outer = sum(tokens_i * local_i) / sum(tokens_i).
+  const expected = Math.fround((100 * 10 + 300 * 20 + 600 * 30) / 1000);
+  for (const p of params) t.same([...p], [expected, expected, expected, expected]);
+  t.same(reports.map((r) => r!.weight), tokens);
+  t.throws(() => new DiLoCo(members[0], { params: new Float32Array(4), weighting: 'tokens', quantization: { codec: 'uint8' } }), /cannot be quantized/);
+});
+
+t.test('DiLoCo innerSeconds: a slow worker ends its inner phase with fewer steps, weighted by its steps', async (t) => {
+  const { members } = InProcessGroup.create(2);
+  const params = members.map(() => new Float32Array([0, 0]));
+  const opts = members.map((m, i) => new DiLoCo(m, { params: params[i], innerSteps: 1000, innerSeconds: 0.3, outer: { type: 'sgd', lr: 1 } }));
+  t.equal(opts[0].weighting, 'steps', 'innerSeconds weights by steps by default');
+  await Promise.all(opts.map((o) => o.join()));
+  const run = async (i: number, ms: number) => {
+    for (;;) {
+      await new Promise((r) => setTimeout(r, ms));
+      params[i][0] += 1; // every inner step moves the model by 1
+      const r = await opts[i].step();
+      if (r) return r;
+    }
+  };
+  const [fast, slow] = await Promise.all([run(0, 10), run(1, 60)]);
+  t.ok(fast.roundSteps > slow.roundSteps, `the fast worker did more inner steps (${fast.roundSteps} vs ${slow.roundSteps})`);
+  t.ok(slow.roundSteps < 1000, 'the phase ended by time');
+  const n = fast.roundSteps + slow.roundSteps;
+  t.equal(params[0][0], Math.fround((fast.roundSteps * fast.roundSteps + slow.roundSteps * slow.roundSteps) / n), 'average weighted by inner steps');
+});
