@@ -26,6 +26,7 @@ const USAGE = `Options:
   --hidden H              hidden units (default 64)
   --lr X                  inner Adam learning rate (default 0.001)
   --inner-steps H         DiLoCo H (default 50)
+  --inner-seconds S       DiLoCo: also end each inner phase after S seconds (slow workers do fewer steps, weighted)
   --outer-lr X            outer learning rate (default 0.7)
   --outer-momentum X      outer Nesterov momentum (default 0.9)
   --fragments P           Streaming DiLoCo fragments (default 4)
@@ -65,19 +66,15 @@ async function main() {
     comm = await Communicator.connect({ master, token, label: `worker-${shard}`, advertiseAddress: a.get('advertise'), dataPort: num('data-port', 0), connections: 2 });
   }
   const waitPeers = num('wait-peers', 1);
-  if (comm && !a.has('join')) {
-    // every member votes until the group is complete, so all start together (a barrier even with nobody pending)
-    while (comm.groupWorldSize < waitPeers) {
-      await comm.updateTopology();
-      if (comm.groupWorldSize < waitPeers) await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  // every worker waits until the group is complete (voting the others in), so all start together
+  if (comm && !a.has('join')) await comm.waitForPeers(waitPeers);
   const outer = { lr: num('outer-lr', 0.7), momentum: num('outer-momentum', 0.9) };
   const strategy = a.has('join') ? 'receiveOnly' : 'enforcePopular';
   let diloco: DiLoCo | undefined;
   let streaming: StreamingDiLoCo | undefined;
   if (comm && (mode === 'diloco' || mode === 'async')) {
-    diloco = new DiLoCo(comm, { params: model.params, innerSteps: num('inner-steps', 50), outer, quantization, async: mode === 'async' });
+    const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
+    diloco = new DiLoCo(comm, { params: model.params, innerSteps: num('inner-steps', 50), innerSeconds, outer, quantization, async: mode === 'async' });
     await diloco.join({ strategy });
   } else if (comm && mode === 'streaming') {
     streaming = new StreamingDiLoCo(comm, {

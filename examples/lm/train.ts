@@ -27,6 +27,7 @@ const USAGE = `Options:
   --d-model D             width (default 64)   --layers L  blocks (default 2)   --heads H (default 4)
   --lr X                  inner Adam learning rate (default 0.003)
   --inner-steps H         DiLoCo / Streaming DiLoCo H (default 40)
+  --inner-seconds S       DiLoCo: also end each inner phase after S seconds (slow workers do fewer steps, weighted)
   --outer-lr X            outer Nesterov learning rate (default 0.7)
   --outer-momentum X      outer Nesterov momentum (default 0.9)
   --fragments P           Streaming DiLoCo fragments (default 4)
@@ -76,19 +77,15 @@ async function main() {
       master, token, label: `lm-${shard}`, connections: num('connections', 4),
       advertiseAddress: a.get('advertise'), listenHost: a.get('listen-host'), dataPort: num('data-port', 0),
     });
-    if (!a.has('join')) {
-      // every member votes until the group is complete, so all start together
-      while (comm.groupWorldSize < num('wait-peers', 1)) {
-        await comm.updateTopology();
-        if (comm.groupWorldSize < num('wait-peers', 1)) await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    // every worker waits until the group is complete (voting the others in), so all start together
+    if (!a.has('join')) await comm.waitForPeers(num('wait-peers', 1));
   }
   const outer = { lr: num('outer-lr', 0.7), momentum: num('outer-momentum', 0.9) };
   const strategy = a.has('join') ? 'receiveOnly' : 'enforcePopular';
   let diloco: TfjsDiLoCo | TfjsStreamingDiLoCo | undefined;
   if (comm && (mode === 'diloco' || mode === 'async')) {
-    diloco = new TfjsDiLoCo(comm, { model: model.layers, innerSteps: num('inner-steps', 40), outer, quantization, async: mode === 'async' });
+    const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
+    diloco = new TfjsDiLoCo(comm, { model: model.layers, innerSteps: num('inner-steps', 40), innerSeconds, outer, quantization, async: mode === 'async' });
   } else if (comm && mode === 'streaming') {
     diloco = new TfjsStreamingDiLoCo(comm, {
       model: model.layers, fragments: num('fragments', 4), innerSteps: num('inner-steps', 40), overlapSteps: num('overlap', 2), outer, quantization,

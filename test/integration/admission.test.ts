@@ -6,6 +6,7 @@ import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
 import { TimeoutError } from '../../lib/errors';
 import { PeerProcess, waitFor } from '../harness/process';
+import { startPeer } from '../helpers/communicator';
 
 const SCRIPT = 'test/fixtures/init-loop.ts';
 
@@ -89,4 +90,21 @@ t.test('waitForPeers times out with a clear error naming who is missing', async 
   await xc.updateTopology(); // x's vote completes the one a cast: the late peer is in
   await (await late).waitForPeers(3, { timeoutMs: 20_000 });
   t.equal(a.groupWorldSize, 3);
+});
+
+t.test('a manual peer that runs alone while peers wait to join says what to do', async (t) => {
+  const { address, procs } = await startMaster(t);
+  const a = startPeer({ master: address, token: 'tok', connections: 1, listenHost: '127.0.0.1', warnAloneMs: 300, label: 'alone' });
+  procs.push(a);
+  t.equal((await a.ready).ev, 'ready');
+  const b = startPeer({ master: address, token: 'tok', connections: 1, listenHost: '127.0.0.1', label: 'waiting' });
+  procs.push(b);
+  await waitFor(async () => (await a.request('state')).pending === true, 20_000, 'b to be pending');
+  const deadline = Date.now() + 20_000;
+  while (!/running alone/.test(a.stderr) && Date.now() < deadline) {
+    t.equal((await a.request('allReduce', { n: 4 })).worldSize, 1);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.match(a.stderr, /running alone in group 0 for \d+ s while 1 peer\(s\) wait to join \(p\d+ waiting\): call comm\.updateTopology\(\) on every member/);
+  t.equal((await a.request('updateTopology')).accepted, 1, 'doing what it says admits the peer');
 });
