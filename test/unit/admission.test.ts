@@ -1,7 +1,13 @@
-// Admission without ceremony, the master's half (lib/master/admission.ts) driven in-process: one commit per
-// round announces the vote, only when every member is 'auto', said again to a reconnecting member.
+// Admission without ceremony in-process: the master's half (lib/master/admission.ts: one commit per round
+// announces the vote, only when every member is 'auto', said again to a reconnecting member) and the peer's
+// (lib/peer/admission.ts: one vote per announcement, before the next operation).
 import t from 'tap';
 import { Sim } from '../helpers/coordinator-sim';
+import { Admission } from '../../lib/peer/admission';
+import { Membership } from '../../lib/peer/membership';
+import { Logger } from '../../lib/log';
+import { PeerMsg, emptyPeerStats } from '../../lib/protocol';
+import type { DataPlane } from '../../lib/collective';
 
 function commitAll(s: Sim, peers: string[], key: string) {
   const e = s.epoch();
@@ -48,4 +54,47 @@ t.test('no announcement while a member is manual; a reconnecting member hears it
   commitAll(s2, [x, y], '0.0');
   s2.resume(x);
   t.same(s2.take(x, 'opCommit').map((m) => m.admit), [true], 'the resent commit still announces');
+});
+
+// The peer's half (lib/peer/admission.ts) with the master's messages played by the test.
+
+function peer(auto: boolean) {
+  const sent: PeerMsg[] = [];
+  const log = new Logger('test', 'silent');
+  const plane = { port: 1, configure: () => undefined } as unknown as DataPlane;
+  const ctx = { peerGroup: 0, dataPlane: plane, log: () => log, send: (m: PeerMsg) => sent.push(m), stats: emptyPeerStats(), failure: () => undefined };
+  const membership = new Membership({ ...ctx, reconnecting: () => false, masterAddress: () => 'master:1' });
+  const admission = new Admission({ ...ctx, membership, auto, warnAloneMs: 0 });
+  membership.onMessage({ t: 'ring', epoch: 1, index: 0, peers: [{ id: 'p1@h:1', host: 'h', port: 1 }, { id: 'p2@h:2', host: 'h', port: 2 }], ticket: new Uint8Array(16), reason: 'test' });
+  membership.onMessage({ t: 'ready', epoch: 1 });
+  const votes = () => sent.filter((m) => m.t === 'vote');
+  return { sent, membership, admission, votes };
+}
+
+t.test('peer: one vote per announcement, before the next operation; an updateTopology is that vote', async (t) => {
+  const { membership, admission, votes } = peer(true);
+  await admission.beforeOp();
+  t.equal(votes().length, 0, 'nothing announced: no vote');
+  const commit = { t: 'opCommit' as const, epoch: 1, key: '0.3', admit: true };
+  admission.onCommit(commit);
+  admission.onCommit(commit); // said again after a reconnect
+  const op1 = admission.beforeOp();
+  const op2 = admission.beforeOp(); // a second operation started at once waits for the same vote
+  t.equal(votes().length, 1, 'one vote, however many operations start');
+  const id = (votes()[0] as { id: number }).id;
+  membership.onMessage({ t: 'voteResult', id, ok: true, epoch: 1, accepted: 0 });
+  await Promise.all([op1, op2]);
+  await admission.beforeOp();
+  t.equal(votes().length, 1, 'the next operations do not vote again');
+  admission.onCommit({ ...commit, key: '0.4' });
+  admission.takeVote(); // the caller's own updateTopology() casts it
+  await admission.beforeOp();
+  t.equal(votes().length, 1, 'an updateTopology call replaces the library\'s vote');
+});
+
+t.test('peer: a manual communicator ignores announcements', async (t) => {
+  const { admission, votes } = peer(false);
+  admission.onCommit({ t: 'opCommit', epoch: 1, key: '0.0', admit: true });
+  await admission.beforeOp();
+  t.equal(votes().length, 0);
 });
