@@ -32,9 +32,15 @@ export interface StreamingDiLoCoOptions<S = unknown> extends ResilienceOptions {
   stateFactory?: StateFactory<S>;
   /**
    * Weight each fragment's pseudo-gradient by the tokens passed to `step({ tokens })` since that fragment's last
-   * sync ('tokens'), or by the inner steps ('steps'); default 'none' (a plain average).
+   * sync ('tokens'), or by the inner steps ('steps'); default 'steps' with innerSeconds, else 'none'.
    */
   weighting?: Weighting;
+  /**
+   * A period of the schedule (innerSteps positions) also lasts at most this many seconds: a worker behind the
+   * clock moves through several positions in one step (syncing what is due there), so a slow worker does fewer
+   * inner steps instead of holding the fast ones at each landing.
+   */
+  innerSeconds?: number;
 }
 
 /** What a step that synced at least one fragment reports. */
@@ -64,7 +70,7 @@ interface Fragment {
 
 const OPTION_KEYS = [
   'params', 'fragments', 'fragmentPattern', 'innerSteps', 'overlapSteps', 'alpha', 'outer', 'quantization',
-  'stateFactory', 'maxRetries', 'tagBase', 'weighting',
+  'stateFactory', 'maxRetries', 'tagBase', 'weighting', 'innerSeconds',
 ];
 
 /**
@@ -107,6 +113,10 @@ export class StreamingDiLoCo<S = unknown> {
   private readonly tagBase: number;
   private inner = 0;
   private joined = false;
+  /** innerSeconds: a position of the schedule lasts `slotMs`; position 0 was at `origin` (performance.now()). */
+  private readonly clock?: { slotMs: number; origin: number };
+  /** The target position nextPositions() promised the next step. */
+  private planned?: number;
 
   constructor(
     readonly comm: Collective<S>,
@@ -132,7 +142,9 @@ export class StreamingDiLoCo<S = unknown> {
     }
     this.alpha = checkNumber('alpha', options.alpha ?? 0.5, 0, 1);
     this.optimizer = createOuterOptimizer(options.outer ?? {});
-    this.weighting = checkRoundOptions('StreamingDiLoCo', { weighting: options.weighting }).weighting;
+    const rounds = checkRoundOptions('StreamingDiLoCo', options);
+    this.weighting = rounds.weighting;
+    if (rounds.innerSeconds !== undefined) this.clock = { slotMs: (rounds.innerSeconds * 1000) / this.innerSteps, origin: performance.now() };
     if (this.weighting !== 'none' && options.quantization !== undefined) {
       throw new TypeError('StreamingDiLoCo: a weighted average cannot be quantized: leave "quantization" out or use weighting: \'none\'');
     }
@@ -185,44 +197,37 @@ export class StreamingDiLoCo<S = unknown> {
     if (this.inner > 0 && this.overlapSteps > 0) this.launchDue();
   }
 
-  /** Call after every inner optimizer step (with `{ tokens }` when weighting by tokens); returns a report when fragments were launched or landed. */
+  /**
+   * The schedule positions the next step() goes through: the next one, or with `innerSeconds` every position the
+   * clock passed (a slow worker catches up in one step). The answer holds for that step (lib/tfjs reads the
+   * variables of the fragments they touch before it).
+   */
+  nextPositions(): number[] {
+    this.planned ??= this.target();
+    return Array.from({ length: this.planned - this.inner }, (_, i) => this.inner + 1 + i);
+  }
+
+  /**
+   * Call after every inner optimizer step (with `{ tokens }` when weighting by tokens); returns a report when
+   * fragments were launched or landed.
+   */
   async step(info?: InnerStepInfo): Promise<FragmentStepReport | undefined> {
     if (!this.joined) throw new Error('Call StreamingDiLoCo.join() before the first step()');
     const w = stepWeight('StreamingDiLoCo', this.weighting, info);
     await yieldToEventLoop();
-    this.inner++;
     for (const f of this.frags) f.weight += w;
+    const target = this.planned ?? this.target();
+    this.planned = undefined;
     const t0 = performance.now();
     const s0 = this.stats.bytesSent;
     const r0 = this.stats.bytesReceived;
     const landed: number[] = [];
     const launched: number[] = [];
     let worldSize = 0;
-    // a) results that were in flight for tau steps
-    for (const f of this.frags) {
-      if (f.pending && f.landAt === this.inner) {
-        const p = f.pending;
-        f.pending = undefined;
-        worldSize = Math.max(worldSize, await p);
-        this.apply(f);
-        landed.push(f.index);
-      }
+    while (this.inner < target) {
+      this.inner++;
+      worldSize = Math.max(worldSize, await this.atPosition(landed, launched));
     }
-    // b) tau = 0: launch and land at once
-    if (this.overlapSteps === 0) {
-      for (const p of fragmentsDueAt(this.inner, this.innerSteps, this.offsets)) {
-        const f = this.frags[p];
-        pseudoGradient(this.outerParams(p), f.tensors, f.delta);
-        worldSize = Math.max(worldSize, await this.net.average(f.delta, this.tagBase + p, this.takeWeight(f)));
-        this.apply(f);
-        launched.push(p);
-        landed.push(p);
-      }
-    }
-    // c) a quiet point: sync the state (and admit peers)
-    if (landed.length > 0 && this.frags.every((f) => !f.pending)) await this.sync('enforcePopular', true);
-    // d) tau > 0: launch the fragments due now
-    if (this.overlapSteps > 0) launched.push(...this.launchDue());
     if (landed.length === 0 && launched.length === 0) return undefined;
     return {
       innerStep: this.inner,
@@ -234,6 +239,51 @@ export class StreamingDiLoCo<S = unknown> {
       commSeconds: (performance.now() - t0) / 1000,
       revision: this.binding.revision,
     };
+  }
+
+  /** The schedule's work at position `inner`: landings, launches, the quiet-point sync; returns the world size seen. */
+  private async atPosition(landed: number[], launched: number[]): Promise<number> {
+    let worldSize = 0;
+    let landedHere = 0;
+    // a) results that were in flight for tau steps
+    for (const f of this.frags) {
+      if (f.pending && f.landAt === this.inner) {
+        const p = f.pending;
+        f.pending = undefined;
+        worldSize = Math.max(worldSize, await p);
+        this.apply(f);
+        landed.push(f.index);
+        landedHere++;
+      }
+    }
+    // b) tau = 0: launch and land at once
+    if (this.overlapSteps === 0) {
+      for (const p of fragmentsDueAt(this.inner, this.innerSteps, this.offsets)) {
+        const f = this.frags[p];
+        pseudoGradient(this.outerParams(p), f.tensors, f.delta);
+        worldSize = Math.max(worldSize, await this.net.average(f.delta, this.tagBase + p, this.takeWeight(f)));
+        this.apply(f);
+        launched.push(p);
+        landed.push(p);
+        landedHere++;
+      }
+    }
+    // c) a quiet point: sync the state (and admit peers)
+    if (landedHere > 0 && this.frags.every((f) => !f.pending)) await this.sync('enforcePopular', true);
+    // d) tau > 0: launch the fragments due now
+    if (this.overlapSteps > 0) launched.push(...this.launchDue());
+    return worldSize;
+  }
+
+  /**
+   * The position the next step reaches: one further, or with innerSeconds as far as the clock went, but never past
+   * the end of the current period, so that workers that stop at a multiple of innerSteps all stop at the same one.
+   */
+  private target(): number {
+    const next = this.inner + 1;
+    if (!this.clock) return next;
+    const periodEnd = Math.ceil(next / this.innerSteps) * this.innerSteps;
+    return Math.min(periodEnd, Math.max(next, Math.floor((performance.now() - this.clock.origin) / this.clock.slotMs)));
   }
 
   /** Waits for every fragment in flight and applies it. */
@@ -282,5 +332,7 @@ export class StreamingDiLoCo<S = unknown> {
     }
     await this.net.syncState(this.binding, strategy, this.tagBase + this.fragmentCount, advance);
     this.inner = this.binding.entries()['streaming.meta'][0];
+    // Every worker leaves a sync at the same position: the clocks start again from there, so they never drift apart.
+    if (this.clock) this.clock.origin = performance.now() - this.inner * this.clock.slotMs;
   }
 }

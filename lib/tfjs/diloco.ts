@@ -164,18 +164,21 @@ export class TfjsStreamingDiLoCo<S = unknown> {
   /** Call after every inner step (with `{ tokens }` when weighting by tokens); returns a report when fragments were launched or landed. */
   async step(info?: InnerStepInfo): Promise<FragmentStepReport | undefined> {
     const o = this.optimizer;
-    const next = o.innerStep + 1;
     // Fragments launched now read their local parameters; those landing now (launched tau steps ago) are
-    // mixed into them. Both are functions of the step number.
-    const touched = new Set(fragmentsDueAt(next, o.innerSteps, o.offsets));
-    if (o.overlapSteps > 0 && next - o.overlapSteps >= 1) for (const p of fragmentsDueAt(next - o.overlapSteps, o.innerSteps, o.offsets)) touched.add(p);
+    // mixed into them. Both are functions of the schedule positions this step goes through.
+    const positions = o.nextPositions();
+    const touched = new Set<number>();
+    for (const q of positions) {
+      for (const p of fragmentsDueAt(q, o.innerSteps, o.offsets)) touched.add(p);
+      if (o.overlapSteps > 0 && q - o.overlapSteps >= 1) for (const p of fragmentsDueAt(q - o.overlapSteps, o.innerSteps, o.offsets)) touched.add(p);
+    }
     if (touched.size === 0) return o.step(info);
     const layersOf = (ps: Iterable<number>) => [...ps].flatMap((p) => this.fragmentIndices[p]);
     this.parameters.read(layersOf(touched));
     const report = await o.step(info);
     if (report) {
       for (const p of [...report.landed, ...report.launched]) {
-        if (!touched.has(p)) throw new Error(`TfjsStreamingDiLoCo: fragment ${p} synced at step ${next} unexpectedly (internal schedule mismatch)`);
+        if (!touched.has(p)) throw new Error(`TfjsStreamingDiLoCo: fragment ${p} synced at step ${o.innerStep} unexpectedly (internal schedule mismatch)`);
       }
       this.parameters.write(layersOf(report.landed));
     }

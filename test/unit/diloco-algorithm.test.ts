@@ -212,3 +212,27 @@ t.test('DiLoCo innerSeconds: a slow worker ends its inner phase with fewer steps
   const n = fast.roundSteps + slow.roundSteps;
   t.equal(params[0][0], Math.fround((fast.roundSteps * fast.roundSteps + slow.roundSteps * slow.roundSteps) / n), 'average weighted by inner steps');
 });
+
+t.test('StreamingDiLoCo innerSeconds: a slow worker moves through the schedule by the clock, in step with the fast one', async (t) => {
+  const { members } = InProcessGroup.create(2);
+  const params = members.map(() => Array.from({ length: 4 }, () => new Float32Array(8)));
+  const opts = members.map((m, i) => new StreamingDiLoCo(m, { params: params[i], fragments: 4, innerSteps: 8, overlapSteps: 1, innerSeconds: 0.4, outer: { type: 'sgd', lr: 1 } }));
+  t.equal(opts[0].weighting, 'steps');
+  await Promise.all(opts.map((o) => o.join()));
+  const launches: number[][] = [[], []];
+  const steps = [0, 0];
+  const run = async (i: number, ms: number) => {
+    while (opts[i].innerStep < 24) { // three periods of 8 positions
+      await new Promise((r) => setTimeout(r, ms));
+      for (const p of params[i]) p[0] += 1;
+      steps[i]++;
+      const r = await opts[i].step();
+      if (r) launches[i].push(...r.launched);
+    }
+    await opts[i].finish();
+  };
+  await Promise.all([run(0, 10), run(1, 120)]);
+  t.ok(steps[1] < steps[0], `the slow worker did fewer inner steps (${steps[1]} vs ${steps[0]})`);
+  t.same(launches[1], launches[0], 'both launched the same fragments in the same order');
+  for (let p = 0; p < 4; p++) t.same([...opts[1].outerParams(p)], [...opts[0].outerParams(p)], `fragment ${p}: outer parameters bit-identical`);
+});
