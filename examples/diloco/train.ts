@@ -70,10 +70,13 @@ async function main() {
   if (comm && !a.has('join')) await comm.waitForPeers(waitPeers);
   const outer = { lr: num('outer-lr', 0.7), momentum: num('outer-momentum', 0.9) };
   const strategy = a.has('join') ? 'receiveOnly' : 'enforcePopular';
+  // With --inner-seconds workers do different numbers of inner steps: the run is counted in outer steps instead
+  // (--steps / --inner-steps of them), so every worker stops after the same outer step.
+  const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
+  const outerSteps = Math.ceil(steps / num('inner-steps', 50));
   let diloco: DiLoCo | undefined;
   let streaming: StreamingDiLoCo | undefined;
   if (comm && (mode === 'diloco' || mode === 'async')) {
-    const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
     diloco = new DiLoCo(comm, { params: model.params, innerSteps: num('inner-steps', 50), innerSeconds, outer, quantization, async: mode === 'async' });
     await diloco.join({ strategy });
   } else if (comm && mode === 'streaming') {
@@ -90,7 +93,7 @@ async function main() {
   let lossAcc = 0;
   let lossN = 0;
   let commMs = 0;
-  for (let step = first + 1; step <= steps; step++) {
+  for (let step = first + 1; innerSeconds !== undefined && diloco ? diloco.outerStep < outerSteps : step <= steps; step++) {
     batchIndices(train.y.length, batch, shard, shards, step, idx);
     const loss = model.gradient(train.x, train.y, idx);
     if (mode === 'ddp' && comm) {

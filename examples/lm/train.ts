@@ -82,9 +82,12 @@ async function main() {
   }
   const outer = { lr: num('outer-lr', 0.7), momentum: num('outer-momentum', 0.9) };
   const strategy = a.has('join') ? 'receiveOnly' : 'enforcePopular';
+  // With --inner-seconds workers do different numbers of inner steps: the run is counted in outer steps instead
+  // (--steps / --inner-steps of them), so every worker stops after the same outer step.
+  const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
+  const outerSteps = Math.ceil(steps / num('inner-steps', 40));
   let diloco: TfjsDiLoCo | TfjsStreamingDiLoCo | undefined;
   if (comm && (mode === 'diloco' || mode === 'async')) {
-    const innerSeconds = a.has('inner-seconds') ? num('inner-seconds', 0) : undefined;
     diloco = new TfjsDiLoCo(comm, { model: model.layers, innerSteps: num('inner-steps', 40), innerSeconds, outer, quantization, async: mode === 'async' });
   } else if (comm && mode === 'streaming') {
     diloco = new TfjsStreamingDiLoCo(comm, {
@@ -108,7 +111,7 @@ async function main() {
   let trained = 0;
   const first = diloco?.innerStep ?? 0;
   const tTrain = performance.now();
-  for (let step = first + 1; step <= steps; step++) {
+  for (let step = first + 1; innerSeconds !== undefined && diloco instanceof TfjsDiLoCo ? diloco.outerStep < outerSteps : step <= steps; step++) {
     sampleBatch(corpus.train, shard, shards, step, seed, xb, yb, context);
     const c0 = performance.now();
     const x = tf.tensor2d(xb, [batch, context], 'int32');
