@@ -120,7 +120,7 @@ export class Engine {
       }
       const weight = options.weight === undefined ? undefined : checkWeighted(options.weight, options.op, dtype, quantization !== undefined);
       // A weighted average sums [weight * x, weight] in one operation, then every peer divides the same bits.
-      const input = weight === undefined ? data : weightedContribution(data, dtype, weight);
+      const input = weight === undefined ? data : await weightedContribution(data, dtype, weight);
       if (options.algorithm === 'direct' && input.byteLength > DIRECT_MAX_BYTES) {
         throw new InvalidArgumentError(
           `The direct algorithm sends a peer's whole buffer in one frame and takes at most 1 MiB, got ${input.byteLength} bytes: use 'ring' or 'auto'`,
@@ -130,7 +130,7 @@ export class Engine {
         input, output: input === data ? output : input, dtype: DTYPE_CODES[input === data ? dtype : accumulationType(dtype)],
         op: REDUCE_OP_CODES[input === data ? op : 'sum'], tag, timeoutMs, quantization, algorithm: ALGORITHM_CODES[options.algorithm ?? 'auto'],
       }));
-      if (input !== data) finishWeighted(input as Float32Array | Float64Array, dtype, output, r.worldSize);
+      if (input !== data) await finishWeighted(input as Float32Array | Float64Array, dtype, output, r.worldSize);
       return { data: output, worldSize: r.worldSize, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived };
     });
   }

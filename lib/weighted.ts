@@ -41,27 +41,39 @@ export function accumulationType(dtype: DType): 'float32' | 'float64' {
   return dtype === 'float64' ? 'float64' : 'float32';
 }
 
-/** `data` widened to the accumulation type (16-bit floats exactly), as a new array. */
-function widen(data: ArrayBufferView, dtype: DType, length: number): Float32Array | Float64Array {
-  if (dtype === 'float64') return new Float64Array(data as Float64Array);
-  if (dtype === 'float32') return new Float32Array(data as Float32Array);
-  const out = new Float32Array(length);
-  native().decode(CODEC_OF[dtype]!, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), length, 256, out);
-  return out;
+/** Elements per slice of work between two turns of the event loop (about a millisecond each). */
+const CHUNK = 1 << 18;
+
+/** Runs `work(start, end)` over [0, n) in slices, letting the event loop run between them (timers, sockets). */
+async function inSlices(n: number, work: (start: number, end: number) => void): Promise<void> {
+  for (let start = 0; start < n; start += CHUNK) {
+    if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+    work(start, Math.min(n, start + CHUNK));
+  }
 }
 
 /**
  * The buffer a peer all-reduces with op 'sum': `weight * x[i]` (rounded once to the accumulation type) for
  * every element, then `weight` itself, so that n + 1 elements hold this peer's share of the weighted sum and of
- * the total.
+ * the total. 16-bit floats are widened exactly.
  */
-export function weightedContribution(data: ArrayBufferView & { length: number }, dtype: DType, weight: number): Float32Array | Float64Array {
+export async function weightedContribution(data: ArrayBufferView & { length: number }, dtype: DType, weight: number): Promise<Float32Array | Float64Array> {
   const n = data.length;
-  const x = widen(data, dtype, n);
-  const ext = x instanceof Float64Array ? new Float64Array(n + 1) : new Float32Array(n + 1);
+  const ext = dtype === 'float64' ? new Float64Array(n + 1) : new Float32Array(n + 1);
   // Rounded to the accumulation type first, so the weight a peer multiplies by is the one it adds to the total.
-  const w = x instanceof Float64Array ? weight : Math.fround(weight);
-  for (let i = 0; i < n; i++) ext[i] = w * x[i];
+  const w = dtype === 'float64' ? weight : Math.fround(weight);
+  const codec = CODEC_OF[dtype];
+  await inSlices(n, (start, end) => {
+    let x = data as unknown as ArrayLike<number>;
+    let offset = start;
+    if (codec !== undefined) {
+      const wide = ext.subarray(start, end) as Float32Array;
+      native().decode(codec, new Uint8Array(data.buffer, data.byteOffset + 2 * start, 2 * (end - start)), end - start, 256, wide);
+      x = wide;
+      offset = 0;
+    }
+    for (let i = start; i < end; i++) ext[i] = w * x[i - start + offset];
+  });
   ext[n] = w;
   return ext;
 }
@@ -71,19 +83,20 @@ export function weightedContribution(data: ArrayBufferView & { length: number },
  * computed the same way on every peer (float32: the correctly rounded quotient; 16-bit: that quotient rounded to
  * nearest-even). Throws InvalidArgumentError when the total weight is zero (every peer passed 0) or not finite.
  */
-export function finishWeighted(sum: Float32Array | Float64Array, dtype: DType, out: ArrayBufferView & { length: number }, worldSize: number): void {
+export async function finishWeighted(sum: Float32Array | Float64Array, dtype: DType, out: ArrayBufferView & { length: number }, worldSize: number): Promise<void> {
   const n = sum.length - 1;
   const total = sum[n];
   if (total === 0) throw new InvalidArgumentError(`Weighted average over ${worldSize} peer(s): the total weight is 0 (every peer passed weight 0), so there is nothing to average`);
   if (!Number.isFinite(total)) throw new InvalidArgumentError(`Weighted average over ${worldSize} peer(s): the total weight overflowed (${total}); scale the weights down`);
-  if (dtype === 'float64') {
-    const o = out as Float64Array;
-    for (let i = 0; i < n; i++) o[i] = sum[i] / total;
-    return;
-  }
-  const q = dtype === 'float32' ? (out as Float32Array) : new Float32Array(n);
-  for (let i = 0; i < n; i++) q[i] = sum[i] / total; // float32 store: the correctly rounded quotient
-  if (dtype === 'float32') return;
-  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-  native().encode(CODEC_OF[dtype]!, q, 256, false, 0, bytes);
+  const codec = CODEC_OF[dtype];
+  await inSlices(n, (start, end) => {
+    if (codec === undefined) {
+      const o = out as Float32Array | Float64Array; // a float32 store rounds the double quotient once: correctly rounded
+      for (let i = start; i < end; i++) o[i] = sum[i] / total;
+      return;
+    }
+    const q = sum.subarray(start, end) as Float32Array; // the sum is not needed after this slice: reuse it
+    for (let i = 0; i < q.length; i++) q[i] = q[i] / total;
+    native().encode(codec, q, 256, false, 0, new Uint8Array(out.buffer, out.byteOffset + 2 * start, 2 * (end - start)));
+  });
 }
