@@ -180,13 +180,16 @@ export class ControlThread {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    // The same folder, compiled (.js under dist/) or TypeScript source (tests and benches run lib/ through tsx,
-    // whose loader a worker does not always inherit: its CommonJS hook is then registered in the worker first).
+    // The same folder: compiled, the worker starts from its file (CommonJS, whatever the caller's module system);
+    // TypeScript source (tests and benches run lib/ through tsx, whose loader a worker does not always inherit),
+    // from a line that registers tsx's CommonJS hook first.
     const file = path.join(__dirname, `control-worker${path.extname(__filename)}`);
-    const source = file.endsWith('.ts') ? `require('tsx/cjs'); require(${JSON.stringify(file)});` : `require(${JSON.stringify(file)});`;
     this.forwarded = new Int32Array(new SharedArrayBuffer(4));
     this.delivered = 0;
-    const worker = new Worker(source, { eval: true, workerData: { tcclControl: true, forwarded: this.forwarded } });
+    const workerData = { tcclControl: true, forwarded: this.forwarded };
+    const worker = file.endsWith('.ts')
+      ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(file)});`, { eval: true, workerData })
+      : new Worker(file, { workerData });
     this.worker = worker;
     worker.on('message', (m: ToMain) => this.onMessage(m));
     const failed = (why: string) => {
