@@ -56,9 +56,8 @@ const ROWS: RowSpec[] = [
 
 async function runRow(spec: RowSpec, common: string[]): Promise<Row> {
   const emu = await WanEmulator.start();
-  // tfjs runs a training step on the JavaScript thread, so heartbeats pause for a whole step: a peer is declared
-  // dead only after 30 s of silence (a killed worker is still noticed at once: its connections close).
-  const master = new Master({ host: '127.0.36.1', port: 0, logLevel: 'warn', peerTimeoutMs: 30_000 });
+  // The master's defaults: a tfjs step holds a worker's JavaScript thread, not its heartbeats (docs/master.md).
+  const master = new Master({ host: '127.0.36.1', port: 0, logLevel: 'warn' });
   try {
     const masterPort = await master.listen();
     const link = { delayMs: RTT / 2, aggMbps: MBPS };

@@ -71,8 +71,8 @@ export async function runWorkers(o: RunOptions): Promise<RunOutcome> {
   let embedded: Master | undefined;
   let master = o.master;
   if (!master) {
-    // a tfjs step blocks the JavaScript thread, heartbeats included: allow 30 s of silence (see README)
-    embedded = new Master({ host: '127.0.0.1', port: 0, logLevel: 'warn', peerTimeoutMs: 30_000 });
+    // Defaults: a tfjs step blocks a worker's JavaScript thread, not its heartbeats (they come from its control thread).
+    embedded = new Master({ host: '127.0.0.1', port: 0, logLevel: 'warn' });
     master = `127.0.0.1:${await embedded.listen()}`;
   }
   const t0 = performance.now();

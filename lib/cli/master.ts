@@ -16,6 +16,7 @@ interface MasterFlags {
   port: number;
   tokenFile?: string;
   peerTimeoutMs?: number;
+  jsHangTimeoutMs?: number;
   heartbeatMs?: number;
   voteTimeoutMs?: number;
   logLevel?: (typeof LEVELS)[number];
@@ -35,6 +36,7 @@ export function masterOptions(f: MasterFlags): MasterOptions {
     port: f.port,
     token: readToken(f.tokenFile),
     peerTimeoutMs: f.peerTimeoutMs,
+    jsHangTimeoutMs: f.jsHangTimeoutMs,
     heartbeatIntervalMs: f.heartbeatMs,
     voteTimeoutMs: f.voteTimeoutMs,
     logLevel: f.logLevel,
@@ -52,6 +54,7 @@ export function masterCommand(io: CliOutput): Command {
     .option('--port <n>', 'port for the peers (0: any free port)', intArg(0, 65535), 48148)
     .option('--token-file <file>', 'file holding the run token (default: TCCL_TOKEN, else no authentication)')
     .option('--peer-timeout-ms <n>', 'drop a peer silent for this long (default 3000)', intArg(50, 3_600_000))
+    .option('--js-hang-timeout-ms <n>', 'drop a peer whose JavaScript thread is blocked for this long (default 300000)', intArg(100, 2 ** 31 - 1))
     .option('--heartbeat-ms <n>', 'heartbeat period (default 500)', intArg(10, 3_600_000))
     .option('--vote-timeout-ms <n>', 'how long a vote waits for every member (default 60000)', intArg(1, 2 ** 31 - 1))
     .option('--log-level <level>', `${LEVELS.join(', ')} (default TCCL_LOG_LEVEL or info)`, choiceArg(LEVELS))

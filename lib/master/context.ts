@@ -22,6 +22,11 @@ export interface Peer {
   /** Accepted into the group's ring (false while it waits for a vote). */
   member: boolean;
   dropped: boolean;
+  /**
+   * While its heartbeats say its JavaScript thread is busy (a long synchronous step): since when, by the master's
+   * clock, and when that was last said. Its acknowledgement deadline waits meanwhile (group.ts).
+   */
+  busy?: { since: number; seen: number };
 }
 
 export interface GroupContext {

@@ -29,6 +29,8 @@ export interface CoordinatorOptions {
   voteTimeoutMs?: number;
   /** How long a member has to acknowledge a new ring, ms (default 3000: the peer timeout). */
   ackTimeoutMs?: number;
+  /** A peer whose heartbeats say its JavaScript thread has been busy this long is dropped as hung, ms (default 300000). */
+  jsHangTimeoutMs?: number;
   /** The clock (default Date.now). */
   now?: () => number;
   /** Random bytes for ring tickets (default crypto.randomBytes). */
@@ -64,6 +66,8 @@ export type CoordinatorEvent =
   | { type: 'message'; peer: string; msg: PeerMsg }
   /** A peer is gone: connection closed, silent past its deadline, or a protocol error. */
   | { type: 'lost'; peer: string; reason: string }
+  /** A peer's heartbeat said its JavaScript thread has been busy for `ms` (0: it is not any more). */
+  | { type: 'busy'; peer: string; ms: number }
   /** Time passed: act on every deadline up to now. */
   | { type: 'tick' }
   /** The solver answered a `solve` effect (with a solution, or the error it failed with). */
@@ -86,6 +90,7 @@ export class Coordinator {
   private readonly groups = new Map<number, Group>();
   private readonly rebuilding = new Map<number, Rebuilding>();
   private readonly resumeWindowMs: number;
+  private readonly jsHangTimeoutMs: number;
   private readonly ctx: GroupContext;
   private nextPeer = 1;
   private out: Effect[] = [];
@@ -96,6 +101,7 @@ export class Coordinator {
     const random = options.random ?? ((n: number) => new Uint8Array(randomBytes(n)));
     this.feed = new Feed(now, options.feedCapacity);
     this.resumeWindowMs = options.resumeWindowMs ?? 5000;
+    this.jsHangTimeoutMs = options.jsHangTimeoutMs ?? 300_000;
     this.ctx = {
       now,
       random,
@@ -196,6 +202,7 @@ export class Coordinator {
     if (e.type === 'rejoin') return this.rejoin(e);
     const p = this.peers.get(e.peer);
     if (!p) return; // dropped meanwhile
+    if (e.type === 'busy') return this.onBusy(p, e.ms);
     const rebuilding = this.rebuilding.get(p.group);
     if (rebuilding) {
       if (e.type === 'lost') {
@@ -226,6 +233,26 @@ export class Coordinator {
       }
     }
     this.removeEmptyGroups();
+  }
+
+  /**
+   * A peer is alive (its heartbeats, from its control thread, go on) but its JavaScript thread is busy: fine for
+   * up to jsHangTimeoutMs, measured on this master's clock from the first report of the busy period; then it is
+   * dropped as hung. docs/master.md, "Liveness".
+   */
+  private onBusy(p: Peer, ms: number): void {
+    const now = this.ctx.now();
+    if (ms === 0) {
+      p.busy = undefined;
+      return;
+    }
+    const ongoing = p.busy && now - p.busy.seen <= this.ctx.ackTimeoutMs ? p.busy : undefined;
+    if (!ongoing) this.feed.emit('debug', 'peer busy: its JavaScript thread is blocked, its heartbeats go on', { peer: p.id, ms });
+    p.busy = { since: Math.min(ongoing?.since ?? Infinity, now - ms), seen: now };
+    const blocked = now - p.busy.since;
+    if (blocked >= this.jsHangTimeoutMs) {
+      this.handle({ type: 'lost', peer: p.id, reason: `JavaScript thread blocked for ${blocked} ms (jsHangTimeoutMs ${this.jsHangTimeoutMs})` });
+    }
   }
 
   private rejoin(r: RejoinReport): void {

@@ -6,7 +6,8 @@
  * The rules (docs/master.md):
  * - Every change of the ring bumps the epoch and sends each member `ring` with a fresh ticket; the member
  *   installs it (which fails its operations of older epochs) and answers `ack`. When every member has, the
- *   master sends `ready`. A member that does not acknowledge within `ackTimeoutMs` is dropped.
+ *   master sends `ready`. A member that does not acknowledge within `ackTimeoutMs` is dropped, unless its
+ *   heartbeats say its JavaScript thread is busy (it acknowledges once free, or is dropped as hung).
  * - A vote (`updateTopology`) completes when every member has voted; it accepts every pending peer in one new
  *   epoch, or is a plain barrier when nobody waits.
  * - An operation commits when every member reported it `done` in the current epoch; one member's `fail`
@@ -224,7 +225,11 @@ export class Group {
     const r = this.installing;
     if (r && now >= r.deadline) {
       const late = this.members.filter((q) => r.waiting.has(q.id));
-      for (const q of late) this.ctx.drop(q, `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
+      // A member whose heartbeats say its JavaScript thread is busy installs the ring once it is free: it waits
+      // (the coordinator drops it past jsHangTimeoutMs), and so does the rest of the group.
+      const busy = late.filter((q) => q.busy && now - q.busy.seen < this.ctx.ackTimeoutMs);
+      for (const q of late) if (!busy.includes(q)) this.ctx.drop(q, `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
+      if (busy.length > 0 && this.installing === r) r.deadline = Math.min(...busy.map((q) => q.busy!.seen + this.ctx.ackTimeoutMs));
     }
     if (this.voteDeadline !== undefined && now >= this.voteDeadline) this.voteTimedOut();
     this.sync.tick(now);

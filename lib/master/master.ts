@@ -37,6 +37,8 @@ interface Session {
   conn: Connection;
   session: string;
   secret: Buffer;
+  /** What its last heartbeat said of its JavaScript thread (`hb.busy`, ms), for the coordinator. */
+  busy?: number;
 }
 
 /** Longest sleep between two ticks of the coordinator, so that a clock jump is noticed. */
@@ -98,7 +100,8 @@ export class Master {
     }
     this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
     const resumeWindowMs = checkInt('resumeWindowMs', options.resumeWindowMs ?? 5000, 0, 600_000);
-    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs });
+    const jsHangTimeoutMs = checkInt('jsHangTimeoutMs', options.jsHangTimeoutMs ?? 300_000, 100, 2 ** 31 - 1);
+    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs, jsHangTimeoutMs });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
     this.telemetry = new Telemetry(this.core.feed);
     this.checks = new Checks({
@@ -357,7 +360,9 @@ export class Master {
     });
     this.telemetry.heartbeat(s.peer);
     conn.on('heartbeat', (hb) => {
-      if (this.byPeer.get(s.peer)?.conn === conn) this.telemetry.heartbeat(s.peer, hb.stats);
+      if (this.byPeer.get(s.peer)?.conn !== conn) return;
+      this.telemetry.heartbeat(s.peer, hb.stats);
+      if (hb.busy !== undefined || s.busy !== undefined) this.apply({ type: 'busy', peer: s.peer, ms: (s.busy = hb.busy) ?? 0 });
     });
   }
 

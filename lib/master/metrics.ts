@@ -9,7 +9,7 @@ import type { FeedEvent } from './feed';
 import type { MasterView } from './status';
 
 /** Kinds of drop reasons, the label values of `tccl_peers_dropped_total`. */
-export const DROP_KINDS = ['heartbeat_timeout', 'connection_closed', 'protocol_error', 'reported_lost', 'no_ack', 'other'] as const;
+export const DROP_KINDS = ['heartbeat_timeout', 'connection_closed', 'protocol_error', 'reported_lost', 'no_ack', 'js_hung', 'other'] as const;
 export type DropKind = (typeof DROP_KINDS)[number];
 
 /** The kind of a drop reason as the master words it (master.ts, group.ts, sync.ts). */
@@ -19,6 +19,7 @@ export function dropKind(reason: string): DropKind {
   if (/^protocol error/.test(reason)) return 'protocol_error';
   if (/^reported lost by /.test(reason)) return 'reported_lost';
   if (/^did not install epoch /.test(reason)) return 'no_ack';
+  if (/^JavaScript thread blocked /.test(reason)) return 'js_hung';
   return 'other';
 }
 

@@ -12,6 +12,11 @@ export interface MasterOptions {
   heartbeatIntervalMs?: number;
   /** A peer silent for this long is dropped, ms (default 3000). Peers use the same value for the master. */
   peerTimeoutMs?: number;
+  /**
+   * A peer whose JavaScript thread has been blocked this long is dropped as hung, ms (default 300000). Until then
+   * it stays a member: its heartbeats come from its control thread (docs/master.md, "Liveness").
+   */
+  jsHangTimeoutMs?: number;
   /** How long a vote (updateTopology) waits for every member, ms (default 60000). */
   voteTimeoutMs?: number;
   /** How long a new connection may take to authenticate, ms (default 5000). */

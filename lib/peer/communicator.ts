@@ -149,6 +149,7 @@ export class Communicator {
     );
     const membership = new Membership({
       ...ctx, reconnecting: () => this.control.reconnecting, masterAddress: () => this.control.address,
+      controlBehind: () => this.control.behind(), controlCaughtUp: () => this.control.caughtUp(),
     });
     this.membership = membership;
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
@@ -399,13 +400,14 @@ export class Communicator {
   private async shutdown(err: Error, sayBye: boolean): Promise<void> {
     if (!this.failure) {
       this.failure = err;
-      this.control.close(err, sayBye);
+      void this.control.close(err, sayBye);
       this.membership.failAll(err);
       this.collectives.failAll(err);
       this.syncClient.interrupt();
       this.topology.failAll(err);
       this.admission.failAll(err);
     }
-    await this.dataPlane.close().catch(() => undefined);
+    // The control thread ends once its goodbye is on the wire.
+    await Promise.all([this.dataPlane.close().catch(() => undefined), this.control.close(err, sayBye)]);
   }
 }

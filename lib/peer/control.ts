@@ -2,15 +2,17 @@
  * A peer's control connection to the master: the handshake (the run-token proofs both ways), heartbeats, and
  * reconnecting with back-off after a loss, resuming the session. It hands every validated message of the master
  * to its owner and says when the session is over for good (dropped, refused, master gone past the deadline).
+ * The socket, its framing and the heartbeats live in a worker thread (control-thread.ts), so a busy JavaScript
+ * thread does not look dead to the master; the decisions stay here.
  */
-import * as net from 'node:net';
 import { AuthError, ClosedError, ProtocolError, TcclError, TimeoutError, errorFromCode } from '../errors';
 import type { Logger } from '../log';
 import {
-  Connection, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, ResumeReport, makeNonce, masterProof, peerProof,
+  MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, ResumeReport, makeNonce, masterProof, peerProof,
   proofMatches, validateMessage,
 } from '../protocol';
 import { formatHostPort } from '../validate';
+import { ControlThread, RemoteConnection } from './control-thread';
 
 export interface ControlOptions {
   /** The masters to try, in order (one, or a restartable master's standbys). */
@@ -47,7 +49,7 @@ export interface ControlHandlers {
 }
 
 interface Handshake {
-  conn: Connection;
+  conn: RemoteConnection;
   nonce: Uint8Array;
   masterNonce?: Uint8Array;
   resolve: () => void;
@@ -61,19 +63,33 @@ export class ControlClient {
   heartbeat = { intervalMs: 500, timeoutMs: 3000 };
   /** True while the connection is lost and being re-established. */
   reconnecting = false;
-  private conn?: Connection;
+  private conn?: RemoteConnection;
   private session?: { id: string; secret: Uint8Array };
   private handshake?: Handshake;
   private ended = false;
   /** Index in `options.masters` of the master dialled last. */
   private current = 0;
 
-  constructor(private readonly options: ControlOptions, private readonly handlers: ControlHandlers, private log: Logger) {}
+  private readonly thread: ControlThread;
+
+  constructor(private readonly options: ControlOptions, private readonly handlers: ControlHandlers, private log: Logger) {
+    this.thread = new ControlThread(options.stats);
+  }
 
   /** `host:port` of the master, for messages. */
   get address(): string {
     const m = this.options.masters[this.current];
     return formatHostPort(m.host, m.port);
+  }
+
+  /** Messages of the master wait for this thread (it was busy): its view of the group may be stale. */
+  behind(): boolean {
+    return this.thread.behind();
+  }
+
+  /** Resolves once the messages of the master that waited for this thread were handled. */
+  caughtUp(): Promise<void> {
+    return this.thread.caughtUp();
   }
 
   /** Sends a message to the master; quietly nothing while disconnected (what matters is said again on resume). */
@@ -84,8 +100,8 @@ export class ControlClient {
   /** Opens the connection and registers; resolves after the master's welcome. */
   open(deadline: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const socket = net.connect(this.options.masters[this.current]);
-      const conn = new Connection(socket);
+      const { host, port } = this.options.masters[this.current];
+      const conn = this.thread.connect(host, port);
       let timer: NodeJS.Timeout | undefined;
       const settle = () => {
         if (timer) clearTimeout(timer);
@@ -102,7 +118,7 @@ export class ControlClient {
       }
       conn.on('message', (m) => this.onMessage(conn, m));
       conn.on('close', (reason) => this.onClose(conn, reason));
-      socket.once('connect', () => {
+      conn.once('connect', () => {
         conn.send({ t: 'hello', proto: PROTOCOL_NAME, version: PROTOCOL_VERSION, nonce, session: this.session?.id, secret: this.session?.secret });
       });
     });
@@ -126,21 +142,23 @@ export class ControlClient {
     }
   }
 
-  /** Ends the session: says goodbye (so the master re-forms at once) or just closes. */
-  close(err: Error, sayBye: boolean): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.handshake?.reject(err);
-    const conn = this.conn;
-    if (conn && !conn.isClosed) {
-      if (sayBye) conn.sendAndClose({ t: 'bye' });
-      else conn.close();
+  /** Ends the session: says goodbye (so the master re-forms at once) or just closes; resolves once that is sent. */
+  close(err: Error, sayBye: boolean): Promise<void> {
+    if (!this.ended) {
+      this.ended = true;
+      this.handshake?.reject(err);
+      const conn = this.conn;
+      if (conn && !conn.isClosed) {
+        if (sayBye) conn.sendAndClose({ t: 'bye' });
+        else conn.close();
+      }
     }
+    return this.thread.shutdown();
   }
 
   private end(err: Error): void {
     if (this.ended) return;
-    this.close(err, false);
+    void this.close(err, false);
     this.handlers.ended(err);
   }
 
@@ -183,12 +201,12 @@ export class ControlClient {
     this.id = m.peer;
     this.session = { id: m.session, secret: m.secret };
     this.heartbeat = { intervalMs: m.heartbeatIntervalMs, timeoutMs: m.peerTimeoutMs };
-    hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs, undefined, this.options.stats);
+    hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs);
     this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost });
     hs.resolve();
   }
 
-  private onMessage(conn: Connection, raw: Record<string, unknown>): void {
+  private onMessage(conn: RemoteConnection, raw: Record<string, unknown>): void {
     try {
       const hs = this.handshake;
       if (hs && hs.conn === conn) return this.onHandshake(hs, raw);
@@ -208,7 +226,7 @@ export class ControlClient {
     }
   }
 
-  private onClose(conn: Connection, reason: Error | undefined): void {
+  private onClose(conn: RemoteConnection, reason: Error | undefined): void {
     const hs = this.handshake;
     if (hs && hs.conn === conn) {
       hs.reject(reason instanceof ProtocolError ? reason

@@ -14,6 +14,10 @@ export interface MembershipHost extends PeerContext {
   reconnecting(): boolean;
   /** `host:port` of the master, for messages. */
   masterAddress(): string;
+  /** Messages of the master wait to be handled (this thread was busy): what this peer knows may be stale. */
+  controlBehind(): boolean;
+  /** Resolves once they were handled. */
+  controlCaughtUp(): Promise<void>;
 }
 
 interface ReadyWaiter {
@@ -65,9 +69,12 @@ export class Membership {
     return this.ring.map((p) => p.id.split('@')[0]);
   }
 
-  /** `epoch` is installed on every member: operations may run in it. */
+  /**
+   * `epoch` is installed on every member: operations may run in it. Not while messages of the master wait to be
+   * handled: after a long synchronous step a newer ring may be among them.
+   */
   isReady(epoch: number): boolean {
-    return this.readyEpoch === epoch && this.epoch === epoch && !this.host.reconnecting();
+    return this.readyEpoch === epoch && this.epoch === epoch && !this.host.reconnecting() && !this.host.controlBehind();
   }
 
   onNewEpoch(listener: (epoch: number, old: number) => void): void {
@@ -133,6 +140,7 @@ export class Membership {
   waitReady(epoch: number, deadline: number, what: string, signal?: AbortSignal): Promise<void> {
     const failure = this.host.failure();
     if (failure) return Promise.reject(failure);
+    if (this.host.controlBehind()) return this.host.controlCaughtUp().then(() => this.waitReady(epoch, deadline, what, signal));
     if (this.readyEpoch >= epoch && this.isReady(this.epoch)) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -169,7 +177,7 @@ export class Membership {
 
   /** Wakes the waiters whose epoch is ready (after `ready`, or when a reconnect completes). */
   wake(): void {
-    if (!this.isReady(this.epoch)) return;
+    if (this.readyEpoch !== this.epoch || this.host.reconnecting()) return;
     for (const w of [...this.waiters]) if (w.epoch <= this.readyEpoch) w.resolve();
   }
 

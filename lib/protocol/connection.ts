@@ -7,7 +7,6 @@ import * as net from 'node:net';
 import { ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
 import { AnyMsg, Msg, validateMessage } from './messages';
-import type { PeerStats } from './stats';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
@@ -53,10 +52,15 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.socket.write(encodeFrame(message, this.maxFrameBytes));
   }
 
+  /** Sends a frame encoded elsewhere (by a peer's main thread: lib/peer/control-thread.ts). */
+  sendFrame(frame: Uint8Array): void {
+    if (!this.closed) this.socket.write(frame);
+  }
+
   /** Sends a last message, then closes gracefully. */
-  sendAndClose(message: AnyMsg, reason?: Error): void {
+  sendAndClose(message: AnyMsg | Uint8Array, reason?: Error): void {
     if (this.closed) return;
-    this.socket.end(encodeFrame(message, this.maxFrameBytes));
+    this.socket.end(this.frame(message));
     this.shutdown(reason, false);
     // If the other side never reads, do not keep the socket forever.
     setTimeout(() => this.socket.destroy(), 2000).unref();
@@ -66,9 +70,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * Sends a heartbeat every `intervalMs` and declares the other side dead after `timeoutMs` without any frame.
    * A tick that fires far too late means this process itself was frozen (SIGSTOP, a blocked event loop): the
    * deadline restarts then, so buffered frames are read before the other side is judged. `onSilent` replaces
-   * the default action (closing the connection); `stats`, when given, is sent along with every heartbeat.
+   * the default action (closing the connection); `content`, when given, fills every heartbeat sent (a peer's
+   * counters, whether its main thread is busy: lib/peer/control-worker.ts).
    */
-  startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void, stats?: () => Partial<PeerStats>): void {
+  startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void, content?: () => Omit<Msg<'hb'>, 't'>): void {
     this.stopHeartbeat();
     this.lastRx = Date.now();
     this.lastTick = Date.now();
@@ -77,7 +82,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       const now = Date.now();
       const late = now - this.lastTick > Math.max(3 * tick, tick + 250);
       this.lastTick = now;
-      this.send(stats ? { t: 'hb', stats: stats() } : { t: 'hb' });
+      this.send({ t: 'hb', ...content?.() });
       if (late) {
         this.lastRx = Math.max(this.lastRx, now - Math.floor(timeoutMs / 2));
         return;
@@ -100,6 +105,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** Closes at once. */
   close(reason?: Error): void {
     this.shutdown(reason);
+  }
+
+  private frame(message: AnyMsg | Uint8Array): Uint8Array {
+    return message instanceof Uint8Array ? message : encodeFrame(message, this.maxFrameBytes);
   }
 
   private onData(chunk: Buffer): void {

@@ -15,7 +15,7 @@ import { indexPairs, measuredLinks, num, peerIds, wireMatrix } from './topology'
 export type { WirePeer } from './schema';
 
 /** Bumped on any incompatible change; the handshake refuses a different version. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** First field of the first frame, so a stray client of another protocol is told apart from a bad TCCL peer. */
 export const PROTOCOL_NAME = 'tccl';
 
@@ -81,8 +81,8 @@ export const MESSAGES = {
   },
   // ---- `tccl check` -> master, in place of register ----
   check: { proof: opt(bytes(32)), peerGroup: uint(0xffffffff), port: uint(65535, 1), advertiseAddress: opt(str(255)), nonce: bytes(16), probeBytes: uint(MAX_PROBE_BYTES) },
-  // ---- both ways (a peer's heartbeats carry its counters) ----
-  hb: { stats: opt(custom<Partial<PeerStats>>('a map of peer counters', checkPeerStats)) },
+  // ---- both ways (a peer's heartbeats carry its counters, and for how long its JavaScript thread has been busy) ----
+  hb: { stats: opt(custom<Partial<PeerStats>>('a map of peer counters', checkPeerStats)), busy: opt(uint()) },
   // ---- master -> peer ----
   challenge: { version: uint(0xffff), nonce: bytes(32), auth: bool() },
   welcome: {

@@ -15,7 +15,9 @@ constexpr uint32_t kReplyMagic = 0x4B4F4354;  // "TCOK"
 constexpr uint16_t kProtocolVersion = 2;
 constexpr size_t kHelloSize = 64;
 
-enum HelloStatus : uint32_t { kOk = 0, kBadVersion = 1, kBadTicket = 2, kStaleEpoch = 3, kBadIndex = 4, kClosing = 5 };
+// kNotYet: the listener has not installed the dialler's (newer) epoch yet; the dialler tries again within its retry
+// window, as if the peer were not listening yet (its JavaScript thread may be busy in a long synchronous step).
+enum HelloStatus : uint32_t { kOk = 0, kBadVersion = 1, kBadTicket = 2, kStaleEpoch = 3, kBadIndex = 4, kClosing = 5, kNotYet = 6 };
 
 const char* helloStatusText(uint32_t s) {
   switch (s) {
@@ -24,6 +26,7 @@ const char* helloStatusText(uint32_t s) {
     case kStaleEpoch: return "group epoch mismatch (the group was re-formed)";
     case kBadIndex: return "peer index out of range";
     case kClosing: return "peer is closing";
+    case kNotYet: return "it has not installed this epoch yet";
     default: return "refused";
   }
 }
@@ -83,6 +86,7 @@ void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
       configured_.wait_for(lock, std::chrono::milliseconds(2 * options_.connectTimeoutMs),
                            [&] { return closing_.load() || epoch_ >= epoch; });
       if (closing_.load()) status = kClosing;
+      else if (epoch_ < epoch) status = kNotYet;
       else if (epoch != epoch_) status = kStaleEpoch;
       else if (from >= peers_.size() || to != static_cast<uint32_t>(myIndex_) || from == to) status = kBadIndex;
       else {
@@ -200,10 +204,15 @@ net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& t
       put<uint16_t>(hello + 26, static_cast<uint16_t>(k));
       std::memcpy(hello + 28, ticket.data(), 16);
       uint8_t reply[8];
+      bool again = false;
       if (!s.sendAll(hello, sizeof(hello)) || !s.waitReadable(3 * options_.connectTimeoutMs) || !s.recvAll(reply, sizeof(reply)) ||
           get<uint32_t>(reply) != kReplyMagic) {
         err = "handshake with " + where + " failed";
         s.close();
+      } else if (get<uint32_t>(reply + 4) == kNotYet) {
+        why = std::string(helloStatusText(kNotYet)) + " (epoch " + std::to_string(epoch) + ")";
+        s.close();
+        again = true;
       } else if (get<uint32_t>(reply + 4) != kOk) {
         if (get<uint32_t>(reply + 4) == kBadTicket) failCode = ErrorCode::Auth;
         // A peer that is closing refuses new connections; if it had run operations with us, its goodbye on the
@@ -215,7 +224,7 @@ net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& t
         err = target.id + " refused the connection: " + helloStatusText(get<uint32_t>(reply + 4));
         s.close();
       }
-      return s;
+      if (!again) return s;
     }
     // Not listening yet, or not answering: try again until the retry window is spent.
     int64_t elapsed = nowMs() - started;

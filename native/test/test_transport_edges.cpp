@@ -1,7 +1,7 @@
 // Edges of the transport found in review, each driven by a hand-made peer on a raw socket: a re-form while a
 // frame for a not-yet-started op is half read, frames already read when the read budget runs out, a half-arrived
-// header (no busy loop), frames of a failed op (never written after it settled, no connection dropped), and an
-// abort sent while the link to a peer is still being dialled.
+// header (no busy loop), frames of a failed op (never written after it settled, no connection dropped), an
+// abort sent while the link to a peer is still being dialled, and a listener that installs a new epoch late.
 #include <chrono>
 #include <cstdlib>
 #include <future>
@@ -256,6 +256,38 @@ void testAbortReachesAPeerStillBeingDialled() {
   a.close();
 }
 
+void testListenerBehindIsDialledAgain() {
+  // Peer 0 installs epoch 2 and dials peer 1 at once (configure dials the right neighbour); peer 1 installs it
+  // only later, well after the listener's wait for it (2 x connectTimeoutMs), as a process whose JavaScript thread
+  // was busy does. Peer 1 answers "not yet" and peer 0 dials again, so the epoch works once both installed it.
+  TransportOptions o;
+  o.host = "127.0.0.1";
+  o.connections = 2;
+  o.connectTimeoutMs = 150;
+  Transport a(o), b(o);
+  a.start();
+  b.start();
+  std::vector<PeerInfo> peers{{"p0", "127.0.0.1", a.port()}, {"p1", "127.0.0.1", b.port()}};
+  a.configure(1, 0, peers, {});
+  b.configure(1, 1, peers, {});
+  std::array<uint8_t, 16> ticket2{};
+  ticket2[0] = 2;
+  a.configure(2, 0, peers, ticket2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // several of b's 300 ms waits for its configure
+  b.configure(2, 1, peers, ticket2);
+  std::vector<float> x(1000, 1.0f), y(1000, 2.0f);
+  auto opA = std::make_shared<RingAllReduce>(AllReduceBuffers{reinterpret_cast<const uint8_t*>(x.data()), reinterpret_cast<uint8_t*>(x.data()), x.size(), DType::F32, ReduceOp::Sum}, 4096);
+  auto opB = std::make_shared<RingAllReduce>(AllReduceBuffers{reinterpret_cast<const uint8_t*>(y.data()), reinterpret_cast<uint8_t*>(y.data()), y.size(), DType::F32, ReduceOp::Sum}, 4096);
+  auto fa = tccl_test::submitOp(a, opA, 10000);
+  auto fb = tccl_test::submitOp(b, opB, 10000);
+  OpError ea = tccl_test::awaitOp(fa), eb = tccl_test::awaitOp(fb);
+  CHECK_MSG(ea.code == ErrorCode::None, "the early peer's all-reduce succeeds: %s", ea.message.c_str());
+  CHECK_MSG(eb.code == ErrorCode::None, "the late peer's all-reduce succeeds: %s", eb.message.c_str());
+  CHECK_MSG(x[0] == 3.0f && y[999] == 3.0f, "both hold the sum");
+  b.close();
+  a.close();
+}
+
 }  // namespace
 
 int main() {
@@ -265,5 +297,6 @@ int main() {
   testHalfArrivedHeaderDoesNotSpin();
   testFailedOpLetsGoOfItsFrames();
   testAbortReachesAPeerStillBeingDialled();
+  testListenerBehindIsDialledAgain();
   return TEST_MAIN_RESULT();
 }

@@ -92,6 +92,11 @@ export class Sim {
   }
 
   /** Moves the clock and lets the coordinator act on its deadlines. */
+  /** The peer's heartbeat says its JavaScript thread has been busy for `ms` (0: not any more). */
+  busy(peer: string, ms: number): void {
+    this.run(this.core.apply({ type: 'busy', peer, ms }));
+  }
+
   advance(ms: number): void {
     this.now += ms;
     this.run(this.core.apply({ type: 'tick' }));

@@ -1,7 +1,7 @@
 // DiLoCo, async DiLoCo and Streaming DiLoCo over the real master and Communicators (loopback, one process).
 import t, { Test } from 'tap';
 import { DiLoCo, StreamingDiLoCo } from '../../lib/diloco/index';
-import { inProcessGroup } from '../helpers/communicator';
+import { inProcessGroup, waitFor } from '../helpers/communicator';
 
 function drift(p: Float32Array, peer: number, step: number) {
   for (let i = 0; i < p.length; i++) p[i] += 0.01 * (peer + 1) * Math.sin(i * 0.1 + step);
@@ -32,7 +32,8 @@ t.test('DiLoCo over real communicators: bit-identical, revision +1 per outer ste
     await d.join({ strategy: 'receiveOnly' });
     return d;
   });
-  await new Promise((r) => setTimeout(r, 200));
+  // The members must see it waiting before their next vote (connecting starts the control thread first).
+  await waitFor(() => comms[0].arePeersPending(), 30_000, 'the newcomer pending');
   await run(pairs, 9, 12);
   const dn = await joining;
   t.same(Buffer.from(pn.buffer), Buffer.from(params[0].buffer), 'newcomer received the outer params');

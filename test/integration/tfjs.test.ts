@@ -3,7 +3,7 @@
 import t from 'tap';
 import * as tf from '@tensorflow/tfjs';
 import { allReduceGradients, allReduceTensors, TfjsDiLoCo, TfjsStreamingDiLoCo, type TfjsLayer } from '../../lib/tfjs/index';
-import { inProcessGroup } from '../helpers/communicator';
+import { inProcessGroup, waitFor } from '../helpers/communicator';
 
 /** Every weight of a model as one byte string (bit-level comparison). */
 function bytesOf(vars: tf.Variable[] | tf.Tensor[]): Buffer {
@@ -96,7 +96,8 @@ t.test('TfjsDiLoCo on a tf.LayersModel: bit-identical weights, a newcomer receiv
     await d.join({ strategy: 'receiveOnly' });
     return d;
   });
-  await new Promise((r) => setTimeout(r, 200));
+  // The members must see it waiting before their next vote (connecting starts the control thread first).
+  await waitFor(() => comms[0].arePeersPending(), 30_000, 'the newcomer pending');
   await run([0, 1, 2], 9, 12);
   dl.push(await joining);
   t.same(bytesOf(models[3].getWeights()), bytesOf(models[0].getWeights()), 'the newcomer received the weights');

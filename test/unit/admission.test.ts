@@ -63,7 +63,7 @@ function peer(auto: boolean) {
   const log = new Logger('test', 'silent');
   const plane = { port: 1, configure: () => undefined } as unknown as DataPlane;
   const ctx = { peerGroup: 0, dataPlane: plane, log: () => log, send: (m: PeerMsg) => sent.push(m), stats: emptyPeerStats(), failure: () => undefined };
-  const membership = new Membership({ ...ctx, reconnecting: () => false, masterAddress: () => 'master:1' });
+  const membership = new Membership({ ...ctx, reconnecting: () => false, masterAddress: () => 'master:1', controlBehind: () => false, controlCaughtUp: async () => undefined });
   const admission = new Admission({ ...ctx, membership, auto, warnAloneMs: 0 });
   membership.onMessage({ t: 'ring', epoch: 1, index: 0, peers: [{ id: 'p1@h:1', host: 'h', port: 1 }, { id: 'p2@h:2', host: 'h', port: 2 }], ticket: new Uint8Array(16), reason: 'test' });
   membership.onMessage({ t: 'ready', epoch: 1 });

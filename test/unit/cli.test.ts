@@ -20,7 +20,7 @@ t.test('--help of every command', async (t) => {
   t.equal(top.code, 0);
   for (const c of ['master', 'check', 'token', 'demo', 'bench', 'stress']) t.match(top.out, new RegExp(`\\n  ${c} `), `lists ${c}`);
   const expect: Record<string, RegExp[]> = {
-    master: [/Usage: tccl master \[options\]/, /--etcd <urls>/, /--etcd-ttl <s>/, /--resume-window-ms <n>/, /--http-port <n>/, /--log-format <format>/, /--token-file <file>/, /default: 48148/],
+    master: [/Usage: tccl master \[options\]/, /--etcd <urls>/, /--etcd-ttl <s>/, /--resume-window-ms <n>/, /--js-hang-timeout-ms <n>/, /--http-port <n>/, /--log-format <format>/, /--token-file <file>/, /default: 48148/],
     check: [/Usage: tccl check \[options\]/, /--master <host:port>/, /--data-port <n>/, /--advertise-address/],
     token: [/Usage: tccl token \[options\]/, /--out <file>/, /--force/],
     demo: [/Usage: tccl demo \[options\]/, /--no-train/, /--http-port/],
@@ -45,6 +45,7 @@ t.test('bad arguments: exact messages, exit code 2', async (t) => {
     [['master', '--log-format', 'xml'], "error: option '--log-format <format>' argument 'xml' is invalid. Expected one of text, json."],
     [['master', '--log-level', 'loud'], "error: option '--log-level <level>' argument 'loud' is invalid. Expected one of silent, error, warn, info, debug."],
     [['master', '--peer-timeout-ms', '5'], "error: option '--peer-timeout-ms <n>' argument '5' is invalid. Expected an integer from 50 to 3600000."],
+    [['master', '--js-hang-timeout-ms', '5'], "error: option '--js-hang-timeout-ms <n>' argument '5' is invalid. Expected an integer from 100 to 2147483647."],
     [['master', '--bogus'], "error: unknown option '--bogus'"],
     [['master', '--port'], "error: option '--port <n>' argument missing"],
     [['master', '--token-file', '/nonexistent/tccl.token'], 'error: cannot read the token file /nonexistent/tccl.token: ENOENT: no such file or directory'],

@@ -219,6 +219,56 @@ t.test('frozen peers: one that never installs a ring is dropped at its deadline,
   t.equal(s.core.feed.counters.votesTimedOut, 1);
 });
 
+t.test('a busy member (its JavaScript thread blocked, its heartbeats going on) is waited for, up to jsHangTimeoutMs', async (t) => {
+  const s = new Sim({ ackTimeoutMs: 1000, jsHangTimeoutMs: 20_000 });
+  const [a, b, c] = s.group(3);
+  const e = s.epoch();
+  s.busy(c, 500);
+  s.lose(b); // a re-form c cannot install while it is busy
+  s.ack(a);
+  s.take(c, 'ring');
+  for (let ms = 0; ms < 10_000; ms += 500) {
+    s.advance(500);
+    s.busy(c, 1000 + ms);
+  }
+  t.notOk(s.dropped.has(c), 'not dropped for a missing ack while its heartbeats say it is busy');
+  t.same(s.take(a, 'ready'), [], 'the group waits for it');
+  s.busy(c, 0);
+  s.say(c, { t: 'ack', epoch: e + 1 });
+  t.same(s.take(a, 'ready'), [{ t: 'ready', epoch: e + 1 }], 'ready once it is free and has installed the ring');
+  t.same(s.core.groupsInfo()[0].members, [a, c]);
+
+  // A new busy period starts from zero, and past jsHangTimeoutMs (the master's clock) the peer is hung.
+  s.busy(c, 300);
+  for (let ms = 0; ms < 19_000; ms += 500) {
+    s.advance(500);
+    s.busy(c, 800 + ms);
+  }
+  t.notOk(s.dropped.has(c), 'not before jsHangTimeoutMs');
+  s.advance(500);
+  s.busy(c, 20_300);
+  t.match(s.dropped.get(c), /^JavaScript thread blocked for 20300 ms \(jsHangTimeoutMs 20000\)/);
+  t.equal(s.take(a, 'ring').at(-1)?.epoch, e + 2, 'the others re-form without it');
+});
+
+t.test('a member that stops saying it is busy has the peer timeout to acknowledge, as any other', async (t) => {
+  const s = new Sim({ ackTimeoutMs: 1000, jsHangTimeoutMs: 20_000 });
+  const [a, b, c] = s.group(3);
+  const e = s.epoch();
+  s.busy(c, 600);
+  s.lose(b);
+  s.ack(a);
+  s.advance(900);
+  s.busy(c, 1500);
+  s.advance(900);
+  t.notOk(s.dropped.has(c), 'spared at the deadline: it said it is busy');
+  s.busy(c, 0); // free again, yet it does not acknowledge: dropped a peer timeout after its last busy report
+  s.advance(99);
+  t.notOk(s.dropped.has(c));
+  s.advance(1);
+  t.match(s.dropped.get(c), new RegExp(`did not install epoch ${e + 1} within 1000 ms`));
+});
+
 t.test('stale and out-of-place messages change nothing', async (t) => {
   const s = new Sim();
   const [a, b, c] = s.group(3);

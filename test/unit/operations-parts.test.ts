@@ -30,6 +30,7 @@ t.test('drop reasons as the master words them, by kind', async (t) => {
   t.equal(dropKind('control connection closed'), 'connection_closed');
   t.equal(dropKind('control connection lost: read ECONNRESET'), 'connection_closed');
   t.equal(dropKind('protocol error: Unknown field "x" in a "vote" message'), 'protocol_error');
+  t.equal(dropKind('JavaScript thread blocked for 300012 ms (jsHangTimeoutMs 300000)'), 'js_hung');
   t.equal(dropKind('a sendOnly peer disagreed'), 'other');
 
   const { sim, scrape } = setup();

@@ -70,7 +70,9 @@ function setup() {
   const sent: PeerMsg[] = [];
   const log = new Logger('test', 'silent');
   const ctx = { peerGroup: 0, dataPlane: plane, log: () => log, send: (m: PeerMsg) => sent.push(m), stats: emptyPeerStats(), failure: () => undefined };
-  const membership = new Membership({ ...ctx, reconnecting: () => false, masterAddress: () => 'master:1' });
+  const membership = new Membership({
+    ...ctx, reconnecting: () => false, masterAddress: () => 'master:1', controlBehind: () => false, controlCaughtUp: async () => undefined,
+  });
   const collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 5000 });
   const master = (m: MasterMsg) => {
     if (m.t === 'opCommit' || m.t === 'opAbort') collectives.onMessage(m);

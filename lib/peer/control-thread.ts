@@ -1,0 +1,238 @@
+/**
+ * A peer's control connections live in a worker thread (control-worker.ts), so heartbeats go on while this
+ * thread is busy: a synchronous training step of 20 s is not a failure, a frozen process still is (docs/master.md,
+ * "Liveness"). This file is the main thread's side: {@link ControlThread} starts the worker, ticks every
+ * {@link TICK_MS} with the latest counters (the worker's proof that this thread runs, and what its heartbeats
+ * carry), and hands out {@link RemoteConnection}s, which behave like a protocol Connection: frames are encoded
+ * here (an oversized message still throws at the caller) and decoded messages come back as events.
+ */
+import { EventEmitter } from 'node:events';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { ProtocolError } from '../errors';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame';
+import type { AnyMsg } from '../protocol/messages';
+import type { PeerStats } from '../protocol/stats';
+
+/** Main thread -> worker. */
+export type ToWorker =
+  | { t: 'open'; id: number; host: string; port: number }
+  | { t: 'send' | 'end'; id: number; frame: Uint8Array }
+  | { t: 'close'; id: number; reason?: string }
+  | { t: 'heartbeat'; id: number; intervalMs: number; timeoutMs: number }
+  | { t: 'tick'; stats?: Partial<PeerStats> }
+  | { t: 'exit' };
+
+/** Worker -> main thread. */
+export type ToMain =
+  | { t: 'connect'; id: number }
+  | { t: 'msg'; id: number; msg: Record<string, unknown> }
+  | { t: 'close'; id: number; reason?: { message: string; protocol: boolean } };
+
+/** How often this thread tells the worker it runs, ms. */
+export const TICK_MS = 100;
+
+/**
+ * How long this thread may be silent before heartbeats say `busy`: well above a tick, and small enough that the
+ * master hears it before a new ring's acknowledgement deadline (the peer timeout) passes.
+ */
+export function busyAfterMs(timeoutMs: number): number {
+  return Math.min(1000, Math.max(250, Math.floor(timeoutMs / 4)));
+}
+
+/** How long a closing worker may take to flush a goodbye before it is terminated, ms. */
+const EXIT_GRACE_MS = 3000;
+
+interface RemoteEvents {
+  connect: [];
+  message: [msg: Record<string, unknown>];
+  close: [reason: Error | undefined];
+}
+
+/** One control connection held by the worker, as the main thread sees it. */
+export class RemoteConnection extends EventEmitter<RemoteEvents> {
+  private closed = false;
+
+  constructor(private readonly thread: ControlThread, readonly id: number, private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {
+    super();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Sends one message; quietly does nothing once the connection is closed. Throws if it exceeds the frame limit. */
+  send(message: AnyMsg): void {
+    if (!this.closed) this.post('send', message);
+  }
+
+  /** Sends a last message, then closes gracefully. */
+  sendAndClose(message: AnyMsg): void {
+    if (this.closed) return;
+    this.post('end', message);
+    this.finish(undefined);
+  }
+
+  /** Closes at once. */
+  close(reason?: Error): void {
+    if (this.closed) return;
+    this.thread.post({ t: 'close', id: this.id, reason: reason?.message });
+    this.finish(reason);
+  }
+
+  /** Heartbeats both ways, kept by the worker (see Connection.startHeartbeat); they carry the ticked counters. */
+  startHeartbeat(intervalMs: number, timeoutMs: number): void {
+    if (!this.closed) this.thread.post({ t: 'heartbeat', id: this.id, intervalMs, timeoutMs });
+  }
+
+  /** @internal The worker closed it. */
+  finish(reason: Error | undefined): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.thread.forget(this.id);
+    this.emit('close', reason);
+  }
+
+  private post(t: 'send' | 'end', message: AnyMsg): void {
+    // A copy of its own, so its memory moves to the worker instead of being cloned (encodeFrame may use a pool).
+    const frame = new Uint8Array(encodeFrame(message, this.maxFrameBytes));
+    this.thread.post({ t, id: this.id, frame }, [frame.buffer as ArrayBuffer]);
+  }
+}
+
+/**
+ * The worker thread and its connections. Started on the first {@link connect} (and again after a failure of the
+ * worker, which closes its connections with the reason); {@link shutdown} lets it finish and end.
+ */
+export class ControlThread {
+  private worker?: Worker;
+  private ticker?: NodeJS.Timeout;
+  private readonly links = new Map<number, RemoteConnection>();
+  private nextId = 1;
+  private exiting?: Promise<void>;
+  /** Messages the worker forwarded (it counts them in shared memory) and this thread has handled. */
+  private forwarded = new Int32Array(new SharedArrayBuffer(4));
+  private delivered = 0;
+  private catchUp: (() => void)[] = [];
+
+  /** `stats`: the counters every heartbeat carries, read at each tick. */
+  constructor(private readonly stats?: () => Partial<PeerStats>) {}
+
+  /** Opens a connection to `host:port` in the worker; listen for `connect`, `message` and `close`. */
+  connect(host: string, port: number): RemoteConnection {
+    const link = new RemoteConnection(this, this.nextId++);
+    this.links.set(link.id, link);
+    let worker: Worker;
+    try {
+      worker = this.start();
+    } catch (err) {
+      const reason = new Error(`Cannot start the control connection's worker thread: ${(err as Error).message}`, { cause: err });
+      queueMicrotask(() => link.finish(reason));
+      return link;
+    }
+    worker.postMessage({ t: 'open', id: link.id, host, port } satisfies ToWorker);
+    return link;
+  }
+
+  /**
+   * Whether messages of the master are waiting for this thread (it was busy while they came): what this thread
+   * believes of its group may be out of date, so no operation should start on it.
+   */
+  behind(): boolean {
+    return Atomics.load(this.forwarded, 0) !== this.delivered;
+  }
+
+  /** Resolves once every message the worker has forwarded so far was handled here. */
+  caughtUp(): Promise<void> {
+    if (!this.behind()) return Promise.resolve();
+    return new Promise((resolve) => this.catchUp.push(resolve));
+  }
+
+  /** @internal */
+  post(m: ToWorker, transfer?: ArrayBuffer[]): void {
+    this.worker?.postMessage(m, transfer);
+  }
+
+  /** @internal */
+  forget(id: number): void {
+    this.links.delete(id);
+  }
+
+  /** Ends the worker once its sockets have finished (a goodbye is flushed), or after a grace period. */
+  shutdown(): Promise<void> {
+    if (this.exiting) return this.exiting;
+    const worker = this.worker;
+    this.stopTicking();
+    this.worker = undefined;
+    if (!worker) return (this.exiting = Promise.resolve());
+    this.exiting = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => void worker.terminate(), EXIT_GRACE_MS);
+      timer.unref();
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    worker.postMessage({ t: 'exit' } satisfies ToWorker);
+    worker.unref();
+    return this.exiting;
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    // The same folder: compiled, the worker starts from its file (CommonJS, whatever the caller's module system);
+    // TypeScript source (tests and benches run lib/ through tsx, whose loader a worker does not always inherit),
+    // from a line that registers tsx's CommonJS hook first.
+    const file = path.join(__dirname, `control-worker${path.extname(__filename)}`);
+    this.forwarded = new Int32Array(new SharedArrayBuffer(4));
+    this.delivered = 0;
+    const workerData = { tcclControl: true, forwarded: this.forwarded };
+    const worker = file.endsWith('.ts')
+      ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(file)});`, { eval: true, workerData })
+      : new Worker(file, { workerData });
+    this.worker = worker;
+    worker.on('message', (m: ToMain) => this.onMessage(m));
+    const failed = (why: string) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.stopTicking();
+      const reason = new Error(`The control connection's worker thread ${why}`);
+      this.delivered = Atomics.load(this.forwarded, 0);
+      this.wakeCaughtUp();
+      for (const link of [...this.links.values()]) link.finish(reason);
+    };
+    worker.on('error', (err) => failed(`failed: ${err.message}`));
+    worker.on('exit', (code) => failed(`exited (code ${code})`));
+    this.ticker = setInterval(() => this.tick(), TICK_MS);
+    this.ticker.unref();
+    this.tick();
+    return worker;
+  }
+
+  private tick(): void {
+    this.post({ t: 'tick', stats: this.stats?.() });
+  }
+
+  private stopTicking(): void {
+    if (this.ticker) clearInterval(this.ticker);
+    this.ticker = undefined;
+  }
+
+  private onMessage(m: ToMain): void {
+    if (m.t === 'msg') this.delivered = (this.delivered + 1) | 0;
+    const link = this.links.get(m.id);
+    if (link) {
+      if (m.t === 'connect') link.emit('connect');
+      else if (m.t === 'msg') link.emit('message', m.msg);
+      else link.finish(m.reason && (m.reason.protocol ? new ProtocolError(m.reason.message) : new Error(m.reason.message)));
+    }
+    if (m.t === 'msg') this.wakeCaughtUp();
+  }
+
+  private wakeCaughtUp(): void {
+    if (this.behind() || this.catchUp.length === 0) return;
+    const waiting = this.catchUp;
+    this.catchUp = [];
+    for (const resolve of waiting) resolve();
+  }
+}
