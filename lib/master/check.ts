@@ -11,6 +11,7 @@ import type { Check, CheckedMember, Connection, MasterMsg, Msg } from '../protoc
 import { probeHeader } from '../protocol/probe';
 import type { PeerView } from './coordinator';
 import { nativePeerId } from './context';
+import { monotonicMs } from '../clock';
 
 /** At most this many checks run at once; more are refused with BUSY. */
 const MAX_CHECKS = 4;
@@ -82,20 +83,20 @@ export class Checks {
 
 /** Connects to the checker's port, says who it is and sends a burst of `bytes`; resolves once connected (or not). */
 function dialBack(host: string, port: number, nonce: Uint8Array, bytes: number): Promise<{ ok: boolean; ms: number; error?: string }> {
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();
-      resolve({ ok: false, ms: Date.now() - t0, error: `connecting to ${host}:${port} timed out after ${DIAL_TIMEOUT_MS} ms (a firewall dropping packets?)` });
+      resolve({ ok: false, ms: monotonicMs() - t0, error: `connecting to ${host}:${port} timed out after ${DIAL_TIMEOUT_MS} ms (a firewall dropping packets?)` });
     }, DIAL_TIMEOUT_MS);
     socket.on('error', (err) => {
       clearTimeout(timer);
-      resolve({ ok: false, ms: Date.now() - t0, error: `connecting to ${host}:${port} failed: ${err.message}` });
+      resolve({ ok: false, ms: monotonicMs() - t0, error: `connecting to ${host}:${port} failed: ${err.message}` });
     });
     socket.once('connect', () => {
       clearTimeout(timer);
-      resolve({ ok: true, ms: Date.now() - t0 });
+      resolve({ ok: true, ms: monotonicMs() - t0 });
       socket.write(probeHeader(nonce, 'master'));
       socket.end(Buffer.alloc(bytes));
       socket.setTimeout(PROBE_TIMEOUT_MS, () => socket.destroy());

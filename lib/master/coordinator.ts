@@ -16,6 +16,7 @@
  * ```
  */
 import { randomBytes } from 'node:crypto';
+import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import type { MasterMsg, PeerMsg } from '../protocol';
 import { GroupContext, Peer, SolveJob } from './context';
@@ -29,8 +30,10 @@ export interface CoordinatorOptions {
   voteTimeoutMs?: number;
   /** How long a member has to acknowledge a new ring, ms (default 3000: the peer timeout). */
   ackTimeoutMs?: number;
-  /** The clock (default Date.now). */
+  /** The clock for deadlines (default monotonicMs, lib/clock.ts). */
   now?: () => number;
+  /** The clock of the feed's timestamps, shown to humans (default Date.now; `now` when `now` is given). */
+  wallClock?: () => number;
   /** Random bytes for ring tickets (default crypto.randomBytes). */
   random?: (n: number) => Uint8Array;
   /** Events kept in the feed (default 1000). */
@@ -92,9 +95,9 @@ export class Coordinator {
   private worldDirty = false;
 
   constructor(options: CoordinatorOptions = {}) {
-    const now = options.now ?? Date.now;
+    const now = options.now ?? monotonicMs;
     const random = options.random ?? ((n: number) => new Uint8Array(randomBytes(n)));
-    this.feed = new Feed(now, options.feedCapacity);
+    this.feed = new Feed(options.wallClock ?? options.now ?? Date.now, options.feedCapacity);
     this.resumeWindowMs = options.resumeWindowMs ?? 5000;
     this.ctx = {
       now,

@@ -7,6 +7,7 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
+import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import { Logger } from '../log';
 import {
@@ -247,7 +248,7 @@ export class Master {
     this.timer = undefined;
     const next = this.core.nextDeadline();
     if (next === undefined || this.closed) return;
-    this.timer = setTimeout(() => this.apply({ type: 'tick' }), Math.min(MAX_TICK_MS, Math.max(0, next - Date.now())));
+    this.timer = setTimeout(() => this.apply({ type: 'tick' }), Math.min(MAX_TICK_MS, Math.max(0, next - monotonicMs())));
     this.timer.unref();
   }
 

@@ -4,6 +4,7 @@
  * and reported counters, the master's own counters, the peers' totals and the throughput history. The same
  * numbers /metrics serves (metrics.ts); the dashboard draws this.
  */
+import { monotonicMs } from '../clock';
 import type { PeerStats } from '../protocol/stats';
 import { formatHostPort } from '../validate';
 import type { PeerView } from './coordinator';
@@ -96,8 +97,13 @@ function peerStatus(view: MasterView, id: string, now: number): PeerStatus {
   };
 }
 
-/** The whole status document. */
-export function statusOf(view: MasterView, now = Date.now()): Status {
+/**
+ * The whole status document. `now`: wall-clock ms (uptime, shown to humans); `mono`: the monotonic reading heartbeat
+ * ages are measured from (a test with one fake clock passes only `now`).
+ */
+export function statusOf(view: MasterView, wallNow?: number, monoNow?: number): Status {
+  const now = wallNow ?? Date.now();
+  const mono = monoNow ?? wallNow ?? monotonicMs();
   const events = view.events();
   return {
     master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth },
@@ -108,8 +114,8 @@ export function statusOf(view: MasterView, now = Date.now()): Status {
       epoch: g.epoch,
       stateRevision: view.telemetry.revision(g.peerGroup) ?? null,
       ring: g.members,
-      members: g.members.map((id) => peerStatus(view, id, now)),
-      pending: g.pending.map((id) => peerStatus(view, id, now)),
+      members: g.members.map((id) => peerStatus(view, id, mono)),
+      pending: g.pending.map((id) => peerStatus(view, id, mono)),
     })),
     throughputHistory: view.telemetry.history(),
     lastEventSeq: events.length ? events[events.length - 1].seq : 0,

@@ -11,6 +11,7 @@ import { DEFAULT_SOLVE_BYTES } from '../topology/solver';
 import { checkInt } from '../validate';
 import type { PeerContext } from './context';
 import type { Membership } from './membership';
+import { monotonicMs } from '../clock';
 
 export interface OptimizeTopologyOptions {
   /** Size of the all-reduce to optimise the ring for, bytes (default 64 MiB). */
@@ -102,7 +103,7 @@ export class TopologyClient {
     if (failure) throw failure;
     this.busy = true;
     try {
-      return await this.run(bytes, minGain, maxProbeBytes, maxAgeMs, Date.now() + timeoutMs);
+      return await this.run(bytes, minGain, maxProbeBytes, maxAgeMs, monotonicMs() + timeoutMs);
     } finally {
       this.busy = false;
     }
@@ -114,7 +115,7 @@ export class TopologyClient {
       const timer = setTimeout(() => {
         this.waiter = undefined;
         reject(new TimeoutError(`optimizeTopology: no answer from the master for group ${this.host.peerGroup} before the deadline`));
-      }, Math.max(0, deadline - Date.now()));
+      }, Math.max(0, deadline - monotonicMs()));
       this.waiter = {
         resolve: (x) => { clearTimeout(timer); resolve(x); },
         reject: (e) => { clearTimeout(timer); reject(e); },

@@ -8,6 +8,7 @@ import { ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
 import { AnyMsg, Msg, validateMessage } from './messages';
 import type { PeerStats } from './stats';
+import { monotonicMs } from '../clock';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
@@ -26,8 +27,8 @@ export function plainAddress(addr: string | undefined): string {
 export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly decoder: FrameDecoder;
   private closed = false;
-  private lastRx = Date.now();
-  private lastTick = Date.now();
+  private lastRx = monotonicMs();
+  private lastTick = monotonicMs();
   private hbTimer?: NodeJS.Timeout;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -70,11 +71,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    */
   startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void, stats?: () => Partial<PeerStats>): void {
     this.stopHeartbeat();
-    this.lastRx = Date.now();
-    this.lastTick = Date.now();
+    this.lastRx = monotonicMs();
+    this.lastTick = monotonicMs();
     const tick = Math.max(10, Math.min(intervalMs, Math.floor(timeoutMs / 4)));
     this.hbTimer = setInterval(() => {
-      const now = Date.now();
+      const now = monotonicMs();
       const late = now - this.lastTick > Math.max(3 * tick, tick + 250);
       this.lastTick = now;
       this.send(stats ? { t: 'hb', stats: stats() } : { t: 'hb' });
@@ -104,7 +105,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastRx = Date.now();
+    this.lastRx = monotonicMs();
     let messages: Record<string, unknown>[];
     try {
       messages = this.decoder.push(chunk);
