@@ -14,7 +14,8 @@ import {
   Check, Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
-import { checkInt, checkString, formatHostPort } from '../validate';
+import { checkInt, checkString, formatHostPort, isLoopbackHost } from '../validate';
+import { InvalidArgumentError } from '../errors';
 import { Checks } from './check';
 import { Coordinator, Effect } from './coordinator';
 import { rememberBounded } from './context';
@@ -40,6 +41,9 @@ interface Session {
   secret: Buffer;
 }
 
+/** Said at start, in /status and on the dashboard when listening off loopback without a token. */
+export const INSECURE_WARNING = 'INSECURE: no run token on a non-loopback address: anyone who reaches this master can join the run, evict members and read its state (give --token-file)';
+
 /** Longest sleep between two ticks of the coordinator, so that a clock jump is noticed. */
 const MAX_TICK_MS = 1000;
 
@@ -56,6 +60,9 @@ export class Master {
   readonly host: string;
   private readonly requestedPort: number;
   private readonly token?: string;
+  private readonly metricsToken?: string;
+  /** Listening off loopback without a token, as asked (`insecure`): said at start, in /status and on the dashboard. */
+  readonly insecure: boolean;
   readonly heartbeatIntervalMs: number;
   readonly peerTimeoutMs: number;
   readonly voteTimeoutMs: number;
@@ -86,6 +93,20 @@ export class Master {
     this.requestedPort = checkInt('port', options.port ?? 0, 0, 65535);
     if (options.token !== undefined) checkString('token', options.token);
     this.token = options.token;
+    if (options.metricsToken !== undefined) checkString('metricsToken', options.metricsToken);
+    if (options.metricsToken !== undefined && options.metricsToken === options.token) {
+      throw new InvalidArgumentError('Expected "metricsToken" to differ from the run token: the metrics token is given to monitoring, which must not hold the credential of the run');
+    }
+    this.metricsToken = options.metricsToken;
+    const httpHost = options.httpPort !== undefined ? options.httpHost ?? '127.0.0.1' : undefined;
+    const exposed = [this.host, ...(httpHost !== undefined && this.metricsToken === undefined ? [httpHost] : [])].filter((h) => !isLoopbackHost(h));
+    this.insecure = this.token === undefined && exposed.length > 0;
+    if (this.insecure && options.insecure !== true) {
+      throw new InvalidArgumentError(
+        `Refusing to listen on ${exposed.join(' and ')} without a run token: anyone who reaches the port could join the run, evict its members and read its state. ` +
+        'Give a token (tccl master --token-file FILE, or new Master({ token })), listen on 127.0.0.1, or accept the risk explicitly with --insecure ({ insecure: true }).',
+      );
+    }
     this.heartbeatIntervalMs = checkInt('heartbeatIntervalMs', options.heartbeatIntervalMs ?? 500, 10, 3_600_000);
     this.peerTimeoutMs = checkInt('peerTimeoutMs', options.peerTimeoutMs ?? 3000, 50, 3_600_000);
     if (this.peerTimeoutMs < 2 * this.heartbeatIntervalMs) {
@@ -106,6 +127,7 @@ export class Master {
       members: (group) => (this.core.groupsInfo().find((g) => g.peerGroup === group)?.members ?? []).map((id) => this.core.peer(id)!).filter(Boolean),
       send: (peer, msg) => this.byPeer.get(peer)?.conn.send(msg),
       log: this.log,
+      auth: this.token !== undefined,
     });
   }
 
@@ -129,7 +151,7 @@ export class Master {
       try {
         const view = this.view();
         this.http = await startHttp({
-          ...this.httpOptions, token: this.token, view, log: this.log,
+          ...this.httpOptions, token: this.token, metricsToken: this.metricsToken, view, log: this.log,
           registry: createMetrics(view, (l) => this.core.feed.subscribe(l)),
         });
       } catch (err) {
@@ -138,6 +160,7 @@ export class Master {
       }
     }
     this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', http: this.http ? this.dashboardUrl : undefined });
+    if (this.insecure) this.log.warn(INSECURE_WARNING, { host: this.host });
     return this.boundPort;
   }
 
@@ -156,7 +179,7 @@ export class Master {
   private view(): MasterView {
     const self = this; // getters: every read sees the live state
     return viewOf({ get address() { return self.address; }, get startedAt() { return self.startedAt; }, get counters() { return self.counters; } },
-      this.token !== undefined, this.telemetry, this.core);
+      this.token !== undefined, this.telemetry, this.core, this.insecure ? [INSECURE_WARNING] : []);
   }
 
   /** Serves peers, or (`false`) refuses them with NOT_LEADER and closes every session (election.ts). */

@@ -6,8 +6,21 @@ export interface MasterOptions {
   host?: string;
   /** Port (default 0: chosen by the OS; read it from `listen()` or `port`). */
   port?: number;
-  /** Run token: peers must prove they know it. Default: no authentication. */
+  /**
+   * Run token: peers must prove they know it. Required to listen on an address other than loopback, unless
+   * `insecure` is set. Default: no authentication.
+   */
   token?: string;
+  /**
+   * Listen on a non-loopback address without a run token: anyone who reaches the port can join, vote, evict
+   * members and read the run's status. The master warns at start, in `/status` and on the dashboard. Default false.
+   */
+  insecure?: boolean;
+  /**
+   * A read-only token for `/metrics`, `/status`, `/events` and the dashboard (give it to Prometheus instead of the
+   * run token). It can do nothing else: it does not admit a peer, a vote or a `tccl check`. Must differ from `token`.
+   */
+  metricsToken?: string;
   /** Heartbeat period both ways, ms (default 500). */
   heartbeatIntervalMs?: number;
   /** A peer silent for this long is dropped, ms (default 3000). Peers use the same value for the master. */

@@ -20,6 +20,8 @@ export interface MasterView {
   readonly startedAt: number;
   /** Whether the run has a token. */
   readonly auth: boolean;
+  /** Warnings for the operator (e.g. listening off loopback without a token). */
+  readonly warnings?: readonly string[];
   readonly counters: Readonly<Counters>;
   readonly telemetry: Telemetry;
   groupsInfo(): GroupInfo[];
@@ -31,11 +33,13 @@ export interface MasterView {
 export function viewOf(
   m: { readonly address: string; readonly startedAt: number; readonly counters: Readonly<Counters> }, auth: boolean, telemetry: Telemetry,
   core: { groupsInfo(): GroupInfo[]; peer(id: string): PeerView | undefined; readonly feed: { recent(after?: number): FeedEvent[] } },
+  warnings: readonly string[] = [],
 ): MasterView {
   return {
     get address() { return m.address; },
     get startedAt() { return m.startedAt; },
     auth,
+    warnings,
     get counters() { return m.counters; },
     telemetry,
     groupsInfo: () => core.groupsInfo(),
@@ -72,7 +76,7 @@ export interface GroupStatus {
 }
 
 export interface Status {
-  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean };
+  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean; warnings: string[] };
   counters: Counters;
   /** The peers' counters summed over every peer seen, the departed included. */
   peerTotals: PeerTotals;
@@ -106,7 +110,7 @@ export function statusOf(view: MasterView, wallNow?: number, monoNow?: number): 
   const mono = monoNow ?? wallNow ?? monotonicMs();
   const events = view.events();
   return {
-    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth },
+    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth, warnings: [...(view.warnings ?? [])] },
     counters: { ...view.counters },
     peerTotals: view.telemetry.totals(),
     groups: view.groupsInfo().sort((a, b) => a.peerGroup - b.peerGroup).map((g) => ({
