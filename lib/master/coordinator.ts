@@ -23,7 +23,7 @@ import { GroupContext, Peer, SolveJob } from './context';
 import { Feed } from './feed';
 import { Group, GroupInfo } from './group';
 import type { Solution } from '../topology/solver';
-import { RejoinReport, allReported, checkAgainstLive, checkReport, peerNumber, planRebuild } from './resume';
+import { RejoinReport, allReported, checkAgainstLive, checkAgainstReports, checkReport, peerNumber, planRebuild } from './resume';
 
 export interface CoordinatorOptions {
   /** How long a vote or a shared-state sync waits for every member, ms (default 60000). */
@@ -144,7 +144,8 @@ export class Coordinator {
     if (bad) return bad;
     const g = this.groups.get(r.group);
     if (g) return checkAgainstLive(r, g.epoch, (layout) => g.sync.lastRevision(layout));
-    return undefined;
+    const rebuilding = this.rebuilding.get(r.group);
+    return rebuilding ? checkAgainstReports(r, rebuilding.reports.values()) : undefined;
   }
 
   /** The earliest time a tick has something to do (undefined when nothing waits). */
