@@ -11,7 +11,7 @@ import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import { Logger } from '../log';
 import {
-  Check, Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
+  Check, Connection, DEFAULT_MAX_FRAME_BYTES, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
 import { checkInt, checkString, formatHostPort, isLoopbackHost } from '../validate';
@@ -231,12 +231,30 @@ export class Master {
 
   // ---- driving the coordinator ----
 
+  /**
+   * Feeds one event to the coordinator and carries out its effects. Never throws: this runs from socket events,
+   * timers and worker answers, where an exception would be an uncaught error or an unhandled rejection that ends
+   * the master. A failure is logged and costs only the peer concerned (or, for a time or solver event, nothing).
+   */
   private apply(event: Parameters<Coordinator['apply']>[0]): void {
     if (this.closed) return;
-    this.run(this.core.apply(event));
+    let effects: Effect[];
+    try {
+      effects = this.core.apply(event);
+    } catch (err) {
+      this.log.error('the coordinator failed on an event', { event: event.type, peer: 'peer' in event ? event.peer : undefined, err });
+      if ((event.type === 'message' || event.type === 'resume') && this.byPeer.has(event.peer)) {
+        this.apply({ type: 'lost', peer: event.peer, reason: `internal error on its message: ${(err as Error).message}` });
+      }
+      this.arm();
+      return;
+    }
+    this.run(effects);
   }
 
   private run(effects: Effect[]): void {
+    // One message to many members (a ring result, a plan) is encoded once.
+    const frames = new Map<object, Buffer>();
     for (const e of effects) {
       if (e.type === 'solve') {
         this.solve(e);
@@ -245,7 +263,16 @@ export class Master {
       const s = this.byPeer.get(e.type === 'send' ? e.to : e.peer);
       if (!s) continue;
       if (e.type === 'send') {
-        s.conn.send(e.msg);
+        let frame = frames.get(e.msg);
+        try {
+          if (!frame) frames.set(e.msg, (frame = encodeFrame(e.msg, this.maxFrameBytes)));
+        } catch (err) {
+          // Too large for one frame (a bug: every message that grows with the group is sized for thousands).
+          this.log.error('cannot encode a message for a peer; closing its connection', { peer: s.peer, msg: e.msg.t, err });
+          s.conn.close(err as Error);
+          continue;
+        }
+        if (!s.conn.isClosed) s.conn.socket.write(frame);
         continue;
       }
       this.byPeer.delete(s.peer);
@@ -261,8 +288,8 @@ export class Master {
   private solve(job: Extract<Effect, { type: 'solve' }>): void {
     solveInWorker(job.matrix, job.options, this.voteTimeoutMs).then(
       (solution) => this.apply({ type: 'solved', group: job.group, round: job.round, solution }),
-      (err: Error) => this.apply({ type: 'solved', group: job.group, round: job.round, error: err.message }),
-    );
+      (err: Error) => this.apply({ type: 'solved', group: job.group, round: job.round, error: String(err?.message ?? err) }),
+    ).catch((err: Error) => this.log.error('solver answer failed', { group: job.group, err }));
   }
 
   /** One timer for the coordinator's next deadline. */
@@ -340,7 +367,10 @@ export class Master {
           clearTimeout(handshakeTimer);
           if (m.t === 'check') {
             stage = 'check';
-            void this.checks.run(conn, m as Check);
+            this.checks.run(conn, m as Check).catch((err: Error) => {
+              this.log.error('tccl check failed', { from, err });
+              conn.sendAndClose({ t: 'error', code: 'INTERNAL', message: `the check failed on the master: ${err.message}` });
+            });
             return;
           }
           stage = 'peer';

@@ -43,8 +43,11 @@ export interface OptimizeTopologyResult {
   /** Predicted all-reduce time of `bytes` in the old and the new order, ms. */
   predictedBeforeMs: number;
   predictedAfterMs: number;
-  /** The group's links: bandwidth bytes/s and RTT ms from peers[i] to peers[j], and how old each is. */
-  matrix: WireMatrix;
+  /**
+   * The group's links: bandwidth bytes/s and RTT ms from peers[i] to peers[j], and how old each is. Undefined for a
+   * group of more than 128 members (3 x N x N numbers to every member would be gigabytes at 1,000; docs/protocol.md).
+   */
+  matrix?: WireMatrix;
   /** Whether the new order is proven optimal (exact search) under the model. */
   exact: boolean;
   solveMs: number;
@@ -169,7 +172,7 @@ export class TopologyClient {
     if (result.applied) await membership.waitReady(result.epoch, deadline, 'installing the optimised ring');
     return {
       applied: result.applied, epoch: membership.epoch, oldOrder: result.oldOrder, newOrder: result.newOrder,
-      predictedBeforeMs: result.predictedBeforeMs, predictedAfterMs: result.predictedAfterMs, matrix: result.matrix!,
+      predictedBeforeMs: result.predictedBeforeMs, predictedAfterMs: result.predictedAfterMs, matrix: result.matrix,
       exact: result.exact, solveMs: result.solveMs, measureMs: measured.ms, measureBytes: measured.bytesSent,
     };
   }
