@@ -11,12 +11,12 @@ import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import { Logger } from '../log';
 import {
-  Check, Connection, DEFAULT_MAX_FRAME_BYTES, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
+  Check, Connection, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
-import { checkInt, checkString, formatHostPort, isLoopbackHost } from '../validate';
-import { InvalidArgumentError } from '../errors';
+import { formatHostPort } from '../validate';
 import { Checks } from './check';
+import { HandshakeGate } from './gate';
 import { Coordinator, Effect } from './coordinator';
 import { rememberBounded } from './context';
 import type { Counters, FeedEvent } from './feed';
@@ -24,12 +24,13 @@ import type { GroupInfo } from './group';
 import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
 import { checkUnknownSession } from './sessions';
-import type { MasterOptions } from './options';
+import { INSECURE_WARNING, MasterOptions, resolveOptions } from './options';
 import { MasterView, viewOf } from './status';
 import { Telemetry } from './telemetry';
 import { solveInWorker } from '../topology/solver-worker';
 
 export { STATE_TAG_BASE } from './sync';
+export { INSECURE_WARNING } from './options';
 export type { MasterOptions } from './options';
 
 /** A registered peer's connection and session. */
@@ -40,9 +41,6 @@ interface Session {
   session: string;
   secret: Buffer;
 }
-
-/** Said at start, in /status and on the dashboard when listening off loopback without a token. */
-export const INSECURE_WARNING = 'INSECURE: no run token on a non-loopback address: anyone who reaches this master can join the run, evict members and read its state (give --token-file)';
 
 /** Longest sleep between two ticks of the coordinator, so that a clock jump is noticed. */
 const MAX_TICK_MS = 1000;
@@ -84,44 +82,20 @@ export class Master {
   private boundPort = 0;
   private readonly telemetry: Telemetry;
   private readonly checks: Checks;
+  private readonly gate: HandshakeGate;
   private readonly httpOptions?: { host: string; port: number };
   private http?: HttpEndpoint;
   private startedAt = Date.now();
 
   constructor(options: MasterOptions = {}) {
-    this.host = checkString('host', options.host ?? '127.0.0.1');
-    this.requestedPort = checkInt('port', options.port ?? 0, 0, 65535);
-    if (options.token !== undefined) checkString('token', options.token);
-    this.token = options.token;
-    if (options.metricsToken !== undefined) checkString('metricsToken', options.metricsToken);
-    if (options.metricsToken !== undefined && options.metricsToken === options.token) {
-      throw new InvalidArgumentError('Expected "metricsToken" to differ from the run token: the metrics token is given to monitoring, which must not hold the credential of the run');
-    }
-    this.metricsToken = options.metricsToken;
-    const httpHost = options.httpPort !== undefined ? options.httpHost ?? '127.0.0.1' : undefined;
-    const exposed = [this.host, ...(httpHost !== undefined && this.metricsToken === undefined ? [httpHost] : [])].filter((h) => !isLoopbackHost(h));
-    this.insecure = this.token === undefined && exposed.length > 0;
-    if (this.insecure && options.insecure !== true) {
-      throw new InvalidArgumentError(
-        `Refusing to listen on ${exposed.join(' and ')} without a run token: anyone who reaches the port could join the run, evict its members and read its state. ` +
-        'Give a token (tccl master --token-file FILE, or new Master({ token })), listen on 127.0.0.1, or accept the risk explicitly with --insecure ({ insecure: true }).',
-      );
-    }
-    this.heartbeatIntervalMs = checkInt('heartbeatIntervalMs', options.heartbeatIntervalMs ?? 500, 10, 3_600_000);
-    this.peerTimeoutMs = checkInt('peerTimeoutMs', options.peerTimeoutMs ?? 3000, 50, 3_600_000);
-    if (this.peerTimeoutMs < 2 * this.heartbeatIntervalMs) {
-      throw new TypeError(`Expected "peerTimeoutMs" (${this.peerTimeoutMs}) to be at least twice "heartbeatIntervalMs" (${this.heartbeatIntervalMs})`);
-    }
-    this.voteTimeoutMs = checkInt('voteTimeoutMs', options.voteTimeoutMs ?? 60_000, 1, 2 ** 31 - 1);
-    this.handshakeTimeoutMs = checkInt('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 5000, 1, 600_000);
-    this.maxFrameBytes = checkInt('maxFrameBytes', options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
-    if (options.httpPort !== undefined) {
-      this.httpOptions = { port: checkInt('httpPort', options.httpPort, 0, 65535), host: checkString('httpHost', options.httpHost ?? '127.0.0.1') };
-    }
+    const o = resolveOptions(options);
+    ({ host: this.host, port: this.requestedPort, token: this.token, metricsToken: this.metricsToken, insecure: this.insecure } = o);
+    ({ heartbeatIntervalMs: this.heartbeatIntervalMs, peerTimeoutMs: this.peerTimeoutMs, voteTimeoutMs: this.voteTimeoutMs } = o);
+    ({ handshakeTimeoutMs: this.handshakeTimeoutMs, maxFrameBytes: this.maxFrameBytes, http: this.httpOptions } = o);
     this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
-    const resumeWindowMs = checkInt('resumeWindowMs', options.resumeWindowMs ?? 5000, 0, 600_000);
-    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs });
+    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs: o.resumeWindowMs });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
+    this.gate = new HandshakeGate(o.maxUnauthenticated, this.log);
     this.telemetry = new Telemetry(this.core.feed);
     this.checks = new Checks({
       members: (group) => (this.core.groupsInfo().find((g) => g.peerGroup === group)?.members ?? []).map((id) => this.core.peer(id)!).filter(Boolean),
@@ -135,17 +109,7 @@ export class Master {
   async listen(): Promise<number> {
     if (this.closed) throw new Error('The master is closed');
     if (this.server) return this.boundPort;
-    const server = net.createServer((socket) => this.onSocket(socket));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.requestedPort, this.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err) => this.log.error('listener error', { err }));
-    this.boundPort = (server.address() as net.AddressInfo).port;
+    this.boundPort = ((this.server = await this.gate.listen(this.requestedPort, this.host, (s) => this.onSocket(s))).address() as net.AddressInfo).port;
     this.startedAt = Date.now();
     if (this.httpOptions) {
       try {
@@ -231,11 +195,8 @@ export class Master {
 
   // ---- driving the coordinator ----
 
-  /**
-   * Feeds one event to the coordinator and carries out its effects. Never throws: this runs from socket events,
-   * timers and worker answers, where an exception would be an uncaught error or an unhandled rejection that ends
-   * the master. A failure is logged and costs only the peer concerned (or, for a time or solver event, nothing).
-   */
+  /** Feeds the coordinator and carries out its effects. Never throws (it runs from sockets, timers, workers): a failure
+   * is logged and costs only the peer concerned. */
   private apply(event: Parameters<Coordinator['apply']>[0]): void {
     if (this.closed) return;
     let effects: Effect[];
@@ -263,16 +224,13 @@ export class Master {
       const s = this.byPeer.get(e.type === 'send' ? e.to : e.peer);
       if (!s) continue;
       if (e.type === 'send') {
-        let frame = frames.get(e.msg);
         try {
-          if (!frame) frames.set(e.msg, (frame = encodeFrame(e.msg, this.maxFrameBytes)));
-        } catch (err) {
-          // Too large for one frame (a bug: every message that grows with the group is sized for thousands).
+          const frame = frames.get(e.msg) ?? frames.set(e.msg, encodeFrame(e.msg, this.maxFrameBytes)).get(e.msg)!;
+          if (!s.conn.isClosed) s.conn.socket.write(frame);
+        } catch (err) { // too large for a frame: a bug (what grows with the group is sized for thousands), not a crash
           this.log.error('cannot encode a message for a peer; closing its connection', { peer: s.peer, msg: e.msg.t, err });
           s.conn.close(err as Error);
-          continue;
         }
-        if (!s.conn.isClosed) s.conn.socket.write(frame);
         continue;
       }
       this.byPeer.delete(s.peer);
@@ -311,6 +269,7 @@ export class Master {
     }
     const conn = new Connection(socket, this.maxFrameBytes);
     this.connections.add(conn);
+    this.gate.enter(conn);
     const from = `${conn.remoteAddress}:${conn.remotePort}`;
     let stage: 'hello' | 'register' | 'peer' | 'check' = 'hello';
     let hello: Hello | undefined;
@@ -323,11 +282,13 @@ export class Master {
     handshakeTimer.unref();
     const reject = (code: string, message: string) => {
       clearTimeout(handshakeTimer);
+      this.gate.leave(conn);
       conn.sendAndClose({ t: 'error', code, message });
     };
 
     conn.on('close', (reason) => {
       clearTimeout(handshakeTimer);
+      this.gate.leave(conn);
       this.connections.delete(conn);
       if (session && this.byPeer.get(session.peer)?.conn === conn) {
         const why = reason instanceof ProtocolError
@@ -352,6 +313,7 @@ export class Master {
             return;
           }
           hello = m;
+          this.gate.hello(conn);
           nonce = makeNonce();
           stage = 'register';
           conn.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce, auth: this.token !== undefined });
@@ -365,6 +327,7 @@ export class Master {
           }
           if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
           clearTimeout(handshakeTimer);
+          this.gate.leave(conn, this.maxFrameBytes);
           if (m.t === 'check') {
             stage = 'check';
             this.checks.run(conn, m as Check).catch((err: Error) => {

@@ -98,6 +98,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.hbTimer = undefined;
   }
 
+  /** Changes the largest frame accepted from now on (the master keeps it small until the peer authenticates). */
+  limitFrames(maxFrameBytes: number): void {
+    this.decoder.maxFrameBytes = maxFrameBytes;
+  }
+
   /** Closes at once. */
   close(reason?: Error): void {
     this.shutdown(reason);

@@ -1,0 +1,95 @@
+/**
+ * The master's door for connections that have not authenticated: a cap on how many there are, eviction of the
+ * oldest when it is full (so that a flood of strangers cannot lock a peer out: a peer says hello at once and
+ * answers the challenge within a round trip, a half-open connection never does), small frames until the
+ * handshake is done, and a listener error (EMFILE, ENFILE under a flood) that is logged at a bounded rate instead
+ * of once per refused connection. What a connection may buffer before it authenticates is bounded by the cap
+ * times the frame limit of its stage ({@link HELLO_MAX_FRAME_BYTES}, {@link REGISTER_MAX_FRAME_BYTES}).
+ */
+import * as net from 'node:net';
+import type { Logger } from '../log';
+import type { Connection } from '../protocol';
+import { monotonicMs } from '../clock';
+
+/** Largest first frame (`hello`: about 100 bytes). */
+export const HELLO_MAX_FRAME_BYTES = 4 << 10;
+/** Largest `register` or `check` (a resume report names its ring: thousands of members fit). */
+export const REGISTER_MAX_FRAME_BYTES = 512 << 10;
+/** At most one log line about listener errors per this many ms (with the count since the last one). */
+const ERROR_LOG_MS = 5000;
+
+export class HandshakeGate {
+  /** Connections that have not said hello, oldest first. */
+  private readonly fresh = new Set<Connection>();
+  /** Connections that said hello and have not authenticated, oldest first. */
+  private readonly greeted = new Set<Connection>();
+  private evicted = 0;
+  private errors = 0;
+  private lastErrorLog = -Infinity;
+
+  constructor(private readonly max: number, private readonly log: Logger) {}
+
+  /** How many connections have not authenticated. */
+  get size(): number {
+    return this.fresh.size + this.greeted.size;
+  }
+
+  /** Connections closed to make room since the master started. */
+  get evictions(): number {
+    return this.evicted;
+  }
+
+  /** A new connection: makes room if the cap is reached (closing the oldest that has not said hello, else the oldest). */
+  enter(conn: Connection): void {
+    conn.limitFrames(HELLO_MAX_FRAME_BYTES);
+    while (this.size >= this.max) {
+      const victim = this.fresh.values().next().value ?? this.greeted.values().next().value;
+      if (!victim) break;
+      this.leave(victim);
+      this.evicted++;
+      if (this.evicted === 1 || this.evicted % 1000 === 0) {
+        this.log.warn('too many unauthenticated connections: closing the oldest', { max: this.max, evicted: this.evicted });
+      }
+      victim.socket.resetAndDestroy(); // an RST: no TIME_WAIT left behind for a stranger's connection
+    }
+    this.fresh.add(conn);
+  }
+
+  /** The connection said hello: it may send a larger `register` now. */
+  hello(conn: Connection): void {
+    if (!this.fresh.delete(conn)) return;
+    this.greeted.add(conn);
+    conn.limitFrames(REGISTER_MAX_FRAME_BYTES);
+  }
+
+  /** The connection authenticated (its frame limit goes back to the master's) or closed. */
+  leave(conn: Connection, maxFrameBytes?: number): void {
+    this.fresh.delete(conn);
+    this.greeted.delete(conn);
+    if (maxFrameBytes !== undefined) conn.limitFrames(maxFrameBytes);
+  }
+
+  /** Listens; resolves once bound (rejects on e.g. EADDRINUSE); later listener errors go to {@link listenerError}. */
+  async listen(port: number, host: string, onSocket: (socket: net.Socket) => void): Promise<net.Server> {
+    const server = net.createServer(onSocket);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.listenerError(err));
+    return server;
+  }
+
+  /** A listener error (EMFILE and ENFILE under a flood): logged at most once per ERROR_LOG_MS, with a count. */
+  listenerError(err: Error): void {
+    this.errors++;
+    const now = monotonicMs();
+    if (now - this.lastErrorLog < ERROR_LOG_MS) return;
+    this.lastErrorLog = now;
+    this.log.error('listener error (connections refused meanwhile)', { err, count: this.errors });
+    this.errors = 0;
+  }
+}
