@@ -4,7 +4,12 @@
  * answers the challenge within a round trip, a half-open connection never does), small frames until the
  * handshake is done, and a listener error (EMFILE, ENFILE under a flood) that is logged at a bounded rate instead
  * of once per refused connection. What a connection may buffer before it authenticates is bounded by the cap
- * times the frame limit of its stage ({@link HELLO_MAX_FRAME_BYTES}, {@link REGISTER_MAX_FRAME_BYTES}).
+ * times the frame limit of its stage ({@link HELLO_MAX_FRAME_BYTES}, {@link REGISTER_MAX_FRAME_BYTES}; at most a
+ * quarter of the cap may be past hello): about 68 MiB at the default cap of 1024.
+ *
+ * Why the cap is at least twice the listen backlog ({@link BACKLOG}): the event loop accepts every pending
+ * connection in one go before it reads any of them, so a peer accepted amid a burst must not be evicted by the
+ * rest of the same burst before its hello is read. Once it said hello, only connections past hello compete with it.
  */
 import * as net from 'node:net';
 import type { Logger } from '../log';
@@ -14,7 +19,9 @@ import { monotonicMs } from '../clock';
 /** Largest first frame (`hello`: about 100 bytes). */
 export const HELLO_MAX_FRAME_BYTES = 4 << 10;
 /** Largest `register` or `check` (a resume report names its ring: thousands of members fit). */
-export const REGISTER_MAX_FRAME_BYTES = 512 << 10;
+export const REGISTER_MAX_FRAME_BYTES = 256 << 10;
+/** The listen backlog asked for (the kernel may lower it: net.core.somaxconn). */
+export const BACKLOG = 511;
 /** At most one log line about listener errors per this many ms (with the count since the last one). */
 const ERROR_LOG_MS = 5000;
 
@@ -42,24 +49,28 @@ export class HandshakeGate {
   /** A new connection: makes room if the cap is reached (closing the oldest that has not said hello, else the oldest). */
   enter(conn: Connection): void {
     conn.limitFrames(HELLO_MAX_FRAME_BYTES);
-    while (this.size >= this.max) {
-      const victim = this.fresh.values().next().value ?? this.greeted.values().next().value;
-      if (!victim) break;
-      this.leave(victim);
-      this.evicted++;
-      if (this.evicted === 1 || this.evicted % 1000 === 0) {
-        this.log.warn('too many unauthenticated connections: closing the oldest', { max: this.max, evicted: this.evicted });
-      }
-      victim.socket.resetAndDestroy(); // an RST: no TIME_WAIT left behind for a stranger's connection
-    }
+    while (this.size >= this.max) if (!this.evictOldest(this.fresh.size > 0 ? this.fresh : this.greeted)) break;
     this.fresh.add(conn);
   }
 
   /** The connection said hello: it may send a larger `register` now. */
   hello(conn: Connection): void {
     if (!this.fresh.delete(conn)) return;
+    while (this.greeted.size >= Math.max(1, this.max >> 2)) if (!this.evictOldest(this.greeted)) break;
     this.greeted.add(conn);
     conn.limitFrames(REGISTER_MAX_FRAME_BYTES);
+  }
+
+  private evictOldest(from: Set<Connection>): boolean {
+    const victim = from.values().next().value;
+    if (!victim) return false;
+    this.leave(victim);
+    this.evicted++;
+    if (this.evicted === 1 || this.evicted % 1000 === 0) {
+      this.log.warn('too many unauthenticated connections: closing the oldest', { max: this.max, evicted: this.evicted });
+    }
+    victim.socket.resetAndDestroy(); // an RST: no TIME_WAIT left behind for a stranger's connection
+    return true;
   }
 
   /** The connection authenticated (its frame limit goes back to the master's) or closed. */
@@ -74,7 +85,7 @@ export class HandshakeGate {
     const server = net.createServer(onSocket);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => {
+      server.listen({ port, host, backlog: BACKLOG }, () => {
         server.off('error', reject);
         resolve();
       });

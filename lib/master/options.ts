@@ -33,7 +33,7 @@ export interface MasterOptions {
   /** How long a new connection may take to authenticate, ms (default 5000). */
   handshakeTimeoutMs?: number;
   /**
-   * Connections that have not authenticated yet, at most (default 256). A new one past the cap closes the oldest
+   * Connections that have not authenticated yet, at most (default 1024; at least 2 x the listen backlog of 511). A new one past the cap closes the oldest
    * of them (those that have not even said hello first), so a flood of strangers cannot lock a peer out.
    */
   maxUnauthenticated?: number;
@@ -103,7 +103,7 @@ export function resolveOptions(options: MasterOptions): ResolvedMasterOptions {
     heartbeatIntervalMs, peerTimeoutMs,
     voteTimeoutMs: checkInt('voteTimeoutMs', options.voteTimeoutMs ?? 60_000, 1, 2 ** 31 - 1),
     handshakeTimeoutMs: checkInt('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 5000, 1, 600_000),
-    maxUnauthenticated: checkInt('maxUnauthenticated', options.maxUnauthenticated ?? 256, 1, 1 << 20),
+    maxUnauthenticated: checkInt('maxUnauthenticated', options.maxUnauthenticated ?? 1024, 1, 1 << 20),
     maxFrameBytes: checkInt('maxFrameBytes', options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30),
     http,
     resumeWindowMs: checkInt('resumeWindowMs', options.resumeWindowMs ?? 5000, 0, 600_000),
