@@ -11,6 +11,7 @@
  * connection in one go before it reads any of them, so a peer accepted amid a burst must not be evicted by the
  * rest of the same burst before its hello is read. Once it said hello, only connections past hello compete with it.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { Connection } from '../protocol';
@@ -34,7 +35,13 @@ export class HandshakeGate {
   private errors = 0;
   private lastErrorLog = -Infinity;
 
-  constructor(private readonly max: number, private readonly log: Logger) {}
+  private readonly max: number;
+
+  /** `max`: the cap asked for; it is lowered to half the process's descriptor limit where that is known (Linux). */
+  constructor(max: number, private readonly log: Logger, nofile = descriptorLimit()) {
+    this.max = nofile === undefined ? max : Math.max(1, Math.min(max, Math.floor(nofile / 2)));
+    if (this.max < max) log.info('unauthenticated connections capped at half the descriptor limit', { cap: this.max, asked: max, nofile });
+  }
 
   /** How many connections have not authenticated. */
   get size(): number {
@@ -102,5 +109,15 @@ export class HandshakeGate {
     this.lastErrorLog = now;
     this.log.error('listener error (connections refused meanwhile)', { err, count: this.errors });
     this.errors = 0;
+  }
+}
+
+/** The soft RLIMIT_NOFILE of this process where /proc says it (Linux), else undefined. */
+export function descriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
   }
 }

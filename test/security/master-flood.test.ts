@@ -104,3 +104,32 @@ t.test('a flood of 20,000 half-open connections: the master holds, a peer joins,
   t.ok(maxThreads <= base.threads + 16, `master threads peaked at ${maxThreads} (baseline ${base.threads})`);
   t.equal(master.child.exitCode, null, 'the master is alive');
 });
+
+/** CPU time the process used so far, in clock ticks (utime + stime). */
+function cpuTicks(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+t.test('a master with a low descriptor limit (256) under a flood: the cap follows the limit, a peer joins, no spinning after', { timeout: 120_000 }, async (t) => {
+  if (process.platform !== 'linux') return t.pass('skipped: Linux only');
+  const master = limited(256, 'test/fixtures/master-process.ts', [JSON.stringify({ host: '127.0.0.1', token: TOKEN, peerTimeoutMs: 15_000, logLevel: 'warn' })]);
+  t.teardown(() => { master.child.kill('SIGKILL'); });
+  const port = Number((await master.next('ready', 30_000)).port);
+  const pid = master.child.pid!;
+  const flood = limited(20_000, 'test/security/flood.ts', ['127.0.0.1', String(port), '5000', '12000', '2']);
+  t.teardown(() => { flood.child.kill('SIGKILL'); });
+  await flood.next('held', 30_000);
+  const a = await Communicator.connect({ master: `127.0.0.1:${port}`, token: TOKEN, connections: 1, logLevel: 'silent', listenHost: '127.0.0.1' });
+  t.teardown(() => a.close());
+  t.equal(a.worldSize, 1, 'a peer joined during the flood');
+  t.notOk(flood.lines.some((l) => l.ev === 'done'), 'while the flood was on');
+  const done = await flood.next('done', 60_000);
+  t.ok(Number(done.closedByServer) > 0, `the master closed flood connections: ${JSON.stringify(done)}`);
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = cpuTicks(pid);
+  await new Promise((r) => setTimeout(r, 3000));
+  const used = cpuTicks(pid) - before;
+  t.ok(used < 150, `the master is idle after the flood (${used} ticks of CPU in 3 s; a spinning accept loop would use ~300)`);
+  t.equal(master.child.exitCode, null, 'the master is alive');
+});
