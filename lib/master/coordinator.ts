@@ -40,6 +40,8 @@ export interface CoordinatorOptions {
   feedCapacity?: number;
   /** How long a group's rebuild from its peers' reports waits for the members it expects, ms (default 5000). */
   resumeWindowMs?: number;
+  /** When a peer's control connection last carried a heartbeat (`now` clock): a loss report is then weighed (evidence.ts). */
+  lastSeen?: (peer: string) => number | undefined;
 }
 
 /** A group being rebuilt from its peers' reports (resume.ts): what arrived so far, until its window ends. */
@@ -111,6 +113,7 @@ export class Coordinator {
         this.worldDirty = true;
       },
       solve: (job) => this.out.push({ type: 'solve', ...job }),
+      lastSeen: options.lastSeen,
     };
   }
 

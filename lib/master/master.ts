@@ -14,7 +14,7 @@ import {
   Check, Connection, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
-import { formatHostPort } from '../validate';
+import { dialableHost, formatHostPort } from '../validate';
 import { Checks } from './check';
 import { HandshakeGate } from './gate';
 import { Coordinator, Effect } from './coordinator';
@@ -93,7 +93,9 @@ export class Master {
     ({ heartbeatIntervalMs: this.heartbeatIntervalMs, peerTimeoutMs: this.peerTimeoutMs, voteTimeoutMs: this.voteTimeoutMs } = o);
     ({ handshakeTimeoutMs: this.handshakeTimeoutMs, maxFrameBytes: this.maxFrameBytes, http: this.httpOptions } = o);
     this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
-    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs: o.resumeWindowMs });
+    this.core = new Coordinator({
+      voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs: o.resumeWindowMs, lastSeen: (id) => this.telemetry?.peer(id)?.lastHeartbeat,
+    });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
     this.gate = new HandshakeGate(o.maxUnauthenticated, this.log);
     this.telemetry = new Telemetry(this.core.feed);
@@ -135,9 +137,7 @@ export class Master {
 
   /** The dashboard's address, e.g. `http://127.0.0.1:9464/` (undefined without `httpPort`). */
   get dashboardUrl(): string | undefined {
-    if (!this.http || !this.httpOptions) return undefined;
-    const h = this.httpOptions.host === '0.0.0.0' || this.httpOptions.host === '::' ? '127.0.0.1' : this.httpOptions.host;
-    return `http://${formatHostPort(h, this.http.port)}/`;
+    return this.http && this.httpOptions ? `http://${formatHostPort(dialableHost(this.httpOptions.host), this.http.port)}/` : undefined;
   }
 
   private view(): MasterView {
@@ -158,8 +158,7 @@ export class Master {
 
   /** `host:port` for peers to dial. */
   get address(): string {
-    const h = this.host === '0.0.0.0' || this.host === '::' ? '127.0.0.1' : this.host;
-    return formatHostPort(h, this.boundPort);
+    return formatHostPort(dialableHost(this.host), this.boundPort);
   }
 
   /** A snapshot of the groups, for tests, tools and logs. */
@@ -195,8 +194,7 @@ export class Master {
 
   // ---- driving the coordinator ----
 
-  /** Feeds the coordinator and carries out its effects. Never throws (it runs from sockets, timers, workers): a failure
-   * is logged and costs only the peer concerned. */
+  /** Feeds the coordinator, carries out its effects; never throws (sockets, timers, workers call it): a failure costs its peer. */
   private apply(event: Parameters<Coordinator['apply']>[0]): void {
     if (this.closed) return;
     let effects: Effect[];
