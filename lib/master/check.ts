@@ -121,15 +121,15 @@ function dialBack(host: string, port: number, nonce: Uint8Array, bytes: number):
     const socket = net.connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();
-      resolve({ ok: false, ms: monotonicMs() - t0, error: `connecting to ${host}:${port} timed out after ${DIAL_TIMEOUT_MS} ms (a firewall dropping packets?)` });
+      resolve({ ok: false, ms: Math.round(monotonicMs() - t0), error: `connecting to ${host}:${port} timed out after ${DIAL_TIMEOUT_MS} ms (a firewall dropping packets?)` });
     }, DIAL_TIMEOUT_MS);
     socket.on('error', (err) => {
       clearTimeout(timer);
-      resolve({ ok: false, ms: monotonicMs() - t0, error: `connecting to ${host}:${port} failed: ${err.message}` });
+      resolve({ ok: false, ms: Math.round(monotonicMs() - t0), error: `connecting to ${host}:${port} failed: ${err.message}` });
     });
     socket.once('connect', () => {
       clearTimeout(timer);
-      resolve({ ok: true, ms: monotonicMs() - t0 });
+      resolve({ ok: true, ms: Math.round(monotonicMs() - t0) });
       socket.write(probeHeader(nonce, 'master'));
       socket.end(Buffer.alloc(bytes));
       socket.setTimeout(PROBE_TIMEOUT_MS, () => socket.destroy());

@@ -95,7 +95,7 @@ function peerStatus(view: MasterView, id: string, now: number): PeerStatus {
     address: p ? formatHostPort(p.host, p.port) : '',
     member: p?.member ?? false,
     connections: t?.stats.connections ?? 0,
-    lastHeartbeatMsAgo: t ? Math.max(0, now - t.lastHeartbeat) : null,
+    lastHeartbeatMsAgo: t ? Math.round(Math.max(0, now - t.lastHeartbeat)) : null,
     throughput: t?.throughput ?? 0,
     stats: t?.stats ?? null,
   };

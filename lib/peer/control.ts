@@ -230,7 +230,7 @@ export class ControlClient {
       try {
         await this.open(Math.min(deadline, monotonicMs() + this.heartbeat.timeoutMs));
         this.reconnecting = false;
-        this.log.warn('reconnected to the master', { master: this.address, attempts: attempt, ms: monotonicMs() - started });
+        this.log.warn('reconnected to the master', { master: this.address, attempts: attempt, ms: Math.round(monotonicMs() - started) });
         this.handlers.resumed();
         return;
       } catch (err) {
@@ -243,7 +243,7 @@ export class ControlClient {
         }
         // Every attempt is logged (info); every tenth also as a warning, so a long outage stays visible.
         this.log[attempt % 10 === 0 ? 'warn' : 'info']('reconnect attempt failed', {
-          master: this.address, attempt, ms: monotonicMs() - started, err: last.message,
+          master: this.address, attempt, ms: Math.round(monotonicMs() - started), err: last.message,
         });
       }
       // Next master of the list; the pause grows (with jitter) up to MAX_RECONNECT_DELAY_MS.

@@ -53,7 +53,7 @@ t.test('separate: b is moved away from a when the ring allows it', async (t) => 
 
 t.test('the group: a report re-forms without dropping; history decides; each decision is in the feed', async (t) => {
   const seen = new Map<string, number>();
-  const s = new Sim({ lastSeen: (p) => seen.get(p) ?? s.now });
+  const s: Sim = new Sim({ lastSeen: (p): number => seen.get(p) ?? s.now });
   const ids = s.group(4);
   const [a, b, c] = ids;
   let e = s.epoch();
@@ -70,7 +70,7 @@ t.test('the group: a report re-forms without dropping; history decides; each dec
 });
 
 t.test('the group: a silent accused is dropped on the first report', async (t) => {
-  const s = new Sim({ lastSeen: (p) => (p === 'p2' ? s.now - 60_000 : s.now) });
+  const s: Sim = new Sim({ lastSeen: (p): number => (p === 'p2' ? s.now - 60_000 : s.now) });
   const ids = s.group(3);
   s.say(ids[0], { t: 'lost', epoch: s.epoch(), peer: `${ids[1]}@127.0.0.1:4001`, message: 'reset' });
   t.match(s.dropped.get(ids[1]), /silent too/);
