@@ -224,7 +224,7 @@ export class Master {
       if (e.type === 'send') {
         try {
           const frame = frames.get(e.msg) ?? frames.set(e.msg, encodeFrame(e.msg, this.maxFrameBytes)).get(e.msg)!;
-          if (!s.conn.isClosed) s.conn.socket.write(frame);
+          s.conn.send(e.msg, frame);
         } catch (err) { // too large for a frame: a bug (what grows with the group is sized for thousands), not a crash
           this.log.error('cannot encode a message for a peer; closing its connection', { peer: s.peer, msg: e.msg.t, err });
           s.conn.close(err as Error);

@@ -48,10 +48,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.closed;
   }
 
-  /** Sends one message; quietly does nothing once the connection is closed. */
-  send(message: AnyMsg): void {
+  /**
+   * Sends one message; quietly does nothing once the connection is closed. `frame`: the message already encoded
+   * (one message sent to many peers is encoded once).
+   */
+  send(message: AnyMsg, frame?: Buffer): void {
     if (this.closed) return;
-    this.socket.write(encodeFrame(message, this.maxFrameBytes));
+    this.socket.write(frame ?? encodeFrame(message, this.maxFrameBytes));
   }
 
   /** Sends a last message, then closes gracefully. */
