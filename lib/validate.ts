@@ -95,3 +95,16 @@ export function parseMasterList(masters: unknown, what = 'the "master" option'):
   }
   return list.map((a, i) => parseHostPort(a, list.length > 1 ? `entry ${i + 1} of ${what}` : what));
 }
+
+/** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost): only this machine reaches it. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** An address to dial a listener bound to `host`: a wildcard (0.0.0.0, ::) is dialled on loopback. */
+export function dialableHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}

@@ -5,8 +5,9 @@
  */
 import { Command } from 'commander';
 import { EtcdLeadership } from '../master/election';
-import { Master, MasterOptions } from '../master/master';
-import { CliOutput, choiceArg, intArg, readToken } from './common';
+import { INSECURE_WARNING, Master, MasterOptions } from '../master/master';
+import { isLoopbackHost } from '../validate';
+import { CliOutput, UsageError, choiceArg, intArg, readToken } from './common';
 
 const LEVELS = ['silent', 'error', 'warn', 'info', 'debug'] as const;
 const FORMATS = ['text', 'json'] as const;
@@ -15,6 +16,8 @@ interface MasterFlags {
   host: string;
   port: number;
   tokenFile?: string;
+  metricsTokenFile?: string;
+  insecure?: boolean;
   peerTimeoutMs?: number;
   jsHangTimeoutMs?: number;
   heartbeatMs?: number;
@@ -31,10 +34,24 @@ interface MasterFlags {
 
 /** The Master options the flags ask for. */
 export function masterOptions(f: MasterFlags): MasterOptions {
+  const token = readToken(f.tokenFile);
+  const metricsToken = f.metricsTokenFile === undefined ? undefined : readToken(f.metricsTokenFile);
+  if (metricsToken !== undefined && metricsToken === token) {
+    throw new UsageError('the metrics token is the run token: make a separate one ("tccl token --out metrics.token"), since monitoring must not hold the credential of the run');
+  }
+  const exposed = [f.host, ...(f.httpPort !== undefined && metricsToken === undefined ? [f.httpHost] : [])].filter((h) => !isLoopbackHost(h));
+  if (token === undefined && exposed.length > 0 && !f.insecure) {
+    throw new UsageError(
+      `refusing to listen on ${exposed.join(' and ')} without a run token: anyone who reaches the port could join the run, evict its members and read its state. ` +
+      'Give --token-file FILE (make one with "tccl token --out FILE"; or set TCCL_TOKEN), listen on --host 127.0.0.1, or accept the risk with --insecure',
+    );
+  }
   return {
     host: f.host,
     port: f.port,
-    token: readToken(f.tokenFile),
+    token,
+    metricsToken,
+    insecure: f.insecure,
     peerTimeoutMs: f.peerTimeoutMs,
     jsHangTimeoutMs: f.jsHangTimeoutMs,
     heartbeatIntervalMs: f.heartbeatMs,
@@ -52,7 +69,9 @@ export function masterCommand(io: CliOutput): Command {
     .description('run the coordinator of a run (it never touches tensor data)')
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .option('--port <n>', 'port for the peers (0: any free port)', intArg(0, 65535), 48148)
-    .option('--token-file <file>', 'file holding the run token (default: TCCL_TOKEN, else no authentication)')
+    .option('--token-file <file>', 'file holding the run token (default: TCCL_TOKEN; required off loopback unless --insecure)')
+    .option('--metrics-token-file <file>', 'file holding a read-only token for /metrics, /status and the dashboard (for Prometheus)')
+    .option('--insecure', 'listen off loopback without a run token (anyone who reaches the port can join; warned at start, in /status and on the dashboard)')
     .option('--peer-timeout-ms <n>', 'drop a peer silent for this long (default 3000)', intArg(50, 3_600_000))
     .option('--js-hang-timeout-ms <n>', 'drop a peer whose JavaScript thread is blocked for this long (default 300000)', intArg(100, 2 ** 31 - 1))
     .option('--heartbeat-ms <n>', 'heartbeat period (default 500)', intArg(10, 3_600_000))
@@ -71,6 +90,7 @@ export function masterCommand(io: CliOutput): Command {
       const port = await master.listen();
       const auth = flags.tokenFile || process.env.TCCL_TOKEN ? ' (token required)' : '';
       io.out(`tccl master listening on ${flags.host}:${port}${auth}\n`);
+      if (master.insecure) io.err(`tccl master: WARNING: ${INSECURE_WARNING}\n`);
       let lost: ((err: Error) => void) | undefined;
       const leadership = flags.etcd === undefined ? undefined : await EtcdLeadership.start(
         master, { endpoints: flags.etcd, ttlS: flags.etcdTtl, name: flags.etcdElection, logLevel: flags.logLevel, logFormat: flags.logFormat }, (err) => lost?.(err),

@@ -45,6 +45,11 @@ export interface GroupContext {
   worldChanged(): void;
   /** Solve a ring order off the control loop; the answer comes back as a `solved` event (topology.ts). */
   solve(job: SolveJob): void;
+  /**
+   * When a peer's control connection last carried a heartbeat (the `now` clock), to weigh a loss report
+   * (evidence.ts). Absent: every accused peer counts as silent, and one report drops it.
+   */
+  readonly lastSeen?: (peer: string) => number | undefined;
 }
 
 /** A request to solve a group's ring order (coordinator effect `solve`). */

@@ -16,13 +16,14 @@
  * ```
  */
 import { randomBytes } from 'node:crypto';
+import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import type { MasterMsg, PeerMsg } from '../protocol';
 import { GroupContext, Peer, SolveJob } from './context';
 import { Feed } from './feed';
 import { Group, GroupInfo } from './group';
 import type { Solution } from '../topology/solver';
-import { RejoinReport, allReported, checkAgainstLive, checkReport, peerNumber, planRebuild } from './resume';
+import { RejoinReport, allReported, checkAgainstLive, checkAgainstReports, checkReport, peerNumber, planRebuild } from './resume';
 
 export interface CoordinatorOptions {
   /** How long a vote or a shared-state sync waits for every member, ms (default 60000). */
@@ -31,14 +32,18 @@ export interface CoordinatorOptions {
   ackTimeoutMs?: number;
   /** A peer whose heartbeats say its JavaScript thread has been busy this long is dropped as hung, ms (default 300000). */
   jsHangTimeoutMs?: number;
-  /** The clock (default Date.now). */
+  /** The clock for deadlines (default monotonicMs, lib/clock.ts). */
   now?: () => number;
+  /** The clock of the feed's timestamps, shown to humans (default Date.now; `now` when `now` is given). */
+  wallClock?: () => number;
   /** Random bytes for ring tickets (default crypto.randomBytes). */
   random?: (n: number) => Uint8Array;
   /** Events kept in the feed (default 1000). */
   feedCapacity?: number;
   /** How long a group's rebuild from its peers' reports waits for the members it expects, ms (default 5000). */
   resumeWindowMs?: number;
+  /** When a peer's control connection last carried a heartbeat (`now` clock): a loss report is then weighed (evidence.ts). */
+  lastSeen?: (peer: string) => number | undefined;
 }
 
 /** A group being rebuilt from its peers' reports (resume.ts): what arrived so far, until its window ends. */
@@ -97,9 +102,9 @@ export class Coordinator {
   private worldDirty = false;
 
   constructor(options: CoordinatorOptions = {}) {
-    const now = options.now ?? Date.now;
+    const now = options.now ?? monotonicMs;
     const random = options.random ?? ((n: number) => new Uint8Array(randomBytes(n)));
-    this.feed = new Feed(now, options.feedCapacity);
+    this.feed = new Feed(options.wallClock ?? options.now ?? Date.now, options.feedCapacity);
     this.resumeWindowMs = options.resumeWindowMs ?? 5000;
     this.jsHangTimeoutMs = options.jsHangTimeoutMs ?? 300_000;
     this.ctx = {
@@ -114,6 +119,7 @@ export class Coordinator {
         this.worldDirty = true;
       },
       solve: (job) => this.out.push({ type: 'solve', ...job }),
+      lastSeen: options.lastSeen,
     };
   }
 
@@ -147,7 +153,8 @@ export class Coordinator {
     if (bad) return bad;
     const g = this.groups.get(r.group);
     if (g) return checkAgainstLive(r, g.epoch, (layout) => g.sync.lastRevision(layout));
-    return undefined;
+    const rebuilding = this.rebuilding.get(r.group);
+    return rebuilding ? checkAgainstReports(r, rebuilding.reports.values()) : undefined;
   }
 
   /** The earliest time a tick has something to do (undefined when nothing waits). */

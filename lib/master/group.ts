@@ -16,6 +16,7 @@
 import type { Msg } from '../protocol';
 import { GroupAdmission } from './admission';
 import { GroupContext, Peer, masterIdOf, nativePeerId, rememberBounded } from './context';
+import { Evidence } from './evidence';
 import { StateSync } from './sync';
 import { GroupTopology } from './topology';
 
@@ -57,11 +58,14 @@ export class Group {
   readonly topology: GroupTopology;
   /** Votes announced on commits for members with `admission: 'auto'` (admission.ts). */
   readonly admission = new GroupAdmission();
+  /** Loss reports weighed before anyone is dropped (evidence.ts). */
+  private readonly evidence: Evidence;
 
   constructor(readonly id: number, private readonly ctx: GroupContext) {
     this.ticket = ctx.random(16);
     this.sync = new StateSync(this, ctx);
     this.topology = new GroupTopology(this, ctx);
+    this.evidence = new Evidence({ silentMs: Math.max(1, ctx.ackTimeoutMs / 2) });
   }
 
   /** A new ring is being installed. */
@@ -185,7 +189,15 @@ export class Group {
       this.ctx.feed.emit('debug', 'stale loss report ignored', { peer: p.id, lost: m.peer, epoch: m.epoch, current: this.epoch });
       return;
     }
-    this.ctx.drop(lost, `reported lost by ${p.id}: ${m.message}`);
+    const lastSeen = this.ctx.lastSeen;
+    if (!lastSeen) return this.ctx.drop(lost, `reported lost by ${p.id}: ${m.message}`);
+    const v = this.evidence.judge({ accuser: p.id, accused: lost.id, members: this.members.map((q) => q.id), now: this.ctx.now(), lastSeen });
+    this.ctx.feed.emit('warn', 'loss report weighed', {
+      group: this.id, epoch: this.epoch, accuser: p.id, accused: lost.id, report: m.message, decision: v.kind === 'drop' ? `drop ${v.peer}` : 're-form', why: v.why,
+    });
+    if (v.kind === 'drop') return this.ctx.drop(v.peer === p.id ? p : lost, `${v.why} (${p.id} reported ${lost.id} lost: ${m.message})`);
+    this.members = v.order.map((id) => this.members.find((q) => q.id === id)!);
+    this.reform([], `${p.id} reported ${lost.id} lost; both are alive: ${v.why}`);
   }
 
   /** Takes a dropped peer out; the survivors re-form at once (or the pending peers form the group). */

@@ -1,9 +1,11 @@
 /**
  * The master's HTTP port: Prometheus `/metrics`, `/status` (JSON), `/events?after=N` (JSON) and the live
  * dashboard (`/`, static files from ./dashboard, no build step, nothing fetched from elsewhere). It binds to
- * localhost unless told otherwise. When the run has a token every request must carry it: `Authorization: Bearer
+ * localhost unless told otherwise. When the run has a token every request must carry it, or the read-only metrics
+ * token (everything here is read-only; give Prometheus the metrics token, never the run's): `Authorization: Bearer
  * <token>` (Prometheus' `bearer_token_file`, curl), or once `/?token=<token>` in a browser, which sets a cookie
- * derived from the token (the token itself is never stored) and redirects to `/`.
+ * derived from the token (the token itself is never stored) and redirects to `/`. Slow or idle clients are cut off
+ * (header and request deadlines, a connection cap), so a stranger cannot hold the port.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -18,6 +20,8 @@ export interface HttpOptions {
   host: string;
   port: number;
   token?: string;
+  /** Read-only token accepted in place of `token`. */
+  metricsToken?: string;
   view: MasterView;
   registry: Registry;
   log: Logger;
@@ -39,6 +43,11 @@ const COOKIE = 'tccl_auth';
 const SAMPLE_MS = 1000;
 /** Events one /events answer holds at most. */
 const MAX_EVENTS = 500;
+/** A client must send its request headers within this long, and the whole request within REQUEST_TIMEOUT_MS. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** Open HTTP connections at most (a dashboard holds one or two, Prometheus one); more are closed at once. */
+export const MAX_HTTP_CONNECTIONS = 64;
 
 /** The cookie value for a token: proves the browser was given the token without holding it. */
 function cookieValue(token: string): string {
@@ -61,20 +70,23 @@ function cookie(req: http.IncomingMessage, name: string): string | undefined {
 
 /** Starts the endpoint; rejects when the port cannot be bound (e.g. EADDRINUSE). */
 export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
-  const { view, token, log } = options;
+  const { view, token, metricsToken, log } = options;
   const dir = path.join(__dirname, 'dashboard');
   const assets = new Map<string, Buffer>();
   for (const a of Object.values(ASSETS)) assets.set(a.file, await fsp.readFile(path.join(dir, a.file)));
-  const expectedCookie = token !== undefined ? cookieValue(token) : undefined;
+  const tokens = [token, metricsToken].filter((x): x is string => x !== undefined);
+  const cookies = tokens.map(cookieValue);
+  const matches = (v: string, list: string[]) => list.some((x) => same(v, x));
 
-  const authorized = (req: http.IncomingMessage, url: URL): boolean => {
-    if (token === undefined) return true;
+  /** The token the request proves (its cookie value), '' when none is needed, undefined when refused. */
+  const authorized = (req: http.IncomingMessage, url: URL): string | undefined => {
+    if (tokens.length === 0) return '';
     const auth = req.headers.authorization;
-    if (auth?.startsWith('Bearer ') && same(auth.slice(7).trim(), token)) return true;
-    const c = cookie(req, COOKIE);
-    if (c !== undefined && same(c, expectedCookie!)) return true;
+    const bearer = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
     const q = url.searchParams.get('token');
-    return q !== null && same(q, token);
+    for (const x of tokens) if ((bearer !== undefined && same(bearer, x)) || (q !== null && same(q, x))) return cookieValue(x);
+    const c = cookie(req, COOKIE);
+    return c !== undefined && matches(c, cookies) ? c : undefined;
   };
 
   const send = (res: http.ServerResponse, status: number, type: string, body: string | Buffer, extra: http.OutgoingHttpHeaders = {}) => {
@@ -94,17 +106,18 @@ export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, 405, 'text/plain', `${req.method} is not supported here: use GET\n`, { allow: 'GET, HEAD' });
     }
-    if (!authorized(req, url)) {
-      log.warn('refused an HTTP request without the run token', { from: req.socket.remoteAddress, path: url.pathname });
+    const proof = authorized(req, url);
+    if (proof === undefined) {
+      log.warn('refused an HTTP request without the run or metrics token', { from: req.socket.remoteAddress, path: url.pathname });
       return send(res, 401, 'text/plain; charset=utf-8',
-        'This run requires its token: send "Authorization: Bearer <token>", or open /?token=<token> once in a browser.\n',
+        'This run requires its token or its metrics token: send "Authorization: Bearer <token>", or open /?token=<token> once in a browser.\n',
         { 'www-authenticate': 'Bearer realm="tccl"' });
     }
-    if (token !== undefined && url.searchParams.has('token')) {
+    if (tokens.length > 0 && url.searchParams.has('token')) {
       // Out of the address bar and history: the cookie carries the proof from now on.
       return send(res, 303, 'text/plain', 'see /\n', {
         location: url.pathname,
-        'set-cookie': `${COOKIE}=${expectedCookie ?? ''}; HttpOnly; SameSite=Strict; Path=/`,
+        'set-cookie': `${COOKIE}=${proof}; HttpOnly; SameSite=Strict; Path=/`,
       });
     }
     const asset = ASSETS[url.pathname];
@@ -131,6 +144,9 @@ export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
       else res.destroy();
     });
   });
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.maxConnections = MAX_HTTP_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

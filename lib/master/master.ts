@@ -7,14 +7,16 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
+import { monotonicMs } from '../clock';
 import { ProtocolError } from '../errors';
 import { Logger } from '../log';
 import {
-  Check, Connection, DEFAULT_MAX_FRAME_BYTES, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
+  Check, Connection, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
   makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
 } from '../protocol';
-import { checkInt, checkString, formatHostPort } from '../validate';
+import { dialableHost, formatHostPort } from '../validate';
 import { Checks } from './check';
+import { HandshakeGate } from './gate';
 import { Coordinator, Effect } from './coordinator';
 import { rememberBounded } from './context';
 import type { Counters, FeedEvent } from './feed';
@@ -22,13 +24,13 @@ import type { GroupInfo } from './group';
 import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
 import { checkUnknownSession } from './sessions';
-import type { MasterOptions } from './options';
+import { INSECURE_WARNING, MasterOptions, resolveOptions } from './options';
 import { MasterView, viewOf } from './status';
 import { Telemetry } from './telemetry';
 import { solveInWorker } from '../topology/solver-worker';
 
 export { STATE_TAG_BASE } from './sync';
-export type { MasterOptions } from './options';
+export { INSECURE_WARNING, type MasterOptions } from './options';
 
 /** A registered peer's connection and session. */
 interface Session {
@@ -57,6 +59,9 @@ export class Master {
   readonly host: string;
   private readonly requestedPort: number;
   private readonly token?: string;
+  private readonly metricsToken?: string;
+  /** Listening off loopback without a token, as asked (`insecure`): said at start, in /status and on the dashboard. */
+  readonly insecure: boolean;
   readonly heartbeatIntervalMs: number;
   readonly peerTimeoutMs: number;
   readonly voteTimeoutMs: number;
@@ -78,36 +83,27 @@ export class Master {
   private boundPort = 0;
   private readonly telemetry: Telemetry;
   private readonly checks: Checks;
+  private readonly gate: HandshakeGate;
   private readonly httpOptions?: { host: string; port: number };
   private http?: HttpEndpoint;
   private startedAt = Date.now();
 
   constructor(options: MasterOptions = {}) {
-    this.host = checkString('host', options.host ?? '127.0.0.1');
-    this.requestedPort = checkInt('port', options.port ?? 0, 0, 65535);
-    if (options.token !== undefined) checkString('token', options.token);
-    this.token = options.token;
-    this.heartbeatIntervalMs = checkInt('heartbeatIntervalMs', options.heartbeatIntervalMs ?? 500, 10, 3_600_000);
-    this.peerTimeoutMs = checkInt('peerTimeoutMs', options.peerTimeoutMs ?? 3000, 50, 3_600_000);
-    if (this.peerTimeoutMs < 2 * this.heartbeatIntervalMs) {
-      throw new TypeError(`Expected "peerTimeoutMs" (${this.peerTimeoutMs}) to be at least twice "heartbeatIntervalMs" (${this.heartbeatIntervalMs})`);
-    }
-    this.voteTimeoutMs = checkInt('voteTimeoutMs', options.voteTimeoutMs ?? 60_000, 1, 2 ** 31 - 1);
-    this.handshakeTimeoutMs = checkInt('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 5000, 1, 600_000);
-    this.maxFrameBytes = checkInt('maxFrameBytes', options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
-    if (options.httpPort !== undefined) {
-      this.httpOptions = { port: checkInt('httpPort', options.httpPort, 0, 65535), host: checkString('httpHost', options.httpHost ?? '127.0.0.1') };
-    }
+    const o = resolveOptions(options);
+    ({ host: this.host, port: this.requestedPort, token: this.token, metricsToken: this.metricsToken, insecure: this.insecure } = o);
+    ({ heartbeatIntervalMs: this.heartbeatIntervalMs, peerTimeoutMs: this.peerTimeoutMs, voteTimeoutMs: this.voteTimeoutMs } = o);
+    ({ handshakeTimeoutMs: this.handshakeTimeoutMs, maxFrameBytes: this.maxFrameBytes, http: this.httpOptions } = o);
     this.log = new Logger('master', options.logLevel, 'info', undefined, options.logFormat);
-    const resumeWindowMs = checkInt('resumeWindowMs', options.resumeWindowMs ?? 5000, 0, 600_000);
-    const jsHangTimeoutMs = checkInt('jsHangTimeoutMs', options.jsHangTimeoutMs ?? 300_000, 100, 2 ** 31 - 1);
-    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs, jsHangTimeoutMs });
+    const lastSeen = (id: string) => this.telemetry?.peer(id)?.lastHeartbeat;
+    this.core = new Coordinator({ voteTimeoutMs: this.voteTimeoutMs, ackTimeoutMs: this.peerTimeoutMs, resumeWindowMs: o.resumeWindowMs, jsHangTimeoutMs: o.jsHangTimeoutMs, lastSeen });
     this.core.feed.subscribe((e) => this.log[e.level](e.what, e.fields));
+    this.gate = new HandshakeGate(o.maxUnauthenticated, this.log);
     this.telemetry = new Telemetry(this.core.feed);
     this.checks = new Checks({
       members: (group) => (this.core.groupsInfo().find((g) => g.peerGroup === group)?.members ?? []).map((id) => this.core.peer(id)!).filter(Boolean),
       send: (peer, msg) => this.byPeer.get(peer)?.conn.send(msg),
       log: this.log,
+      auth: this.token !== undefined,
     });
   }
 
@@ -115,23 +111,13 @@ export class Master {
   async listen(): Promise<number> {
     if (this.closed) throw new Error('The master is closed');
     if (this.server) return this.boundPort;
-    const server = net.createServer((socket) => this.onSocket(socket));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.requestedPort, this.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err) => this.log.error('listener error', { err }));
-    this.boundPort = (server.address() as net.AddressInfo).port;
+    this.boundPort = ((this.server = await this.gate.listen(this.requestedPort, this.host, (s) => this.onSocket(s))).address() as net.AddressInfo).port;
     this.startedAt = Date.now();
     if (this.httpOptions) {
       try {
         const view = this.view();
         this.http = await startHttp({
-          ...this.httpOptions, token: this.token, view, log: this.log,
+          ...this.httpOptions, token: this.token, metricsToken: this.metricsToken, view, log: this.log,
           registry: createMetrics(view, (l) => this.core.feed.subscribe(l)),
         });
       } catch (err) {
@@ -140,6 +126,7 @@ export class Master {
       }
     }
     this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', http: this.http ? this.dashboardUrl : undefined });
+    if (this.insecure) this.log.warn(INSECURE_WARNING, { host: this.host });
     return this.boundPort;
   }
 
@@ -150,15 +137,13 @@ export class Master {
 
   /** The dashboard's address, e.g. `http://127.0.0.1:9464/` (undefined without `httpPort`). */
   get dashboardUrl(): string | undefined {
-    if (!this.http || !this.httpOptions) return undefined;
-    const h = this.httpOptions.host === '0.0.0.0' || this.httpOptions.host === '::' ? '127.0.0.1' : this.httpOptions.host;
-    return `http://${formatHostPort(h, this.http.port)}/`;
+    return this.http && this.httpOptions ? `http://${formatHostPort(dialableHost(this.httpOptions.host), this.http.port)}/` : undefined;
   }
 
   private view(): MasterView {
     const self = this; // getters: every read sees the live state
     return viewOf({ get address() { return self.address; }, get startedAt() { return self.startedAt; }, get counters() { return self.counters; } },
-      this.token !== undefined, this.telemetry, this.core);
+      this.token !== undefined, this.telemetry, this.core, this.insecure ? [INSECURE_WARNING] : []);
   }
 
   /** Serves peers, or (`false`) refuses them with NOT_LEADER and closes every session (election.ts). */
@@ -173,8 +158,7 @@ export class Master {
 
   /** `host:port` for peers to dial. */
   get address(): string {
-    const h = this.host === '0.0.0.0' || this.host === '::' ? '127.0.0.1' : this.host;
-    return formatHostPort(h, this.boundPort);
+    return formatHostPort(dialableHost(this.host), this.boundPort);
   }
 
   /** A snapshot of the groups, for tests, tools and logs. */
@@ -210,12 +194,26 @@ export class Master {
 
   // ---- driving the coordinator ----
 
+  /** Feeds the coordinator, carries out its effects; never throws (sockets, timers, workers call it): a failure costs its peer. */
   private apply(event: Parameters<Coordinator['apply']>[0]): void {
     if (this.closed) return;
-    this.run(this.core.apply(event));
+    let effects: Effect[];
+    try {
+      effects = this.core.apply(event);
+    } catch (err) {
+      this.log.error('the coordinator failed on an event', { event: event.type, peer: 'peer' in event ? event.peer : undefined, err });
+      if ((event.type === 'message' || event.type === 'resume') && this.byPeer.has(event.peer)) {
+        this.apply({ type: 'lost', peer: event.peer, reason: `internal error on its message: ${(err as Error).message}` });
+      }
+      this.arm();
+      return;
+    }
+    this.run(effects);
   }
 
   private run(effects: Effect[]): void {
+    // One message to many members (a ring result, a plan) is encoded once.
+    const frames = new Map<object, Buffer>();
     for (const e of effects) {
       if (e.type === 'solve') {
         this.solve(e);
@@ -224,7 +222,13 @@ export class Master {
       const s = this.byPeer.get(e.type === 'send' ? e.to : e.peer);
       if (!s) continue;
       if (e.type === 'send') {
-        s.conn.send(e.msg);
+        try {
+          const frame = frames.get(e.msg) ?? frames.set(e.msg, encodeFrame(e.msg, this.maxFrameBytes)).get(e.msg)!;
+          s.conn.send(e.msg, frame);
+        } catch (err) { // too large for a frame: a bug (what grows with the group is sized for thousands), not a crash
+          this.log.error('cannot encode a message for a peer; closing its connection', { peer: s.peer, msg: e.msg.t, err });
+          s.conn.close(err as Error);
+        }
         continue;
       }
       this.byPeer.delete(s.peer);
@@ -240,8 +244,8 @@ export class Master {
   private solve(job: Extract<Effect, { type: 'solve' }>): void {
     solveInWorker(job.matrix, job.options, this.voteTimeoutMs).then(
       (solution) => this.apply({ type: 'solved', group: job.group, round: job.round, solution }),
-      (err: Error) => this.apply({ type: 'solved', group: job.group, round: job.round, error: err.message }),
-    );
+      (err: Error) => this.apply({ type: 'solved', group: job.group, round: job.round, error: String(err?.message ?? err) }),
+    ).catch((err: Error) => this.log.error('solver answer failed', { group: job.group, err }));
   }
 
   /** One timer for the coordinator's next deadline. */
@@ -250,7 +254,7 @@ export class Master {
     this.timer = undefined;
     const next = this.core.nextDeadline();
     if (next === undefined || this.closed) return;
-    this.timer = setTimeout(() => this.apply({ type: 'tick' }), Math.min(MAX_TICK_MS, Math.max(0, next - Date.now())));
+    this.timer = setTimeout(() => this.apply({ type: 'tick' }), Math.min(MAX_TICK_MS, Math.max(0, next - monotonicMs())));
     this.timer.unref();
   }
 
@@ -263,6 +267,7 @@ export class Master {
     }
     const conn = new Connection(socket, this.maxFrameBytes);
     this.connections.add(conn);
+    this.gate.enter(conn);
     const from = `${conn.remoteAddress}:${conn.remotePort}`;
     let stage: 'hello' | 'register' | 'peer' | 'check' = 'hello';
     let hello: Hello | undefined;
@@ -275,11 +280,13 @@ export class Master {
     handshakeTimer.unref();
     const reject = (code: string, message: string) => {
       clearTimeout(handshakeTimer);
+      this.gate.leave(conn);
       conn.sendAndClose({ t: 'error', code, message });
     };
 
     conn.on('close', (reason) => {
       clearTimeout(handshakeTimer);
+      this.gate.leave(conn);
       this.connections.delete(conn);
       if (session && this.byPeer.get(session.peer)?.conn === conn) {
         const why = reason instanceof ProtocolError
@@ -304,6 +311,7 @@ export class Master {
             return;
           }
           hello = m;
+          this.gate.hello(conn);
           nonce = makeNonce();
           stage = 'register';
           conn.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce, auth: this.token !== undefined });
@@ -317,9 +325,13 @@ export class Master {
           }
           if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
           clearTimeout(handshakeTimer);
+          this.gate.leave(conn, this.maxFrameBytes);
           if (m.t === 'check') {
             stage = 'check';
-            void this.checks.run(conn, m as Check);
+            this.checks.run(conn, m as Check).catch((err: Error) => {
+              this.log.error('tccl check failed', { from, err });
+              conn.sendAndClose({ t: 'error', code: 'INTERNAL', message: `the check failed on the master: ${err.message}` });
+            });
             return;
           }
           stage = 'peer';

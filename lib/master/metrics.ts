@@ -5,6 +5,7 @@
  * list with meanings is in docs/operations.md.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { monotonicMs } from '../clock';
 import type { FeedEvent } from './feed';
 import type { MasterView } from './status';
 
@@ -55,7 +56,7 @@ export function createMetrics(view: MasterView, subscribe: (listener: (e: FeedEv
     }
   });
   gauge('tccl_peer_last_heartbeat_age_seconds', 'Seconds since each peer\'s last heartbeat', ['group', 'peer'], (g) => {
-    const now = Date.now();
+    const now = monotonicMs();
     for (const info of view.groupsInfo()) {
       for (const id of [...info.members, ...info.pending]) {
         const t = view.telemetry.peer(id);

@@ -8,9 +8,25 @@
  * outage) are simply missing from the rebuilt ring, and one that reports later is taken back in with a re-form.
  * The rebuilt group starts at an epoch above every reported one, so every operation of the old epochs ends
  * (retryably) everywhere, and nobody dials a peer with an old ticket.
+ *
+ * Reports come from token holders, not from a trusted source, so no single report decides for the others
+ * (docs/security.md, "Resume reports"): an epoch above {@link MAX_EPOCH}, or more than {@link MAX_EPOCH_LEAD}
+ * above every other reporter's, is refused; a member that reports is left out of the rebuilt ring only when at
+ * least two reporters of a newer ring agree it was gone (one reporter cannot evict the others); and a rebuild
+ * does not complete before its window on a one-member ring alone.
  */
 import type { ResumeReport } from '../protocol';
 import { masterIdOf } from './context';
+
+/** Highest epoch a report may claim: a run re-forms far fewer times; above it, `epoch + 1` would near 2^53. */
+export const MAX_EPOCH = 2 ** 32;
+/**
+ * How far one reporter's epoch may be ahead of every other reporter's. A crash during a re-form leaves some
+ * members one epoch ahead of the others (two, if it was the second of two quick re-forms); far more is a forgery.
+ */
+export const MAX_EPOCH_LEAD = 4;
+/** Reporters of a newer ring that must agree a member was left out before the rebuild leaves it out. */
+export const EXCLUSION_QUORUM = 2;
 
 /** One peer's report, as the coordinator received it. */
 export interface RejoinReport {
@@ -51,6 +67,7 @@ export interface RebuildPlan {
 /** A report that cannot be true on its own; undefined when it is consistent. */
 export function checkReport(r: RejoinReport): string | undefined {
   const { report } = r;
+  if (report.epoch > MAX_EPOCH) return `${r.peer} reports epoch ${report.epoch}, beyond any run (at most ${MAX_EPOCH}): refused`;
   if (report.member) {
     if (report.epoch === 0) return `${r.peer} reports it is a member at epoch 0 (epochs start at 1)`;
     if (!report.ring.some((q) => masterIdOf(q.id) === r.peer)) return `${r.peer} reports it is a member of epoch ${report.epoch} but is not in that ring`;
@@ -76,6 +93,31 @@ export function checkAgainstLive(r: RejoinReport, epoch: number, lastRevision: (
   return undefined;
 }
 
+/**
+ * Checks a report against the others of the same rebuild: an epoch far ahead of every other reporter's is refused
+ * (the other order, a forged report first, is caught by {@link planRebuild}).
+ */
+export function checkAgainstReports(r: RejoinReport, others: Iterable<RejoinReport>): string | undefined {
+  const top = maxEpoch([...others].filter((o) => o.peer !== r.peer));
+  if (top !== undefined && r.report.epoch > top + MAX_EPOCH_LEAD) {
+    return `${r.peer} reports epoch ${r.report.epoch}, but the other members of group ${r.group} report at most ${top}: an epoch that far ahead is refused`;
+  }
+  return undefined;
+}
+
+function maxEpoch(reports: RejoinReport[]): number | undefined {
+  const members = reports.filter((x) => x.report.member);
+  return members.length ? Math.max(...members.map((x) => x.report.epoch)) : undefined;
+}
+
+/** Member reports whose epoch is more than MAX_EPOCH_LEAD above every other member report's (forged or confused). */
+export function outliers(reports: RejoinReport[]): RejoinReport[] {
+  return reports.filter((r) => {
+    const top = maxEpoch(reports.filter((o) => o !== r));
+    return r.report.member && top !== undefined && r.report.epoch > top + MAX_EPOCH_LEAD;
+  });
+}
+
 /** The member ids of the newest ring the reports name, and its epoch. */
 export function newestRing(reports: Iterable<RejoinReport>): { epoch: number; ids: string[] } {
   let best: { epoch: number; ids: string[] } = { epoch: 0, ids: [] };
@@ -85,24 +127,43 @@ export function newestRing(reports: Iterable<RejoinReport>): { epoch: number; id
   return best;
 }
 
-/** Whether every member of the newest reported ring has reported (the rebuild need not wait any longer). */
+/**
+ * Whether the rebuild need not wait any longer: every peer named in any reported ring has reported, and the
+ * newest ring is not one member's word about itself alone (a one-member ring waits for the window: the others it
+ * would leave out may still report).
+ */
 export function allReported(reports: Map<string, RejoinReport>): boolean {
   const ring = newestRing(reports.values());
-  return ring.ids.length > 0 && ring.ids.every((id) => reports.has(id));
+  if (ring.ids.length === 0) return false;
+  if (ring.ids.length === 1 && reports.size === 1) return false;
+  for (const r of reports.values()) if (r.report.member && !r.report.ring.every((q) => reports.has(masterIdOf(q.id)))) return false;
+  return true;
 }
 
 /** Plans the rebuilt group from every report received in its resume window. */
-export function planRebuild(reports: RejoinReport[]): RebuildPlan {
+export function planRebuild(all: RejoinReport[]): RebuildPlan {
+  const excluded: { peer: string; reason: string }[] = [];
+  const far = outliers(all);
+  for (const r of far) excluded.push({ peer: r.peer, reason: `its resume report claims epoch ${r.report.epoch}, far ahead of every other member's (refused)` });
+  const reports = all.filter((r) => !far.includes(r));
   const ring = newestRing(reports);
   const byId = new Map(reports.map((r) => [r.peer, r]));
   const members: string[] = [];
   const pending: string[] = [];
-  const excluded: { peer: string; reason: string }[] = [];
   for (const id of ring.ids) if (byId.has(id)) members.push(id);
   for (const r of [...reports].sort((a, b) => peerNumber(a.peer) - peerNumber(b.peer))) {
     if (members.includes(r.peer)) continue;
-    if (!r.report.member) pending.push(r.peer);
-    else excluded.push({ peer: r.peer, reason: `it was a member of epoch ${r.report.epoch}, but the group had re-formed without it by epoch ${ring.epoch}` });
+    if (!r.report.member) {
+      pending.push(r.peer);
+      continue;
+    }
+    // Left out of a newer ring: believed only when EXCLUSION_QUORUM reporters of newer rings without it agree.
+    const witnesses = reports.filter((w) => w.report.member && w.report.epoch > r.report.epoch && !w.report.ring.some((q) => masterIdOf(q.id) === r.peer));
+    if (witnesses.length >= EXCLUSION_QUORUM) {
+      excluded.push({ peer: r.peer, reason: `it was a member of epoch ${r.report.epoch}, but the group had re-formed without it by epoch ${ring.epoch} (as ${witnesses.map((w) => w.peer).sort((a, b) => peerNumber(a) - peerNumber(b)).join(', ')} report)` });
+    } else {
+      members.push(r.peer); // one reporter's word does not evict a member that is alive and reporting
+    }
   }
   // Commits of the newest epoch that some member saw: every member finished those operations.
   const keys = new Set<string>();

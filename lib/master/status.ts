@@ -4,6 +4,7 @@
  * and reported counters, the master's own counters, the peers' totals and the throughput history. The same
  * numbers /metrics serves (metrics.ts); the dashboard draws this.
  */
+import { monotonicMs } from '../clock';
 import type { PeerStats } from '../protocol/stats';
 import { formatHostPort } from '../validate';
 import type { PeerView } from './coordinator';
@@ -19,6 +20,8 @@ export interface MasterView {
   readonly startedAt: number;
   /** Whether the run has a token. */
   readonly auth: boolean;
+  /** Warnings for the operator (e.g. listening off loopback without a token). */
+  readonly warnings?: readonly string[];
   readonly counters: Readonly<Counters>;
   readonly telemetry: Telemetry;
   groupsInfo(): GroupInfo[];
@@ -30,11 +33,13 @@ export interface MasterView {
 export function viewOf(
   m: { readonly address: string; readonly startedAt: number; readonly counters: Readonly<Counters> }, auth: boolean, telemetry: Telemetry,
   core: { groupsInfo(): GroupInfo[]; peer(id: string): PeerView | undefined; readonly feed: { recent(after?: number): FeedEvent[] } },
+  warnings: readonly string[] = [],
 ): MasterView {
   return {
     get address() { return m.address; },
     get startedAt() { return m.startedAt; },
     auth,
+    warnings,
     get counters() { return m.counters; },
     telemetry,
     groupsInfo: () => core.groupsInfo(),
@@ -71,7 +76,7 @@ export interface GroupStatus {
 }
 
 export interface Status {
-  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean };
+  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean; warnings: string[] };
   counters: Counters;
   /** The peers' counters summed over every peer seen, the departed included. */
   peerTotals: PeerTotals;
@@ -90,17 +95,22 @@ function peerStatus(view: MasterView, id: string, now: number): PeerStatus {
     address: p ? formatHostPort(p.host, p.port) : '',
     member: p?.member ?? false,
     connections: t?.stats.connections ?? 0,
-    lastHeartbeatMsAgo: t ? Math.max(0, now - t.lastHeartbeat) : null,
+    lastHeartbeatMsAgo: t ? Math.round(Math.max(0, now - t.lastHeartbeat)) : null,
     throughput: t?.throughput ?? 0,
     stats: t?.stats ?? null,
   };
 }
 
-/** The whole status document. */
-export function statusOf(view: MasterView, now = Date.now()): Status {
+/**
+ * The whole status document. `now`: wall-clock ms (uptime, shown to humans); `mono`: the monotonic reading heartbeat
+ * ages are measured from (a test with one fake clock passes only `now`).
+ */
+export function statusOf(view: MasterView, wallNow?: number, monoNow?: number): Status {
+  const now = wallNow ?? Date.now();
+  const mono = monoNow ?? wallNow ?? monotonicMs();
   const events = view.events();
   return {
-    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth },
+    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth, warnings: [...(view.warnings ?? [])] },
     counters: { ...view.counters },
     peerTotals: view.telemetry.totals(),
     groups: view.groupsInfo().sort((a, b) => a.peerGroup - b.peerGroup).map((g) => ({
@@ -108,8 +118,8 @@ export function statusOf(view: MasterView, now = Date.now()): Status {
       epoch: g.epoch,
       stateRevision: view.telemetry.revision(g.peerGroup) ?? null,
       ring: g.members,
-      members: g.members.map((id) => peerStatus(view, id, now)),
-      pending: g.pending.map((id) => peerStatus(view, id, now)),
+      members: g.members.map((id) => peerStatus(view, id, mono)),
+      pending: g.pending.map((id) => peerStatus(view, id, mono)),
     })),
     throughputHistory: view.telemetry.history(),
     lastEventSeq: events.length ? events[events.length - 1].seq : 0,

@@ -6,6 +6,7 @@
  * {@link Telemetry.sample} once a second.
  */
 import { PEER_STATS_KEYS, PeerStats, emptyPeerStats } from '../protocol/stats';
+import { monotonicMs } from '../clock';
 import type { Feed } from './feed';
 
 /** The peers' counters summed over the run (the gauges among PeerStats do not add up). */
@@ -35,7 +36,11 @@ export class Telemetry {
   private readonly revisions = new Map<number, number>();
   private readonly samples: ThroughputSample[] = [];
 
-  constructor(feed: Feed, private readonly now: () => number = Date.now, private readonly historyLength = 600) {
+  /**
+   * `now`: the clock of heartbeat ages and throughput windows (monotonic); `wall`: the chart points' timestamps
+   * (shown to humans; `now` when only `now` is given, as tests do).
+   */
+  constructor(feed: Feed, private readonly now: () => number = monotonicMs, private readonly historyLength = 600, private readonly wall: () => number = now === monotonicMs ? Date.now : now) {
     feed.subscribe((e) => {
       const group = e.fields.group;
       if (typeof group !== 'number') return;
@@ -90,7 +95,7 @@ export class Telemetry {
 
   /** Records one chart point: each group's throughput, the mean over its members. */
   sample(groups: { peerGroup: number; members: string[] }[]): void {
-    const point: ThroughputSample = { at: this.now(), groups: {} };
+    const point: ThroughputSample = { at: this.wall(), groups: {} };
     for (const g of groups) {
       const rates = g.members.map((m) => this.peer(m)?.throughput ?? 0);
       point.groups[String(g.peerGroup)] = rates.length ? rates.reduce((a, b) => a + b, 0) / rates.length : 0;

@@ -12,6 +12,9 @@ import type { Solution } from '../topology/solver';
 import type { GroupContext, Peer } from './context';
 
 /** What the topology round needs of its group. */
+/** Largest group whose `topoResult` carries the link matrix (3 x 128 x 128 numbers: about 440 KiB of msgpack). */
+export const MATRIX_MAX_PEERS = 128;
+
 export interface TopologyHost {
   readonly id: number;
   readonly epoch: number;
@@ -78,7 +81,7 @@ export class GroupTopology {
     let r = this.round;
     if (!r || r.epoch !== g.epoch || r.result) r = this.newRound();
     if (r.plan) {
-      this.ctx.send(p, r.plan);
+      this.sendPlan(p, r.plan);
       return;
     }
     r.starts.set(p.id, m.maxAgeMs);
@@ -90,7 +93,7 @@ export class GroupTopology {
     for (let i = 0; i < g.members.length; i++) for (let j = i + 1; j < g.members.length; j++) if (stale(i, j) || stale(j, i)) pairs.push(i, j);
     r.plan = { t: 'topoPlan', epoch: g.epoch, pairs };
     this.ctx.feed.emit('debug', 'topology plan', { group: g.id, pairs: pairs.length / 2, maxAgeMs: maxAge });
-    for (const q of g.members) this.ctx.send(q, r.plan);
+    for (const q of g.members) this.sendPlan(q, r.plan);
   }
 
   onReport(p: Peer, m: Msg<'topoReport'>): void {
@@ -208,11 +211,25 @@ export class GroupTopology {
     this.ctx.solve({ group: g.id, round: r.id, matrix: { bandwidth: matrix.bandwidth, rttMs: matrix.rttMs }, options: { bytes, current: order.map((_, i) => i) } });
   }
 
+  /**
+   * A member's part of the plan: only the pairs it belongs to (all it measures), so that a plan's frame grows with
+   * the group, not with its square (a whole plan of 1,000 members is megabytes, and goes to every member).
+   */
+  private sendPlan(p: Peer, plan: Msg<'topoPlan'>): void {
+    const me = this.group.members.indexOf(p);
+    const pairs: number[] = [];
+    for (let k = 0; k < plan.pairs.length; k += 2) if (plan.pairs[k] === me || plan.pairs[k + 1] === me) pairs.push(plan.pairs[k], plan.pairs[k + 1]);
+    this.ctx.send(p, { ...plan, pairs });
+  }
+
   private finish(r: Round, result: Partial<Msg<'topoResult'>> & { ok: boolean }): void {
     const full: Msg<'topoResult'> = {
       t: 'topoResult', epoch: this.group.epoch, applied: false, oldOrder: [], newOrder: [], predictedBeforeMs: 0, predictedAfterMs: 0,
-      exact: false, solveMs: 0, matrix: r.matrix ?? this.matrix(), ...result,
+      exact: false, solveMs: 0, ...result,
     };
+    // The matrix is 3 x N x N numbers, sent to each of N members: beyond MATRIX_MAX_PEERS it stays on the master.
+    if (this.group.members.length <= MATRIX_MAX_PEERS) full.matrix = r.matrix ?? this.matrix();
+    else delete full.matrix;
     r.result = full;
     for (const q of this.group.members) if (r.reports.has(q.id) || r.starts.has(q.id)) this.ctx.send(q, full);
   }

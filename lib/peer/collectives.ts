@@ -13,6 +13,7 @@ import { checkInt } from '../validate';
 import { checkWeighted } from '../weighted';
 import type { PeerContext } from './context';
 import type { Membership } from './membership';
+import { monotonicMs } from '../clock';
 
 /** What an all-reduce through the communicator reports. */
 export interface CommunicatorAllReduceResult<T extends TensorArray = TensorArray> extends AllReduceResult<T> {
@@ -136,7 +137,7 @@ export class Collectives {
     if (options.output !== undefined) resolveDType(options.output, dtype, 'output');
     const signal = options.signal;
     if (signal?.aborted) throw new AbortError(`All-reduce (tag ${tag}) aborted before it started`, { cause: signal.reason });
-    const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
+    const deadline = timeoutMs === 0 ? Infinity : monotonicMs() + timeoutMs;
     // The epoch must still be ready when the operation starts, not only when the wait ended: a newer ring may
     // have arrived in between.
     do await membership.waitReady(membership.epoch, deadline, 'waiting for the group to form', signal);
@@ -191,7 +192,7 @@ export class Collectives {
     const maxInFlight = checkInt('maxInFlight', options.maxInFlight ?? 4, 1, 1024);
     const tagBase = checkInt('tagBase', options.tagBase ?? 0, 0);
     const retryTimeoutMs = checkInt('retryTimeoutMs', options.retryTimeoutMs ?? 300_000, 0, MAX_TIMEOUT_MS);
-    const deadline = retryTimeoutMs === 0 ? Infinity : Date.now() + retryTimeoutMs;
+    const deadline = retryTimeoutMs === 0 ? Infinity : monotonicMs() + retryTimeoutMs;
     const { maxInFlight: _m, tagBase: _t, retryTimeoutMs: _r, ...common } = options;
     const results: CommunicatorAllReduceResult<T>[] = new Array(items.length);
     let next = 0;
@@ -227,10 +228,10 @@ export class Collectives {
       try {
         return await op();
       } catch (err) {
-        if (!(err instanceof TcclError) || !err.retryable || stop() || Date.now() >= deadline) throw err;
+        if (!(err instanceof TcclError) || !err.retryable || stop() || monotonicMs() >= deadline) throw err;
         this.host.log().info('operation failed; retrying after the group re-forms', { tag, err });
         // A failure that came with a re-form (the usual case) finds the new epoch at once.
-        await membership.waitNewEpoch(epoch, Math.min(deadline, Date.now() + this.host.reformWaitMs()));
+        await membership.waitNewEpoch(epoch, Math.min(deadline, monotonicMs() + this.host.reformWaitMs()));
         const size = membership.world.groupWorldSize;
         if (size < 2) {
           throw new TooFewPeersError(

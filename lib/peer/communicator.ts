@@ -28,6 +28,7 @@ import { Membership, UpdateTopologyResult } from './membership';
 import { Prober } from './probe';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
 import { OptimizeTopologyOptions, OptimizeTopologyResult, TopologyClient } from './topology';
+import { monotonicMs } from '../clock';
 
 export type {
   AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, OptimizeTopologyOptions, OptimizeTopologyResult, SyncSharedStateOptions,
@@ -177,7 +178,7 @@ export class Communicator {
       sourceAddress: options.sourceAddress,
     });
     const c = new Communicator(options, engine);
-    const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
+    const deadline = timeoutMs === 0 ? Infinity : monotonicMs() + timeoutMs;
     try {
       await c.control.openAny(deadline);
       c.log = c.log.child(`peer ${c.control.id}`);

@@ -13,6 +13,7 @@ import {
 } from '../protocol';
 import { formatHostPort } from '../validate';
 import { ControlThread, RemoteConnection } from './control-thread';
+import { monotonicMs } from '../clock';
 
 export interface ControlOptions {
   /** The masters to try, in order (one, or a restartable master's standbys). */
@@ -114,7 +115,7 @@ export class ControlClient {
         reject: (e) => { settle(); conn.close(); reject(e); },
       };
       if (deadline !== Infinity) {
-        timer = setTimeout(() => this.handshake?.reject(new TimeoutError(`Timed out connecting to the master at ${this.address}`)), Math.max(0, deadline - Date.now()));
+        timer = setTimeout(() => this.handshake?.reject(new TimeoutError(`Timed out connecting to the master at ${this.address}`)), Math.max(0, deadline - monotonicMs()));
       }
       conn.on('message', (m) => this.onMessage(conn, m));
       conn.on('close', (reason) => this.onClose(conn, reason));
@@ -135,7 +136,7 @@ export class ControlClient {
       } catch (err) {
         const code = (err as TcclError).code;
         const another = !(err instanceof AuthError || err instanceof ProtocolError) || TRY_ANOTHER_MASTER.has(code);
-        if (!another || i + 1 >= this.options.masters.length || Date.now() >= deadline) throw err;
+        if (!another || i + 1 >= this.options.masters.length || monotonicMs() >= deadline) throw err;
         this.log.info('master did not take this peer; trying the next one', { master: this.address, err: (err as Error).message });
         this.current = (this.current + 1) % this.options.masters.length;
       }
@@ -242,16 +243,16 @@ export class ControlClient {
     const why = reason ? reason.message : 'connection closed';
     this.log.warn('lost the master; reconnecting', { master: this.address, reason: why, timeoutMs: this.options.reconnectTimeoutMs });
     this.reconnecting = true;
-    const started = Date.now();
+    const started = monotonicMs();
     const deadline = started + this.options.reconnectTimeoutMs;
     let delay = 50;
     let last: Error | undefined = reason;
     let refusal: Error | undefined;
-    for (let attempt = 1; !this.ended && Date.now() < deadline; attempt++) {
+    for (let attempt = 1; !this.ended && monotonicMs() < deadline; attempt++) {
       try {
-        await this.open(Math.min(deadline, Date.now() + this.heartbeat.timeoutMs));
+        await this.open(Math.min(deadline, monotonicMs() + this.heartbeat.timeoutMs));
         this.reconnecting = false;
-        this.log.warn('reconnected to the master', { master: this.address, attempts: attempt, ms: Date.now() - started });
+        this.log.warn('reconnected to the master', { master: this.address, attempts: attempt, ms: Math.round(monotonicMs() - started) });
         this.handlers.resumed();
         return;
       } catch (err) {
@@ -264,12 +265,12 @@ export class ControlClient {
         }
         // Every attempt is logged (info); every tenth also as a warning, so a long outage stays visible.
         this.log[attempt % 10 === 0 ? 'warn' : 'info']('reconnect attempt failed', {
-          master: this.address, attempt, ms: Date.now() - started, err: last.message,
+          master: this.address, attempt, ms: Math.round(monotonicMs() - started), err: last.message,
         });
       }
       // Next master of the list; the pause grows (with jitter) up to MAX_RECONNECT_DELAY_MS.
       this.current = (this.current + 1) % this.options.masters.length;
-      const pause = Math.min(delay * (0.75 + Math.random() / 2), Math.max(0, deadline - Date.now()));
+      const pause = Math.min(delay * (0.75 + Math.random() / 2), Math.max(0, deadline - monotonicMs()));
       await new Promise((r) => setTimeout(r, pause));
       delay = Math.min(delay * 2, MAX_RECONNECT_DELAY_MS);
     }

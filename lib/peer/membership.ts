@@ -7,6 +7,7 @@ import type { NativePeer } from '../binding';
 import { AbortError, PeerLostError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
 import type { Msg } from '../protocol';
 import type { PeerContext } from './context';
+import { monotonicMs } from '../clock';
 
 /** What membership needs of the rest of the peer. */
 export interface MembershipHost extends PeerContext {
@@ -158,7 +159,7 @@ export class Membership {
       if (deadline !== Infinity) {
         timer = setTimeout(
           () => w.reject(new TimeoutError(`Timed out ${what} (group ${this.host.peerGroup}, master ${this.host.masterAddress()})`)),
-          Math.max(0, deadline - Date.now()),
+          Math.max(0, deadline - monotonicMs()),
         );
       }
       signal?.addEventListener('abort', onAbort, { once: true });

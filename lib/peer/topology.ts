@@ -11,6 +11,7 @@ import { DEFAULT_SOLVE_BYTES } from '../topology/solver';
 import { checkInt } from '../validate';
 import type { PeerContext } from './context';
 import type { Membership } from './membership';
+import { monotonicMs } from '../clock';
 
 export interface OptimizeTopologyOptions {
   /** Size of the all-reduce to optimise the ring for, bytes (default 64 MiB). */
@@ -42,8 +43,11 @@ export interface OptimizeTopologyResult {
   /** Predicted all-reduce time of `bytes` in the old and the new order, ms. */
   predictedBeforeMs: number;
   predictedAfterMs: number;
-  /** The group's links: bandwidth bytes/s and RTT ms from peers[i] to peers[j], and how old each is. */
-  matrix: WireMatrix;
+  /**
+   * The group's links: bandwidth bytes/s and RTT ms from peers[i] to peers[j], and how old each is. Undefined for a
+   * group of more than 128 members (3 x N x N numbers to every member would be gigabytes at 1,000; docs/protocol.md).
+   */
+  matrix?: WireMatrix;
   /** Whether the new order is proven optimal (exact search) under the model. */
   exact: boolean;
   solveMs: number;
@@ -102,7 +106,7 @@ export class TopologyClient {
     if (failure) throw failure;
     this.busy = true;
     try {
-      return await this.run(bytes, minGain, maxProbeBytes, maxAgeMs, Date.now() + timeoutMs);
+      return await this.run(bytes, minGain, maxProbeBytes, maxAgeMs, monotonicMs() + timeoutMs);
     } finally {
       this.busy = false;
     }
@@ -114,7 +118,7 @@ export class TopologyClient {
       const timer = setTimeout(() => {
         this.waiter = undefined;
         reject(new TimeoutError(`optimizeTopology: no answer from the master for group ${this.host.peerGroup} before the deadline`));
-      }, Math.max(0, deadline - Date.now()));
+      }, Math.max(0, deadline - monotonicMs()));
       this.waiter = {
         resolve: (x) => { clearTimeout(timer); resolve(x); },
         reject: (e) => { clearTimeout(timer); reject(e); },
@@ -168,7 +172,7 @@ export class TopologyClient {
     if (result.applied) await membership.waitReady(result.epoch, deadline, 'installing the optimised ring');
     return {
       applied: result.applied, epoch: membership.epoch, oldOrder: result.oldOrder, newOrder: result.newOrder,
-      predictedBeforeMs: result.predictedBeforeMs, predictedAfterMs: result.predictedAfterMs, matrix: result.matrix!,
+      predictedBeforeMs: result.predictedBeforeMs, predictedAfterMs: result.predictedAfterMs, matrix: result.matrix,
       exact: result.exact, solveMs: result.solveMs, measureMs: measured.ms, measureBytes: measured.bytesSent,
     };
   }

@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import { ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
 import { AnyMsg, Msg, validateMessage } from './messages';
+import { monotonicMs } from '../clock';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
@@ -25,8 +26,8 @@ export function plainAddress(addr: string | undefined): string {
 export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly decoder: FrameDecoder;
   private closed = false;
-  private lastRx = Date.now();
-  private lastTick = Date.now();
+  private lastRx = monotonicMs();
+  private lastTick = monotonicMs();
   private hbTimer?: NodeJS.Timeout;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -46,10 +47,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.closed;
   }
 
-  /** Sends one message; quietly does nothing once the connection is closed. */
-  send(message: AnyMsg): void {
+  /**
+   * Sends one message; quietly does nothing once the connection is closed. `frame`: the message already encoded
+   * (one message sent to many peers is encoded once).
+   */
+  send(message: AnyMsg, frame?: Buffer): void {
     if (this.closed) return;
-    this.socket.write(encodeFrame(message, this.maxFrameBytes));
+    this.socket.write(frame ?? encodeFrame(message, this.maxFrameBytes));
   }
 
   /** Sends a frame encoded elsewhere (by a peer's main thread: lib/peer/control-thread.ts). */
@@ -75,11 +79,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    */
   startHeartbeat(intervalMs: number, timeoutMs: number, onSilent?: (reason: Error) => void, content?: () => Omit<Msg<'hb'>, 't'>): void {
     this.stopHeartbeat();
-    this.lastRx = Date.now();
-    this.lastTick = Date.now();
+    this.lastRx = monotonicMs();
+    this.lastTick = monotonicMs();
     const tick = Math.max(10, Math.min(intervalMs, Math.floor(timeoutMs / 4)));
     this.hbTimer = setInterval(() => {
-      const now = Date.now();
+      const now = monotonicMs();
       const late = now - this.lastTick > Math.max(3 * tick, tick + 250);
       this.lastTick = now;
       this.send({ t: 'hb', ...content?.() });
@@ -102,6 +106,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.hbTimer = undefined;
   }
 
+  /** Changes the largest frame accepted from now on (the master keeps it small until the peer authenticates). */
+  limitFrames(maxFrameBytes: number): void {
+    this.decoder.maxFrameBytes = maxFrameBytes;
+  }
+
   /** Closes at once. */
   close(reason?: Error): void {
     this.shutdown(reason);
@@ -113,7 +122,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastRx = Date.now();
+    this.lastRx = monotonicMs();
     let messages: Record<string, unknown>[];
     try {
       messages = this.decoder.push(chunk);

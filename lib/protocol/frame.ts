@@ -47,7 +47,8 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  /** `maxFrameBytes` may change between chunks (small before a handshake, larger after: lib/master/gate.ts). */
+  constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
   /** Returns the complete messages in the bytes so far; throws ProtocolError on an oversized or bad frame. */
   push(chunk: Buffer): Record<string, unknown>[] {

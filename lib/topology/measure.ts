@@ -14,6 +14,7 @@
  */
 import type { DataPlane } from '../collective';
 import { InvalidArgumentError } from '../errors';
+import { monotonicMs } from '../clock';
 
 /** Exchange tags of link measurements start here: above user tags, below shared-state syncs (2^52). */
 export const TOPOLOGY_TAG_BASE = 2 ** 51;
@@ -32,7 +33,7 @@ export interface MeasureOptions {
   maxProbeBytes?: number;
   /** Target duration of a probe, s (default 0.25). */
   probeSeconds?: number;
-  /** Deadline of the whole measurement (Date.now() ms). */
+  /** Deadline of the whole measurement (monotonicMs() ms). */
   deadline: number;
   /** Deadline of one exchange, ms (default 10000). */
   opTimeoutMs?: number;
@@ -120,7 +121,7 @@ function tagOf(ctx: Ctx, from: number, to: number, step: number): number {
 }
 
 function timeout(ctx: Ctx): number {
-  const left = ctx.o.deadline - Date.now();
+  const left = ctx.o.deadline - monotonicMs();
   if (left <= 0) return 1;
   return Math.max(1, Math.min(left, ctx.o.opTimeoutMs ?? 10_000));
 }

@@ -23,6 +23,8 @@ export interface SpawnOptions {
   argv?: string[];
   /** Extra environment (on top of this process's). */
   env?: Record<string, string>;
+  /** A command the node process runs under, e.g. `['ip', 'netns', 'exec', 'ns1']` (a process in a network namespace). */
+  prefix?: string[];
 }
 
 /** Keeps this much of a child's stderr for error messages. */
@@ -45,7 +47,9 @@ export class PeerProcess extends EventEmitter {
   /** `script`: relative to the repository root or absolute. */
   constructor(readonly script: string, options: SpawnOptions = {}) {
     super();
-    this.child = spawn(process.execPath, ['--import', 'tsx', path.resolve(ROOT, script), ...(options.argv ?? [])], {
+    const argv = [process.execPath, '--import', 'tsx', path.resolve(ROOT, script), ...(options.argv ?? [])];
+    const [cmd, ...args] = [...(options.prefix ?? []), ...argv];
+    this.child = spawn(cmd, args, {
       cwd: ROOT,
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, TCCL_LOG_LEVEL: process.env.TCCL_TEST_LOG_LEVEL ?? 'warn', ...options.env },

@@ -124,7 +124,7 @@ t.test('two peer groups are isolated', async (t) => {
 });
 
 t.test('peers on different loopback addresses share one run', async (t) => {
-  const { master, address } = await startMaster(t, { host: '0.0.0.0' });
+  const { master, address } = await startMaster(t, { host: '0.0.0.0', insecure: true });
   const a = await connect(t, { master: address });
   const peers = [
     connect(t, { master: address, listenHost: '127.0.0.2', advertiseAddress: '127.0.0.2' }),

@@ -20,7 +20,7 @@ t.test('--help of every command', async (t) => {
   t.equal(top.code, 0);
   for (const c of ['master', 'check', 'token', 'demo', 'bench', 'stress']) t.match(top.out, new RegExp(`\\n  ${c} `), `lists ${c}`);
   const expect: Record<string, RegExp[]> = {
-    master: [/Usage: tccl master \[options\]/, /--etcd <urls>/, /--etcd-ttl <s>/, /--resume-window-ms <n>/, /--js-hang-timeout-ms <n>/, /--http-port <n>/, /--log-format <format>/, /--token-file <file>/, /default: 48148/],
+    master: [/Usage: tccl master \[options\]/, /--etcd <urls>/, /--etcd-ttl <s>/, /--resume-window-ms <n>/, /--js-hang-timeout-ms <n>/, /--http-port <n>/, /--log-format <format>/, /--token-file <file>/, /default:\s+48148/, /--insecure/, /--metrics-token-file <file>/],
     check: [/Usage: tccl check \[options\]/, /--master <host:port>/, /--data-port <n>/, /--advertise-address/],
     token: [/Usage: tccl token \[options\]/, /--out <file>/, /--force/],
     demo: [/Usage: tccl demo \[options\]/, /--no-train/, /--http-port/],

@@ -1,7 +1,7 @@
 // The rebuild of a group from its peers' reports (lib/master/resume.ts) and the coordinator's resume window,
 // in-process with a fake clock.
 import t from 'tap';
-import { RejoinReport, allReported, checkReport, planRebuild } from '../../lib/master/resume';
+import { MAX_EPOCH, MAX_EPOCH_LEAD, RejoinReport, allReported, checkAgainstReports, checkReport, planRebuild } from '../../lib/master/resume';
 import type { ResumeReport } from '../../lib/protocol';
 import { Sim } from '../helpers/coordinator-sim';
 
@@ -11,9 +11,9 @@ const rep = (over: Partial<ResumeReport> = {}): ResumeReport => ({
 });
 const rj = (peer: string, report: ResumeReport): RejoinReport => ({ peer, group: 0, host: '127.0.0.1', port: 4000, report });
 
-t.test('planRebuild: the newest ring orders the members; those it left out are excluded; pending stay pending', async (t) => {
+t.test('planRebuild: the newest ring orders the members; those two reporters of it left out are excluded; pending stay pending', async (t) => {
   const plan = planRebuild([
-    rj('p3', rep()),
+    rj('p3', rep({ epoch: 4, ring: ring('p1', 'p3', 'p5') })),
     rj('p1', rep({ epoch: 4, ring: ring('p1', 'p3', 'p5') })), // p2 was dropped in epoch 4, p5 accepted
     rj('p2', rep()),
     rj('p5', rep({ epoch: 0, member: false, ring: [] })), // never got ring 4
@@ -23,7 +23,39 @@ t.test('planRebuild: the newest ring orders the members; those it left out are e
   t.same(plan.members, ['p1', 'p3', 'p5'], 'ring order of the newest epoch; the accepted joiner is a member');
   t.same(plan.pending, ['p7']);
   t.same(plan.excluded.map((x) => x.peer), ['p2']);
-  t.match(plan.excluded[0].reason, /re-formed without it by epoch 4/);
+  t.match(plan.excluded[0].reason, /re-formed without it by epoch 4 \(as p1, p3 report\)/);
+  const one = planRebuild([rj('p3', rep()), rj('p1', rep({ epoch: 4, ring: ring('p1', 'p3') })), rj('p2', rep())]);
+  t.same(one.members, ['p1', 'p3', 'p2'], 'one reporter of the newer ring is not enough to leave p2 out: it stays, after the ring');
+  t.same(one.excluded, []);
+});
+
+t.test('planRebuild and checks: forged reports (epoch 2^53-1, far ahead, a one-member ring) decide nothing', async (t) => {
+  t.match(checkReport(rj('p1', rep({ epoch: 2 ** 53 - 1 }))), /beyond any run/);
+  t.match(checkReport(rj('p1', rep({ epoch: MAX_EPOCH + 1 }))), /beyond any run/);
+  const others = [rj('p2', rep()), rj('p3', rep())];
+  t.match(checkAgainstReports(rj('p1', rep({ epoch: 3 + MAX_EPOCH_LEAD + 1 })), others), /report at most 3: an epoch that far ahead is refused/);
+  t.equal(checkAgainstReports(rj('p1', rep({ epoch: 4, ring: ring('p1', 'p2') })), others), undefined, 'one epoch ahead: a crash during a re-form');
+  // The forger reports first (nothing to compare with yet): the plan leaves it out.
+  const far = planRebuild([rj('p1', rep({ epoch: 1000, ring: ring('p1') })), ...others]);
+  t.equal(far.fromEpoch, 3);
+  t.same(far.members, ['p2', 'p3']);
+  t.match(far.excluded, [{ peer: 'p1', reason: /claims epoch 1000, far ahead/ }]);
+  // epoch + 1 and a ring of itself: the others stay members.
+  const self = planRebuild([rj('p1', rep({ epoch: 4, ring: ring('p1') })), ...others]);
+  t.same(self.members, ['p1', 'p2', 'p3'], 'nobody evicted');
+  t.same(self.excluded, []);
+  t.equal(allReported(new Map([['p1', rj('p1', rep({ epoch: 4, ring: ring('p1') }))]])), false, 'a one-member ring alone waits for the window');
+  const m = new Map([['p1', rj('p1', rep({ epoch: 4, ring: ring('p1') }))], ['p2', rj('p2', rep())]]);
+  t.equal(allReported(m), false, 'p3, named by p2, may still report');
+});
+
+t.test('coordinator: a forged one-member ring reported last does not evict the others', async (t) => {
+  const sim = new Sim({ resumeWindowMs: 2000 });
+  sim.rejoin('p2', rep());
+  sim.rejoin('p3', rep());
+  t.match(sim.rejoin('p1', rep({ epoch: 1 << 20, ring: ring('p1') })), /far ahead is refused/, 'an epoch far ahead is refused at once');
+  t.equal(sim.rejoin('p1', rep({ epoch: 4, ring: ring('p1') })), undefined);
+  t.same(sim.core.groupsInfo()[0], { peerGroup: 0, epoch: 5, members: ['p1', 'p2', 'p3'], pending: [] }, 'everyone is in the rebuilt ring');
 });
 
 t.test('planRebuild: a commit some members saw goes to the members of that epoch', async (t) => {

@@ -134,6 +134,9 @@ async function poll() {
     if (events.length > 2000) events.splice(0, events.length - 2000);
     document.getElementById('master').textContent =
       `master ${s.master.address} · up ${Math.round(s.master.uptimeSeconds)} s${s.master.auth ? ' · token required' : ''}`;
+    const warn = document.getElementById('warnings');
+    warn.textContent = (s.master.warnings || []).join('\n');
+    warn.hidden = !(s.master.warnings || []).length;
     renderTotals(s);
     renderGroups(s);
     renderChart(s);

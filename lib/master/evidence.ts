@@ -1,0 +1,96 @@
+/**
+ * Evidence before eviction: what the master does with a member's `lost` report (a ring neighbour it cannot
+ * reach). One report is an accusation, not a verdict: the accuser may be the one whose network is broken.
+ * Pure logic over the accusations of one group, on the coordinator's clock (no sockets); the group carries out
+ * the verdict and the feed records it with its evidence (docs/security.md, "Evidence before eviction").
+ *
+ * The rules, in order, for "A reports B lost":
+ * 1. B's control connection is silent too (no heartbeat for `silentMs`): B is dropped.
+ * 2. B was reported by two or more different members (within `windowMs`): B is dropped.
+ * 3. A reported two or more different members, all alive on their control connections: A is dropped (a member
+ *    that cannot reach successive neighbours is the one at fault).
+ * 4. A second report between the same two members (either way), with nothing else against either: the master
+ *    cannot tell the two ends of one broken link apart; it keeps the member that joined first and drops the other.
+ * 5. Otherwise (a first report, both alive): nobody is dropped; the group re-forms (a new epoch re-dials every
+ *    link, which is all a NAT's dropped idle connection needs), in an order where A and B are not neighbours when
+ *    the group has four members or more (the run goes on without the suspect link, and the next report, if any,
+ *    says which of the two is at fault by rules 2 and 3).
+ *
+ * @example
+ * ```ts
+ * const ev = new Evidence({ silentMs: 1500 });
+ * ev.judge({ accuser: 'p1', accused: 'p2', members: ['p1', 'p2', 'p3'], now, lastSeen }); // { kind: 'reform', ... }
+ * ```
+ */
+import { peerNumber } from './resume';
+
+export interface EvidenceOptions {
+  /** A member with no heartbeat for this long is silent on its control connection (ms). */
+  silentMs: number;
+  /** Reports older than this are forgotten (ms; default 10 minutes). */
+  windowMs?: number;
+}
+
+/** What the master does about one report, and why. */
+export type Verdict =
+  | { kind: 'drop'; peer: string; why: string }
+  | { kind: 'reform'; order: readonly string[]; why: string };
+
+interface Report { accuser: string; accused: string; at: number }
+
+/** At most this many reports are remembered per group. */
+const MAX_REPORTS = 1024;
+
+export class Evidence {
+  private reports: Report[] = [];
+  private readonly windowMs: number;
+
+  constructor(private readonly options: EvidenceOptions) {
+    this.windowMs = options.windowMs ?? 600_000;
+  }
+
+  /**
+   * Judges "accuser reports accused lost". `members`: the ring order; `lastSeen`: when a member's control
+   * connection last carried a heartbeat (undefined: unknown, taken as silent).
+   */
+  judge(r: { accuser: string; accused: string; members: readonly string[]; now: number; lastSeen: (peer: string) => number | undefined }): Verdict {
+    const { accuser, accused, members, now } = r;
+    this.reports = this.reports.filter((x) => now - x.at < this.windowMs && members.includes(x.accuser) && members.includes(x.accused));
+    const seen = r.lastSeen(accused);
+    if (seen === undefined || now - seen > this.options.silentMs) {
+      return { kind: 'drop', peer: accused, why: seen === undefined ? 'its control connection is not known to be alive' : `its control connection is silent too (${Math.round(now - seen)} ms)` };
+    }
+    this.reports.push({ accuser, accused, at: now });
+    if (this.reports.length > MAX_REPORTS) this.reports.shift();
+    const accusers = new Set(this.reports.filter((x) => x.accused === accused).map((x) => x.accuser));
+    if (accusers.size >= 2) return { kind: 'drop', peer: accused, why: `reported lost by ${accusers.size} members (${[...accusers].join(', ')})` };
+    const targets = new Set(this.reports.filter((x) => x.accuser === accuser).map((x) => x.accused));
+    if (targets.size >= 2) {
+      return { kind: 'drop', peer: accuser, why: `it reported ${targets.size} different members lost (${[...targets].join(', ')}) that are alive: its own links are at fault` };
+    }
+    const pair = this.reports.filter((x) => (x.accuser === accuser && x.accused === accused) || (x.accuser === accused && x.accused === accuser));
+    if (pair.length >= 2) {
+      const younger = peerNumber(accuser) > peerNumber(accused) ? accuser : accused;
+      return { kind: 'drop', peer: younger, why: `the link between ${accuser} and ${accused} failed ${pair.length} times with both alive; the one that joined later goes` };
+    }
+    const order = separate(members, accuser, accused);
+    return { kind: 'reform', order, why: order === members ? 'a first report with both alive: re-forming to re-dial the links' : `a first report with both alive: re-forming with ${accuser} and ${accused} apart` };
+  }
+}
+
+/** `members` with `b` moved so that it is not next to `a` in the ring (unchanged when that is impossible: under 4). */
+export function separate(members: readonly string[], a: string, b: string): readonly string[] {
+  const n = members.length;
+  const adjacent = (order: readonly string[]) => {
+    const i = order.indexOf(a);
+    const j = order.indexOf(b);
+    return (i - j + n) % n === 1 || (j - i + n) % n === 1;
+  };
+  if (n < 4 || !adjacent(members)) return members;
+  const rest = members.filter((x) => x !== b);
+  for (let k = 0; k <= rest.length; k++) {
+    const order = [...rest.slice(0, k), b, ...rest.slice(k)];
+    if (!adjacent(order)) return order;
+  }
+  return members;
+}
