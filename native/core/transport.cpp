@@ -94,22 +94,11 @@ Transport::Transport(const TransportOptions& options) : options_(options), segme
     options_.ioThreads = static_cast<int>(std::clamp<unsigned>(std::min<unsigned>(hw == 0 ? 2 : hw, options_.connections), 1, 2));
   }
   segments_->bytes = options_.maxSegmentBytes;
+  if (options_.maxHandshakes < 1) options_.maxHandshakes = 1;
+  earlyBudget_ = Budget(options_.maxEarlyBytesPerPeer, options_.maxEarlyBytes);
 }
 
 Transport::~Transport() { close(); }
-
-void Transport::spawn(std::function<void()> body) {
-  {
-    std::lock_guard<std::mutex> lock(threadsMu_);
-    ++activeThreads_;
-  }
-  std::thread([this, body = std::move(body)] {
-    body();
-    std::lock_guard<std::mutex> lock(threadsMu_);
-    --activeThreads_;
-    threadsCv_.notify_all();
-  }).detach();
-}
 
 void Transport::start() {
   net::initSockets();
@@ -119,9 +108,32 @@ void Transport::start() {
     io_.push_back(std::make_unique<IoThread>());
     if (io_.back()->waker.fd() == static_cast<net::NativeSocket>(-1)) throw std::runtime_error("cannot create the I/O thread's wake-up channel");
   }
-  for (auto& io : io_) io->thread = std::thread([this, p = io.get()] { ioLoop(*p); });
-  acceptThread_ = std::thread([this] { acceptLoop(); });
-  serviceThread_ = std::thread([this] { serviceLoop(); });
+  handshakeWaker_ = std::make_unique<net::Waker>();
+  if (handshakeWaker_->fd() == static_cast<net::NativeSocket>(-1)) throw std::runtime_error("cannot create the handshake thread's wake-up channel");
+  // A thread that cannot be created throws std::system_error here, on the caller's thread (the addon turns it
+  // into an error); no thread is ever created later.
+  try {
+    for (auto& io : io_) io->thread = std::thread([this, p = io.get()] { ioLoop(*p); });
+    handshakeThread_ = std::thread([this] { handshakeLoop(); });
+    serviceThread_ = std::thread([this] { serviceLoop(); });
+  } catch (const std::exception& e) {
+    close();
+    throw std::runtime_error(std::string("cannot start the transport's threads: ") + e.what());
+  }
+}
+
+TransportStats Transport::stats() const {
+  TransportStats s;
+  s.handshakesPending = statHandshakesPending_.load();
+  s.handshakesRefused = statRefused_.load();
+  s.handshakesEvicted = statEvicted_.load();
+  s.acceptExhausted = statExhausted_.load();
+  s.earlyRefused = statEarlyRefused_.load();
+  s.redials = statRedials_.load();
+  s.internalErrors = statInternalErrors_.load();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.earlyBytes = earlyBudget_.used();
+  return s;
 }
 
 void Transport::post(std::function<void()> task) {
@@ -171,7 +183,7 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
     departed_.clear();
     nextSeq_.clear();
     early_.clear();
-    earlyBytes_ = 0;
+    earlyBudget_.reset();
     earlyAborts_.clear();
     // Dial the ring's right neighbour now, so the first operation does not pay for the connection set-up.
     if (peers_.size() > 1) {
@@ -180,6 +192,7 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
     }
   }
   configured_.notify_all();
+  if (handshakeWaker_) handshakeWaker_->wake();  // hellos waiting for this epoch are judged now
   for (auto& link : oldLinks) {
     std::lock_guard<std::mutex> lock(link->mu);
     link->dead = true;
@@ -218,7 +231,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
       if (ef != early_.end()) {
         replay.swap(ef->second);
         early_.erase(ef);
-        for (auto& f : replay) earlyBytes_ -= f.header.length;
+        for (auto& f : replay) earlyBudget_.release(f.from, earlyCharge(f.header.length));
       }
       OpError gone = departedBlocking(*op);
       auto ab = earlyAborts_.find(op->key);
@@ -227,13 +240,16 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
       } else if (gone) {
         early = gone;
       } else if (ab != earlyAborts_.end()) {
-        early = ab->second;
+        early = ab->second.second;
       } else {
         op->expectWork(1);  // held until start() returns (released below)
         op->prepare();
         ops_[op->key] = op;
       }
-      if (ab != earlyAborts_.end()) earlyAborts_.erase(ab);
+      if (ab != earlyAborts_.end()) {
+        earlyBudget_.release(ab->second.first, ab->second.second.message.size());
+        earlyAborts_.erase(ab);
+      }
     }
   }
   if (early) {
@@ -260,6 +276,13 @@ void Transport::replayEarly(const std::shared_ptr<Operation>& op, std::vector<Ea
     if (f.header.length && dst != f.payload.get()) std::memcpy(dst, f.payload.get(), f.header.length);
     op->onPayload(*this, f.from, f.header, dst);
   }
+}
+
+std::string Transport::peerName(int peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer < 0 || peer >= static_cast<int>(peers_.size())) return "peer #" + std::to_string(peer);
+  const PeerInfo& p = peers_[static_cast<size_t>(peer)];
+  return p.id + " (" + p.host + ":" + std::to_string(p.port) + ")";
 }
 
 std::shared_ptr<Operation> Transport::findOp(const OpKey& key) {
@@ -321,6 +344,7 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
   if (h.aux == 0 || h.aux > static_cast<uint32_t>(ErrorCode::InvalidArgument)) code = ErrorCode::Aborted;
   OpError err{code, message, ""};
   std::shared_ptr<Operation> op;
+  bool overBudget = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (h.offset > 0 && h.offset <= peers_.size()) err.peer = peers_[h.offset - 1].id;
@@ -328,16 +352,28 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
     if (!op) {
       auto next = nextSeq_.find(key.tag);
       if (next != nextSeq_.end() && key.seq < next->second) return;  // finished or failed here already
-      // Not started here yet: remember, so that starting it fails at once; tell the others once.
+      // Not started here yet: remember, so that starting it fails at once; tell the others once. What is
+      // remembered is charged to the sender's early budget: a flood of aborts for operations that never start
+      // closes the connection that brought it instead of growing without bound.
       if (earlyAborts_.count(key)) return;
-      earlyAborts_[key] = err;
+      if (!earlyBudget_.charge(conn->peer, err.message.size())) {
+        overBudget = true;
+      } else {
+        earlyAborts_[key] = {conn->peer, err};
+      }
     }
+  }
+  if (overBudget) {
+    statEarlyRefused_++;
+    log("closing a connection from " + peerName(conn->peer) + ": it sent aborts for more operations not started here than the early budget holds");
+    onConnectionLost(conn, "too many aborts for operations not started here (early budget of " + std::to_string(earlyBudget_.perPeerCap()) + " bytes)", false);
+    return;
   }
   if (op) fail(op, err, true);
   else broadcastControl(h, message, conn->peer);
 }
 
-void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why) {
+void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial) {
   bool wasDead = conn->dead.exchange(true);
   conn->sock.shutdownBoth();
   if (wasDead || closing_.load() || conn->saidGoodbye.load()) return;
@@ -569,7 +605,12 @@ void Transport::serviceLoop() {
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      task();
+      try {
+        task();
+      } catch (const std::exception& e) {
+        statInternalErrors_++;
+        log(std::string("service thread: ") + e.what());
+      }
       lock.lock();
     }
     // Progress deadlines.
@@ -592,7 +633,7 @@ void Transport::serviceLoop() {
 
 void Transport::close() {
   if (closing_.exchange(true)) {
-    if (acceptThread_.joinable()) acceptThread_.join();
+    if (handshakeThread_.joinable()) handshakeThread_.join();
     if (serviceThread_.joinable()) serviceThread_.join();
     for (auto& io : io_)
       if (io->thread.joinable()) io->thread.join();
@@ -607,17 +648,19 @@ void Transport::close() {
     abandonedOps_ = !pending.empty();
   }
   configured_.notify_all();
+  if (handshakeWaker_) handshakeWaker_->wake();
   for (auto& op : pending) fail(op, {ErrorCode::Closed, "the engine was closed while the operation was running", ""}, false);
-  for (auto& link : links) {
-    std::lock_guard<std::mutex> lock(link->mu);
-    link->dead = true;
-  }
   // Tell the members which operations we ran, so that they finish those with what we already sent instead of
   // taking our end of stream for a crash; then a lingering close: wait (bounded) for them to read it and answer
   // with their end of stream, because closing with unread data would reset the connections.
   sayGoodbye();
   serviceCv_.notify_all();
-  if (acceptThread_.joinable()) acceptThread_.join();
+  // The handshake thread finishes the hellos under way (bounded), admitting with a goodbye what completes.
+  if (handshakeThread_.joinable()) handshakeThread_.join();
+  for (auto& link : links) {
+    std::lock_guard<std::mutex> lock(link->mu);
+    link->dead = true;
+  }
   if (serviceThread_.joinable()) serviceThread_.join();
   listener_.close();
   int64_t lingerUntil = nowMs() + kLingerMs;
@@ -636,27 +679,11 @@ void Transport::close() {
   }
   for (auto& io : io_)
     if (io->thread.joinable()) io->thread.join();
-  // Dialling and greeting threads see closing_ and end by themselves; connections they made meanwhile are shut.
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(threadsMu_);
-      if (activeThreads_ == 0) break;
-      threadsCv_.wait_for(lock, std::chrono::milliseconds(50));
-    }
-    std::vector<std::shared_ptr<Connection>> more;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      more = connections_;
-      for (auto& c : handshaking_) more.push_back(c);
-    }
-    for (auto& c : more) {
-      c->dead = true;
-      c->sock.shutdownBoth();
-    }
-  }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& c : connections_) c->sock.shutdownBoth();
-  for (auto& c : handshaking_) c->sock.shutdownBoth();
+  for (auto& c : connections_) {
+    c->dead = true;
+    c->sock.shutdownBoth();
+  }
   connections_.clear();
   links_.clear();
 }
