@@ -384,9 +384,14 @@ void Transport::giveUp(Handshake& h, const std::string& err, ErrorCode code) {
 void Transport::admit(const std::shared_ptr<Connection>& conn) {
   bool farewell;
   std::vector<std::pair<FrameHeader, std::string>> pending;
+  std::vector<std::shared_ptr<Connection>> replaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (conn->epoch != epoch_) return;  // re-formed meanwhile: the socket closes with the connection
+    // The peer dialled connection `index` again: it lost the one we still hold (a path that died silently here).
+    if (!conn->outgoing)
+      for (auto& c : connections_)
+        if (!c->outgoing && c->peer == conn->peer && c->index == conn->index && !c->dead.load()) replaced.push_back(c);
     connections_.push_back(conn);
     farewell = closing_.load();
     if (!farewell && conn->link) {
@@ -395,6 +400,7 @@ void Transport::admit(const std::shared_ptr<Connection>& conn) {
       pending.swap(conn->link->pendingControl);
     }
   }
+  for (auto& c : replaced) onConnectionLost(c, "the peer replaced this connection (it lost it)");
   for (auto& [h, message] : pending) enqueueControl(conn, h, std::move(message), false);
   // Established while this transport closes: it says goodbye on it too, or the peer would take its end for a crash.
   if (farewell) enqueueControl(conn, goodbyeHeader(), goodbyeBody(), true);

@@ -146,6 +146,7 @@ bool Transport::pumpWrite(Connection& c, int takes, bool* wrote) {
       written -= left;
       c.outOffset = 0;
       if (f.op) {
+        c.lastDataMs = now;
         std::shared_ptr<Operation> op = std::move(f.op);
         op->bytesSent += FrameHeader::kWireSize + f.length;
         op->lastProgressMs = now;
@@ -168,6 +169,7 @@ bool Transport::onFrameHeader(Connection& c, std::string& why, bool& rejectEarly
     return true;
   }
   OpKey key{h.tag, h.seq};
+  c.lastDataMs = nowMs();
   std::shared_ptr<Operation> op;
   if (c.cachedOp && c.cachedKey == key && !c.cachedOp->isDone()) {
     op = c.cachedOp;
@@ -330,6 +332,7 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
   Connection& c = *conn;
   size_t budget = kReadBudgetBytes;
   auto ended = [&](long r) {
+    if (r == -1) c.endOfStream = true;
     why = r == -1 ? (c.rx == Rx::Header && c.inEnd == c.inPos ? "connection closed by peer" : "connection closed in the middle of a frame")
                   : "read failed: " + net::lastSocketError();
     return false;

@@ -181,6 +181,7 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
     brokenReason_.clear();
     brokenPeer_.clear();
     departed_.clear();
+    awaitedRedials_.clear();
     nextSeq_.clear();
     early_.clear();
     earlyBudget_.reset();
@@ -383,8 +384,34 @@ void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const 
     // Its goodbye came on another connection: this one's end (even a reset) is part of the departure.
     auto d = departed_.find(conn->peer);
     if (d != departed_.end() && !d->second.abrupt) return;
+    if (mayRedial && redialable(*conn)) {
+      // Nothing can have been lost with it: no operation is in flight here, none of the peer's is waiting here, and
+      // it carried no data for a while. The dialling side connects again; the group stays (a NAT's idle timeout).
+      connections_.erase(std::remove(connections_.begin(), connections_.end(), conn), connections_.end());
+      if (conn->outgoing && conn->link) {
+        std::lock_guard<std::mutex> l2(conn->link->mu);
+        auto& cs = conn->link->conns;
+        cs.erase(std::remove(cs.begin(), cs.end(), conn), cs.end());
+        if (!conn->link->dead) queueDial(conn->link, conn->index, true);
+      } else {
+        // The peer must dial it again soon; if it does not (it is gone), the group breaks then.
+        awaitedRedials_.push_back({conn->peer, conn->index, nowMs() + 2 * static_cast<int64_t>(options_.connectTimeoutMs) + 1000, why});
+      }
+      return;
+    }
   }
   breakEpoch(conn->epoch, conn->peer, why, true);
+}
+
+bool Transport::redialable(const Connection& conn) const {
+  if (conn.endOfStream.load() || !ops_.empty() || !brokenReason_.empty()) return false;
+  if (nowMs() - conn.lastDataMs.load() < options_.redialQuietMs) return false;
+  for (auto& [key, frames] : early_)
+    for (auto& f : frames)
+      if (f.from == conn.peer) return false;
+  for (auto& [key, abort] : earlyAborts_)
+    if (abort.first == conn.peer) return false;
+  return true;
 }
 
 void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code) {
@@ -613,8 +640,25 @@ void Transport::serviceLoop() {
       }
       lock.lock();
     }
-    // Progress deadlines.
+    // Incoming connections lost while idle that their peer has not dialled again in time: it is gone.
     int64_t now = nowMs();
+    for (auto it = awaitedRedials_.begin(); it != awaitedRedials_.end();) {
+      bool back = false;
+      for (auto& c : connections_)
+        back = back || (!c->outgoing && c->peer == it->peer && c->index == it->index && !c->dead.load());
+      if (back || now < it->deadlineMs) {
+        it = back ? awaitedRedials_.erase(it) : std::next(it);
+        continue;
+      }
+      AwaitedRedial lost = *it;
+      awaitedRedials_.erase(it);
+      uint64_t epoch = epoch_;
+      lock.unlock();
+      breakEpoch(epoch, lost.peer, lost.why + " (and it did not connect again)", true);
+      lock.lock();
+      it = awaitedRedials_.begin();
+    }
+    // Progress deadlines.
     std::vector<std::shared_ptr<Operation>> expired;
     for (auto& [key, op] : ops_)
       if (op->timeoutMs > 0 && now - op->lastProgressMs.load() > op->timeoutMs) expired.push_back(op);

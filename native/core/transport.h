@@ -308,6 +308,8 @@ class Transport {
   // A connection ended (I/O thread, or any thread whose write failed; no lock held). Breaks the epoch, unless it
   // can be dialled again without losing anything (see TransportOptions::redialQuietMs).
   void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial = true);
+  // Whether a lost connection can be replaced without breaking the epoch (see redialQuietMs). Caller holds mu_.
+  bool redialable(const Connection& conn) const;
   void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
   void finishFailure(std::shared_ptr<Operation> op, OpError error);
@@ -363,6 +365,14 @@ class Transport {
     std::map<uint64_t, uint32_t> ran;
   };
   std::map<int, Departure> departed_;
+  // Incoming connections lost while idle (onConnectionLost): their peer must dial them again by the deadline.
+  struct AwaitedRedial {
+    int peer;
+    int index;
+    int64_t deadlineMs;
+    std::string why;
+  };
+  std::vector<AwaitedRedial> awaitedRedials_;
   bool abandonedOps_ = false;  // close() failed operations in flight: its goodbye says so
   // Counters (stats()).
   mutable std::atomic<uint64_t> statHandshakesPending_{0}, statRefused_{0}, statEvicted_{0}, statExhausted_{0}, statEarlyRefused_{0},

@@ -62,7 +62,10 @@ struct Transport::Connection {
   std::shared_ptr<Link> link;
   // When it last carried a data frame either way (transport clock): a connection lost after a quiet spell while no
   // operation is in flight is dialled again (onConnectionLost).
-  std::atomic<int64_t> lastDataMs{0};  // outgoing connections serve their link's queue
+  std::atomic<int64_t> lastDataMs{0};
+  // The peer ended the stream without a goodbye: its process exited or closed the socket, which a path failure
+  // (a reset, a timeout) never does, so such a loss is never taken for one and re-dialled.
+  std::atomic<bool> endOfStream{false};  // outgoing connections serve their link's queue
   std::atomic<bool> dead{false};
   // The peer said goodbye on this connection: its end of stream is a departure, not a loss.
   std::atomic<bool> saidGoodbye{false};

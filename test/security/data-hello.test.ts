@@ -3,10 +3,12 @@
 // a member that sends frames for operations that never start, or aborts for them, is cut off once it passes its
 // early budget, and the memory the target holds stays under the cap.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { ticketFromToken } from '../../lib/group';
 import { startPeer, stopAll, PeerHandle } from '../helpers/ring';
-import { sampleProcess } from './limits';
+import { PeerProcess } from '../harness/process';
+import { sampleProcess, setSoftFdLimit } from './limits';
 
 const TOKEN = 'hello-test-token';
 const TICKET = ticketFromToken(TOKEN);
@@ -160,6 +162,29 @@ t.test('forged hellos, early frames and abort floods on a data port', { skip }, 
     const s = await stats();
     t.ok(s.stats.handshakesRefused >= cases.length, `refusals counted (${s.stats.handshakesRefused})`);
     t.ok(s.threads <= base.threads + 2, `no thread per connection (${s.threads} threads, ${base.threads} before)`);
+  });
+
+  t.test('out of descriptors: accept() fails with EMFILE, the oldest stranger makes room, no spin, no crash', async (t) => {
+    // The target may open only ~150 more descriptors, far fewer than maxHandshakes (512): the flood runs it out.
+    epoch++;
+    await configure();
+    const before = sampleProcess(target.pid);
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${target.pid}/limits`, 'utf8'))?.[1]);
+    setSoftFdLimit(target.pid, before.fds + 150);
+    const flooder = new PeerProcess('test/fixtures/flooder.ts');
+    t.teardown(() => flooder.stop());
+    await flooder.ready;
+    const flood = flooder.request('flood', { port: target.port, count: 2000, ms: 6000, sources: 20 }, 60_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await member(target.port, epoch);
+    t.pass('a member is still admitted while the descriptors are exhausted');
+    during.resetAndDestroy();
+    await flood;
+    const s = await stats();
+    t.ok(s.stats.acceptExhausted > 0, `accept() ran out of descriptors (${s.stats.acceptExhausted} times) and the process lives`);
+    t.ok(s.threads <= base.threads + 2, `no thread per connection (${s.threads} threads)`);
+    t.equal(s.stats.internalErrors, 0, 'no internal error on a transport thread');
+    setSoftFdLimit(target.pid, soft);
   });
 
   t.test('early frames for operations that never start: cut off at the early budget', async (t) => {

@@ -34,6 +34,11 @@ export function setFdLimit(pid: number, n: number): void {
   execFileSync('prlimit', ['--pid', String(pid), `--nofile=${n}:${n}`]);
 }
 
+/** Sets only a process's soft descriptor limit (lowering and raising it back up to the hard limit needs no privilege). */
+export function setSoftFdLimit(pid: number, n: number): void {
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${n}:`]);
+}
+
 /** Threads and open descriptors of a process. */
 export function sampleProcess(pid: number): { threads: number; fds: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
