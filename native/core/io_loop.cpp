@@ -86,7 +86,7 @@ bool Transport::takeFrames(Connection& c) {
     else link.queues.splice(link.queues.end(), link.queues, front);
     f.op->activeTransfers++;
     if (f.op->isDone()) {  // failed after it queued this frame: it is not sent
-      f.op->activeTransfers--;
+      f.op->releaseTransfer();
       continue;
     }
     item.header.encode(f.head);
@@ -151,7 +151,7 @@ bool Transport::pumpWrite(Connection& c, int takes, bool* wrote) {
         op->bytesSent += FrameHeader::kWireSize + f.length;
         op->lastProgressMs = now;
         op->finishWork(*this);
-        op->activeTransfers--;
+        op->releaseTransfer();
       }
       c.out.pop_front();
     }
@@ -216,7 +216,7 @@ bool Transport::onFrameHeader(Connection& c, std::string& why, bool& rejectEarly
     c.rx = Rx::Data;
     return true;
   }
-  op->activeTransfers--;
+  op->releaseTransfer();
   c.rx = Rx::Discard;
   return true;
 }
@@ -231,7 +231,7 @@ void Transport::onFrameComplete(Connection& c) {
         op->onPayload(*this, c.peer, h, c.rxDst);
         op->lastProgressMs = nowMs();
       }
-      op->activeTransfers--;
+      op->releaseTransfer();
       break;
     }
     case Rx::Early: {
@@ -286,7 +286,7 @@ bool Transport::writeNow(const std::shared_ptr<Link>& link) {
 // Releases what a connection holds of operations (a frame half read or half written) when it goes away.
 void Transport::releaseTransfers(Connection& c) {
   if (c.rx == Rx::Data && c.rxOp) {
-    c.rxOp->activeTransfers--;
+    c.rxOp->releaseTransfer();
     c.rxOp.reset();
   }
   if (c.rx == Rx::Early && c.rxEarly) {
@@ -298,7 +298,7 @@ void Transport::releaseTransfers(Connection& c) {
   c.cachedOp.reset();
   std::lock_guard<std::mutex> tx(c.txMu);
   for (OutFrame& f : c.out)
-    if (f.op) f.op->activeTransfers--;
+    if (f.op) f.op->releaseTransfer();
   c.out.clear();
   c.released = true;  // no thread takes frames for it again
 }
@@ -322,7 +322,7 @@ void Transport::detachFailed(Connection& c) {
     } else {
       it = c.out.erase(it);
     }
-    op->activeTransfers--;
+    op->releaseTransfer();
   }
 }
 
@@ -378,7 +378,7 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
       size_t need = c.rxHeader.length - c.rxGot;
       // A payload going into operation memory stops there once the op has failed: the rest is discarded.
       if (c.rx == Rx::Data && c.rxOp->isDone()) {
-        c.rxOp->activeTransfers--;
+        c.rxOp->releaseTransfer();
         c.rxOp.reset();
         c.rx = Rx::Discard;
       }
@@ -461,7 +461,7 @@ void Transport::ioLoop(IoThread& io) {
         // A payload half read into the memory of an op that failed meanwhile is discarded from here on, so the
         // failing op's clean-up need not wait for the rest of it; its frames being written let go of it too.
         if (c->rx == Rx::Data && c->rxOp && c->rxOp->isDone()) {
-          c->rxOp->activeTransfers--;
+          c->rxOp->releaseTransfer();
           c->rxOp.reset();
           c->rx = Rx::Discard;
         }

@@ -598,7 +598,7 @@ void Transport::finishFailure(std::shared_ptr<Operation> op, OpError error) {
   // Runs on the service thread: wait until no thread reads or writes op memory.
   // The I/O threads let go promptly (woken by fail()): a payload half read into op memory is discarded from there
   // on, a frame half written from it has its rest copied out, frames not started are dropped.
-  while (op->activeTransfers.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  op->waitDrained();
   op->onFailed(error);
   if (op->onSettled) op->onSettled(error);
 }

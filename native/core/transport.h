@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -183,8 +184,19 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Returns true the first time (the caller then settles).
   bool markDone() { return !done_.exchange(true); }
   bool isDone() const { return done_.load(); }
-  // Transfers in progress that read or write op memory; failure waits for them to drain.
+  // Transfers in progress that read or write op memory; failure waits for them to drain (releaseTransfer wakes it).
   std::atomic<int> activeTransfers{0};
+  void releaseTransfer() {
+    if (activeTransfers.fetch_sub(1) == 1 && isDone()) {
+      std::lock_guard<std::mutex> lock(drainMu_);
+      drained_.notify_all();
+    }
+  }
+  // Waits until no transfer touches op memory (the op is done, so none starts). Service thread.
+  void waitDrained() {
+    std::unique_lock<std::mutex> lock(drainMu_);
+    while (activeTransfers.load() > 0) drained_.wait_for(lock, std::chrono::milliseconds(100));
+  }
   std::atomic<uint64_t> bytesSent{0};
   std::atomic<uint64_t> bytesReceived{0};
   // Group facts of the op's epoch, copied at submit so an op never reads a group that configure() replaced.
@@ -195,6 +207,8 @@ class Operation : public std::enable_shared_from_this<Operation> {
  private:
   std::atomic<bool> done_{false};
   std::atomic<uint64_t> pendingWork_{0};
+  std::mutex drainMu_;
+  std::condition_variable drained_;
 };
 
 class Transport {
