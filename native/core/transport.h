@@ -299,36 +299,55 @@ class Transport {
   void log(const std::string& line) const;
 
   // The I/O loop (io_loop.cpp).
+  // Hands an admitted connection to an I/O thread (handshake thread; takes that IoThread's mu).
   void adopt(std::shared_ptr<Connection> conn);
+  // The body of an I/O thread. No lock held between its steps.
   void ioLoop(IoThread& io);
+  // Any thread, no lock needed: wakes the I/O threads that are polling.
   void wakeIo();
+  // The connection's I/O thread, no lock held (takes mu_ briefly for an op lookup or an early frame).
   bool pumpRead(const std::shared_ptr<Connection>& conn, std::string& why);
-  // Writes the frames a connection holds and at most `takes` more batches; the caller holds c.txMu.
+  // Writes the frames a connection holds and at most `takes` more batches; the caller (its I/O thread, or a
+  // thread writing inline through writeNow) holds c.txMu; takes controlMu and the link's mu inside.
   bool pumpWrite(Connection& c, int takes, bool* wrote = nullptr);
   // Writes a first batch of a link's queue from the calling thread when one of its connections is idle; true
-  // when everything queued went out (no I/O thread needs waking).
+  // when everything queued went out (no I/O thread needs waking). Any thread, no lock held on entry.
   bool writeNow(const std::shared_ptr<Link>& link);
+  // Caller holds c.txMu; takes controlMu, then the link's mu.
   bool takeFrames(Connection& c);
-  // Sets up the reading of a frame's payload; false (and why) when the frame breaks the connection.
+  // Sets up the reading of a frame's payload; false (and why) when the frame breaks the connection (rejectEarly:
+  // it passed the early budget). The connection's I/O thread; takes mu_ unless the op is cached.
   bool onFrameHeader(Connection& c, std::string& why, bool& rejectEarly);
+  // The connection's I/O thread; takes mu_ for an early frame.
   void onFrameComplete(Connection& c);
+  // The connection's I/O thread, when it drops the connection; takes mu_, then c.txMu.
   void releaseTransfers(Connection& c);
+  // The connection's I/O thread; takes c.txMu.
   void detachFailed(Connection& c);
+  // Any thread; takes c.controlMu.
   void enqueueControl(const std::shared_ptr<Connection>& c, const FrameHeader& h, std::string payload, bool thenShutdown);
 
   // Frames and failure (transport.cpp).
+  // The service thread's body: tasks, awaited re-dials and progress deadlines every 20 ms; holds mu_ between them.
   void serviceLoop();
+  // A control frame arrived (the connection's I/O thread, no lock held; takes mu_ briefly).
   void handleControl(const std::shared_ptr<Connection>& conn, const FrameHeader& h, const std::string& payload);
   // A connection ended (I/O thread, or any thread whose write failed; no lock held). Breaks the epoch, unless it
   // can be dialled again without losing anything (see TransportOptions::redialQuietMs).
   void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial = true);
   // Whether a lost connection can be replaced without breaking the epoch (see redialQuietMs). Caller holds mu_.
   bool redialable(const Connection& conn) const;
+  // Any thread, no lock held: fails every op of the epoch once (takes mu_, then calls fail()).
   void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
+  // Any thread, no lock held; takes mu_, then links' mu, then connections' controlMu.
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
+  // The service thread, no lock held: waits for the op's transfers to drain, restores, settles.
   void finishFailure(std::shared_ptr<Operation> op, OpError error);
+  // Caller holds mu_.
   std::shared_ptr<Operation> findOp(const OpKey& key);
+  // The service thread, no lock held.
   void replayEarly(const std::shared_ptr<Operation>& op, std::vector<EarlyFrame> frames);
+  // Any thread; takes segments_->mu.
   std::shared_ptr<uint8_t[]> earlyBuffer(size_t bytes);
   // What an early frame of `length` payload bytes costs (earlyBuffer allocates a whole segment for a small one).
   size_t earlyCharge(uint32_t length) const {
@@ -336,7 +355,8 @@ class Transport {
   }
   // "rank3 (127.0.0.1:4000)" for log lines; takes mu_.
   std::string peerName(int peer) const;
-  // Goodbye frames: sent on every connection by close(), handled by handleControl().
+  // Goodbye frames: sent on every connection by close() (its thread), handled by handleControl() (an I/O
+  // thread). Each takes mu_ briefly; none is called with a lock held.
   void sayGoodbye();
   FrameHeader goodbyeHeader() const;
   std::string goodbyeBody();
