@@ -88,6 +88,8 @@ class IncomingHello {
   // The whole hello (and any wait for an epoch) must be over by then.
   int64_t deadlineMs() const { return deadlineMs_; }
   bool expired(int64_t nowMs) const { return nowMs >= deadlineMs_; }
+  // When the driving loop must look at it again: its deadline, or the end of its wait for an epoch.
+  int64_t wakeAtMs() const { return state_ == State::Judging && waitUntilMs_ != 0 ? waitUntilMs_ : deadlineMs_; }
   bool fail() { state_ = State::Refused; return false; }
 
  private:

@@ -130,7 +130,7 @@ struct Transport::Handshake {
     return state == State::Incoming ? in.replyLeft() > 0 : state == State::Connecting || state == State::Sending;
   }
   int64_t wakeAtMs() const {
-    if (state == State::Incoming) return in.deadlineMs();
+    if (state == State::Incoming) return in.wakeAtMs();
     return state == State::Backoff ? nextTryMs : deadlineMs;
   }
 };

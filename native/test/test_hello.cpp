@@ -132,6 +132,7 @@ void testIncomingWaitsForEpoch() {
   in.received(kHelloSize);
   in.judge(g, 0, 50);  // dialler is one epoch ahead: wait until 50
   CHECK(in.state() == IncomingHello::State::Judging);
+  CHECK(in.wakeAtMs() == 50);  // not the hello's deadline, which may pass while it waits
   in.judge(g, 40, 9999);  // the first bound stays
   CHECK(in.state() == IncomingHello::State::Judging);
   GroupView next = g;
