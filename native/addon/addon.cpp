@@ -138,7 +138,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     // Garbage-collected without close(): close on a thread of its own, never on the JS thread.
     if (transport_) {
       auto t = transport_;
-      std::thread([t] { t->close(); }).detach();
+      try {
+        std::thread([t] { t->close(); }).detach();
+      } catch (const std::exception&) {
+        t->close();  // no thread to be had: close here (bounded by the linger) rather than end the process
+      }
     }
   }
 
@@ -332,14 +336,23 @@ class Engine : public Napi::ObjectWrap<Engine> {
     transport_.reset();
     auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "tccl-close", 0, 1);
     auto d = new Napi::Promise::Deferred(deferred);
-    std::thread([t, tsfn, d]() mutable {
+    auto body = [t, tsfn, d]() mutable {
       t->close();
       tsfn.BlockingCall(d, [](Napi::Env env, Napi::Function, Napi::Promise::Deferred* dd) {
         dd->Resolve(env.Undefined());
         delete dd;
       });
       tsfn.Release();
-    }).detach();
+    };
+    try {
+      std::thread(body).detach();
+    } catch (const std::exception&) {
+      // No thread to be had (the process is at its limit): close on this thread, bounded by the linger (~1 s).
+      t->close();
+      tsfn.Release();
+      delete d;
+      deferred.Resolve(env.Undefined());
+    }
     return deferred.Promise();
   }
 
