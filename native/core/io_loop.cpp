@@ -500,6 +500,10 @@ void Transport::ioLoop(IoThread& io) {
       statInternalErrors_++;
       log(std::string("I/O thread: ") + e.what() + "; its connections are closed");
       for (auto& c : conns) onConnectionLost(c, std::string("internal error on an I/O thread: ") + e.what(), false);
+    } catch (...) {
+      statInternalErrors_++;
+      log("I/O thread: unknown exception; its connections are closed");
+      for (auto& c : conns) onConnectionLost(c, "internal error on an I/O thread", false);
     }
   }
   for (auto& c : conns) {

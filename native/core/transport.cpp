@@ -637,9 +637,13 @@ void Transport::serviceLoop() {
       } catch (const std::exception& e) {
         statInternalErrors_++;
         log(std::string("service thread: ") + e.what());
+      } catch (...) {
+        statInternalErrors_++;
+        log("service thread: unknown exception");
       }
       lock.lock();
     }
+    try {
     // Incoming connections lost while idle that their peer has not dialled again in time: it is gone.
     int64_t now = nowMs();
     for (auto it = awaitedRedials_.begin(); it != awaitedRedials_.end();) {
@@ -671,6 +675,12 @@ void Transport::serviceLoop() {
              true);
       }
       lock.lock();
+    }
+    } catch (const std::exception& e) {
+      // Out of memory building a message, most likely: the deadlines are looked at again on the next pass.
+      if (!lock.owns_lock()) lock.lock();
+      statInternalErrors_++;
+      log(std::string("service thread: ") + e.what());
     }
   }
 }
