@@ -192,7 +192,6 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
       linkTo((myIndex_ + 1) % static_cast<int>(peers_.size()), err);
     }
   }
-  configured_.notify_all();
   if (handshakeWaker_) handshakeWaker_->wake();  // hellos waiting for this epoch are judged now
   for (auto& link : oldLinks) {
     std::lock_guard<std::mutex> lock(link->mu);
@@ -377,6 +376,10 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
 void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial) {
   bool wasDead = conn->dead.exchange(true);
   conn->sock.shutdownBoth();
+  if (!wasDead && closing_.load()) {
+    { std::lock_guard<std::mutex> lock(mu_); }  // close() is either before its check or waiting: no lost wake-up
+    connectionsCv_.notify_all();
+  }
   if (wasDead || closing_.load() || conn->saidGoodbye.load()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -701,7 +704,6 @@ void Transport::close() {
     for (auto& [peer, link] : links_) links.push_back(link);
     abandonedOps_ = !pending.empty();
   }
-  configured_.notify_all();
   if (handshakeWaker_) handshakeWaker_->wake();
   for (auto& op : pending) fail(op, {ErrorCode::Closed, "the engine was closed while the operation was running", ""}, false);
   // Tell the members which operations we ran, so that they finish those with what we already sent instead of
@@ -717,15 +719,14 @@ void Transport::close() {
   }
   if (serviceThread_.joinable()) serviceThread_.join();
   listener_.close();
-  int64_t lingerUntil = nowMs() + kLingerMs;
-  for (;;) {
-    bool open = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto& c : connections_) open = open || !c->dead.load();
-    }
-    if (!open || nowMs() > lingerUntil) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  {
+    // Woken by onConnectionLost as each connection ends.
+    std::unique_lock<std::mutex> lock(mu_);
+    connectionsCv_.wait_for(lock, std::chrono::milliseconds(kLingerMs), [&] {
+      for (auto& c : connections_)
+        if (!c->dead.load()) return false;
+      return true;
+    });
   }
   for (auto& io : io_) {
     io->stop = true;

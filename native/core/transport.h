@@ -378,7 +378,6 @@ class Transport {
   std::shared_ptr<SegmentPool> segments_;  // buffers for early frames, reused instead of allocated per frame
 
   mutable std::mutex mu_;  // guards everything below
-  std::condition_variable configured_;
   uint64_t epoch_ = 0;
   int myIndex_ = 0;
   std::vector<PeerInfo> peers_;
@@ -414,6 +413,7 @@ class Transport {
   std::mutex dialMu_;  // guards dials_
   std::vector<std::unique_ptr<Handshake>> dials_;  // queued by queueDial, taken by the handshake thread
   std::condition_variable serviceCv_;
+  std::condition_variable connectionsCv_;  // with mu_: a connection ended while closing (close()'s linger)
   std::deque<std::function<void()>> tasks_;
 };
 
