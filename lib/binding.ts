@@ -43,6 +43,34 @@ export interface NativeEngineOptions {
   connectRetryMs: number;
   /** Local address outgoing connections are bound to (absent: the OS picks). */
   sourceAddress?: string;
+  /** Accepted connections still in their hello; past it the oldest is dropped (default 512). */
+  maxHandshakes?: number;
+  /** Bytes held for operations not started here (early frames, remembered aborts), in total (default 2 GiB). */
+  maxEarlyBytes?: number;
+  /** The same, per peer (default 1 GiB). */
+  maxEarlyBytesPerPeer?: number;
+  /** A connection lost while idle this long, with nothing in flight, is dialled again (default 25000 ms). */
+  redialQuietMs?: number;
+}
+
+/** Counters of the data-plane transport (native/core/transport.h, TransportStats). */
+export interface NativeEngineStats {
+  /** Accepted connections still in their hello. */
+  handshakesPending: number;
+  /** Connections refused: a bad hello, a wrong ticket, epoch or index, or no hello in time. */
+  handshakesRefused: number;
+  /** Connections dropped to keep the unauthenticated ones under maxHandshakes. */
+  handshakesEvicted: number;
+  /** Times accept() found no descriptor left. */
+  acceptExhausted: number;
+  /** Bytes held now for operations not started here. */
+  earlyBytes: number;
+  /** Connections closed for passing the early budget. */
+  earlyRefused: number;
+  /** Lost connections dialled again without breaking the group. */
+  redials: number;
+  /** Exceptions caught on a transport thread. */
+  internalErrors: number;
 }
 
 export interface NativeQuantization {
@@ -98,6 +126,8 @@ export interface NativeEngine {
   exchange(args: NativeExchangeArgs): Promise<NativeOpResult>;
   /** Fails the in-flight operation with this tag here (ABORTED) and tells the other peers. */
   abort(tag: number, message: string): void;
+  /** The transport's counters. */
+  stats(): NativeEngineStats;
   /** Rejects every pending operation with CLOSED, closes every socket and joins the threads. */
   close(): Promise<void>;
 }

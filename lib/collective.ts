@@ -146,6 +146,23 @@ export interface EngineOptions {
    * picks by route). For a host with several addresses that must send from a particular one.
    */
   sourceAddress?: string;
+  /**
+   * Connections accepted on the data port that have not yet said a valid hello (default 512): past this many the
+   * oldest is dropped, so a flood of silent connections holds a bounded number of descriptors (docs/security.md).
+   */
+  maxHandshakes?: number;
+  /**
+   * Bytes this engine holds for operations the other members started before it did (frames that arrive early,
+   * remembered aborts), in total (default 2 GiB) and per member (`maxEarlyBytesPerPeer`, default 1 GiB). A member
+   * that sends more is cut off and the group re-forms.
+   */
+  maxEarlyBytes?: number;
+  maxEarlyBytesPerPeer?: number;
+  /**
+   * A data connection that breaks while no operation is in flight, after carrying no data for this long (default
+   * 25000 ms), is dialled again without breaking the group (a NAT that dropped an idle mapping).
+   */
+  redialQuietMs?: number;
 }
 
 /** Defaults shared by every layer. */

@@ -3,7 +3,7 @@
  * current group, driven by the native core. Both the static {@link RingGroup} and the master-driven
  * Communicator sit on it. It validates every argument before anything reaches native code.
  */
-import { LinkSecurity, native, NativeEngine, NativePeer, NativeQuantization } from './binding';
+import { LinkSecurity, native, NativeEngine, NativeEngineStats, NativePeer, NativeQuantization } from './binding';
 import {
   AllReduceOptions, AllReduceResult, CODEC_CODES, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, EngineOptions,
   ExchangeOptions, ExchangeResult,
@@ -51,6 +51,10 @@ export class Engine {
       connectTimeoutMs: checkInt('connectTimeoutMs', options.connectTimeoutMs ?? 5000, 1, 600_000),
       connectRetryMs: checkInt('connectRetryMs', options.connectRetryMs ?? DEFAULT_CONNECT_RETRY_MS, 0, MAX_TIMEOUT_MS),
       sourceAddress: options.sourceAddress !== undefined ? checkString('sourceAddress', options.sourceAddress) : undefined,
+      maxHandshakes: options.maxHandshakes !== undefined ? checkInt('maxHandshakes', options.maxHandshakes, 1, 1 << 20) : undefined,
+      maxEarlyBytes: options.maxEarlyBytes !== undefined ? checkInt('maxEarlyBytes', options.maxEarlyBytes, 1) : undefined,
+      maxEarlyBytesPerPeer: options.maxEarlyBytesPerPeer !== undefined ? checkInt('maxEarlyBytesPerPeer', options.maxEarlyBytesPerPeer, 1) : undefined,
+      redialQuietMs: options.redialQuietMs !== undefined ? checkInt('redialQuietMs', options.redialQuietMs, 1, 0x7fffffff) : undefined,
     });
     return new Engine(impl);
   }
@@ -169,6 +173,19 @@ export class Engine {
   }
 
   /** Fails the in-flight operation with `tag` on this peer and tells the others. */
+  /**
+   * The data-plane transport's counters: connections in their hello, refused and evicted strangers, bytes held for
+   * operations not started here, re-dialled connections.
+   *
+   * @example
+   * ```ts
+   * const { handshakesEvicted, earlyBytes } = engine.stats();
+   * ```
+   */
+  stats(): NativeEngineStats {
+    return this.impl.stats();
+  }
+
   abort(tag: number, message = 'aborted'): void {
     if (!this.closed) this.impl.abort(tag, message);
   }

@@ -8,6 +8,7 @@
  * - {@link Admission.waitForPeers} votes pending peers in until the group has n members.
  * - A peer that keeps running alone while peers wait to join says once in a while what to do.
  */
+import { monotonicMs } from '../clock';
 import { TimeoutError } from '../errors';
 import { checkInt, checkOneOf } from '../validate';
 import type { Msg } from '../protocol';
@@ -92,7 +93,7 @@ export class Admission {
    */
   async waitForPeers(n: number, timeoutMs: number): Promise<void> {
     const { membership } = this.host;
-    const deadline = timeoutMs === 0 ? Infinity : Date.now() + timeoutMs;
+    const deadline = timeoutMs === 0 ? Infinity : monotonicMs() + timeoutMs;
     const timedOut = () => {
       const have = membership.members;
       const w = membership.world;
@@ -112,14 +113,14 @@ export class Admission {
       if (membership.ring.length >= n) return;
       if (membership.world.pending > 0) {
         this.takeVote();
-        const left = deadline - Date.now();
+        const left = deadline - monotonicMs();
         if (left <= 0) throw timedOut();
         try {
           await membership.vote(deadline === Infinity ? 0 : Math.max(1, Math.ceil(left)));
         } catch (err) {
           // The master's vote timeout (a pending peer left before another member saw it): look again.
           if (!(err instanceof TimeoutError)) throw err;
-          if (Date.now() >= deadline) throw timedOut();
+          if (monotonicMs() >= deadline) throw timedOut();
         }
         continue;
       }
@@ -142,7 +143,7 @@ export class Admission {
       const stop = this.host.membership.onChange(() => finish(() => resolve(true)));
       const fail = (err: Error) => finish(() => reject(err));
       this.waiters.add(fail);
-      if (deadline !== Infinity) timer = setTimeout(() => finish(() => resolve(false)), Math.max(0, deadline - Date.now()));
+      if (deadline !== Infinity) timer = setTimeout(() => finish(() => resolve(false)), Math.max(0, deadline - monotonicMs()));
     });
   }
 
@@ -159,7 +160,7 @@ export class Admission {
       this.aloneSince = undefined;
       return;
     }
-    const now = Date.now();
+    const now = monotonicMs();
     this.aloneSince ??= now;
     if (this.host.warnAloneMs === 0 || now - this.aloneSince < this.host.warnAloneMs || now - this.lastWarn < WARN_EVERY_MS) return;
     this.lastWarn = now;

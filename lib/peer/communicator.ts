@@ -186,7 +186,7 @@ export class Communicator {
       await c.control.openAny(deadline);
       c.log = c.log.child(`peer ${c.control.id}`);
       await c.membership.waitReady(1, deadline, 'waiting to be accepted into the group');
-      if (worldSize > 1) await c.admission.waitForPeers(worldSize, deadline === Infinity ? 0 : Math.max(1, deadline - Date.now()));
+      if (worldSize > 1) await c.admission.waitForPeers(worldSize, deadline === Infinity ? 0 : Math.max(1, deadline - monotonicMs()));
     } catch (err) {
       await c.shutdown(err as Error, false);
       throw err;

@@ -45,6 +45,16 @@ uint32_t uintArg(Napi::Env env, const Napi::Value& v, const char* what, uint32_t
   return static_cast<uint32_t>(d);
 }
 
+// An optional count (absent or undefined: the transport's default), up to 2^53.
+void optionalCount(Napi::Env env, const Napi::Object& o, const char* what, double max, size_t& out) {
+  Napi::Value v = o.Get(what);
+  if (v.IsUndefined()) return;
+  if (!v.IsNumber()) throwInvalid(env, std::string("Expected \"") + what + "\" to be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 1) || d > max || d != static_cast<double>(static_cast<uint64_t>(d))) throwInvalid(env, std::string("\"") + what + "\" out of range");
+  out = static_cast<size_t>(d);
+}
+
 // Settles one promise from any thread, exactly once, keeping the JS buffers alive until then.
 class PendingOp {
  public:
@@ -89,7 +99,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return DefineClass(env, "Engine",
                        {InstanceAccessor<&Engine::Port>("port"), InstanceMethod<&Engine::Configure>("configure"),
                         InstanceMethod<&Engine::AllReduce>("allReduce"), InstanceMethod<&Engine::Exchange>("exchange"),
-                        InstanceMethod<&Engine::Abort>("abort"),
+                        InstanceMethod<&Engine::Abort>("abort"), InstanceMethod<&Engine::Stats>("stats"),
                         InstanceMethod<&Engine::Close>("close")});
   }
 
@@ -106,6 +116,14 @@ class Engine : public Napi::ObjectWrap<Engine> {
     opts.connectTimeoutMs = static_cast<int>(uintArg(env, o.Get("connectTimeoutMs"), "connectTimeoutMs", 600000));
     opts.connectRetryMs = static_cast<int>(uintArg(env, o.Get("connectRetryMs"), "connectRetryMs", 0x7fffffff));
     if (o.Has("sourceAddress") && o.Get("sourceAddress").IsString()) opts.sourceAddress = o.Get("sourceAddress").ToString().Utf8Value();
+    size_t n = static_cast<size_t>(opts.maxHandshakes);
+    optionalCount(env, o, "maxHandshakes", 1 << 20, n);
+    opts.maxHandshakes = static_cast<int>(n);
+    optionalCount(env, o, "maxEarlyBytes", 9007199254740991.0, opts.maxEarlyBytes);
+    optionalCount(env, o, "maxEarlyBytesPerPeer", 9007199254740991.0, opts.maxEarlyBytesPerPeer);
+    n = static_cast<size_t>(opts.redialQuietMs);
+    optionalCount(env, o, "redialQuietMs", 0x7fffffff, n);
+    opts.redialQuietMs = static_cast<int>(n);
     transport_ = std::make_shared<Transport>(opts);
     try {
       transport_->start();
@@ -120,7 +138,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     // Garbage-collected without close(): close on a thread of its own, never on the JS thread.
     if (transport_) {
       auto t = transport_;
-      std::thread([t] { t->close(); }).detach();
+      try {
+        std::thread([t] { t->close(); }).detach();
+      } catch (const std::exception&) {
+        t->close();  // no thread to be had: close here (bounded by the linger) rather than end the process
+      }
     }
   }
 
@@ -274,14 +296,32 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return promise;
   }
 
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object r = Napi::Object::New(env);
+    if (!transport_) return r;
+    TransportStats s = transport_->stats();
+    auto put = [&](const char* k, uint64_t v) { r.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
+    put("handshakesPending", s.handshakesPending);
+    put("handshakesRefused", s.handshakesRefused);
+    put("handshakesEvicted", s.handshakesEvicted);
+    put("acceptExhausted", s.acceptExhausted);
+    put("earlyBytes", s.earlyBytes);
+    put("earlyRefused", s.earlyRefused);
+    put("redials", s.redials);
+    put("internalErrors", s.internalErrors);
+    return r;
+  }
+
   Napi::Value Abort(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!transport_) return env.Undefined();
     double tag = info[0].ToNumber().DoubleValue();
     std::string msg = info.Length() > 1 ? info[1].ToString().Utf8Value() : "aborted";
-    // abortTag sends best-effort control frames with a short bound; run it off the JS thread.
+    // abortTag sends best-effort control frames with a short bound; run it off the JS thread, on the transport's
+    // service thread (no thread is created per call).
     auto t = transport_;
-    std::thread([t, tag, msg] { t->abortTag(static_cast<uint64_t>(tag), msg); }).detach();
+    t->post([t, tag, msg] { t->abortTag(static_cast<uint64_t>(tag), msg); });
     return env.Undefined();
   }
 
@@ -296,14 +336,23 @@ class Engine : public Napi::ObjectWrap<Engine> {
     transport_.reset();
     auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "tccl-close", 0, 1);
     auto d = new Napi::Promise::Deferred(deferred);
-    std::thread([t, tsfn, d]() mutable {
+    auto body = [t, tsfn, d]() mutable {
       t->close();
       tsfn.BlockingCall(d, [](Napi::Env env, Napi::Function, Napi::Promise::Deferred* dd) {
         dd->Resolve(env.Undefined());
         delete dd;
       });
       tsfn.Release();
-    }).detach();
+    };
+    try {
+      std::thread(body).detach();
+    } catch (const std::exception&) {
+      // No thread to be had (the process is at its limit): close on this thread, bounded by the linger (~1 s).
+      t->close();
+      tsfn.Release();
+      delete d;
+      deferred.Resolve(env.Undefined());
+    }
     return deferred.Promise();
   }
 

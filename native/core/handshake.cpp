@@ -1,35 +1,19 @@
 // Connection set-up: the listener, the hello exchanged on every new connection (protocol version, group epoch,
-// indices, the group's ticket), and dialling the K connections of a link with retries. Established connections
-// are handed to an I/O thread (io_loop.cpp).
+// indices, the group's ticket), and dialling the K connections of a link with retries, all driven by one handshake
+// thread with non-blocking sockets and one poll loop. Refusing a stranger costs a descriptor for at most
+// connectTimeoutMs and about 200 bytes, never a thread: connections that have not said a valid hello are capped
+// (maxHandshakes, the oldest dropped first), each must complete its hello by a deadline, and running out of
+// descriptors pauses accepting instead of spinning or ending the process. Established connections are handed to
+// an I/O thread (io_loop.cpp).
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "transport_internal.h"
 
 namespace tccl {
 
 namespace {
-
-constexpr uint32_t kHelloMagic = 0x4C434354;  // "TCCL"
-constexpr uint32_t kReplyMagic = 0x4B4F4354;  // "TCOK"
-constexpr uint16_t kProtocolVersion = 2;
-constexpr size_t kHelloSize = 64;
-
-// kNotYet: the listener has not installed the dialler's (newer) epoch yet; the dialler tries again within its retry
-// window, as if the peer were not listening yet (its JavaScript thread may be busy in a long synchronous step).
-enum HelloStatus : uint32_t { kOk = 0, kBadVersion = 1, kBadTicket = 2, kStaleEpoch = 3, kBadIndex = 4, kClosing = 5, kNotYet = 6 };
-
-const char* helloStatusText(uint32_t s) {
-  switch (s) {
-    case kBadVersion: return "protocol version mismatch";
-    case kBadTicket: return "connection ticket refused (not a member of this run)";
-    case kStaleEpoch: return "group epoch mismatch (the group was re-formed)";
-    case kBadIndex: return "peer index out of range";
-    case kClosing: return "peer is closing";
-    case kNotYet: return "it has not installed this epoch yet";
-    default: return "refused";
-  }
-}
 
 // Every data connection's options: the defaults of SocketOptions with the transport's buffer size. Set by field,
 // not by a brace list: the third field of the aggregate is the unsent low-water mark, and `{bytes, true, true}`
@@ -40,83 +24,382 @@ net::SocketOptions dataSocketOptions(int bufferBytes) {
   return o;
 }
 
+// Connections accepted per pass of the loop, so that the hellos already accepted are read between batches.
+constexpr int kAcceptBatch = 64;
+// How long accepting pauses when the process or the system has no descriptor left and nothing can be evicted.
+constexpr int64_t kExhaustedPauseMs = 100;
+// At most one line per this interval for each kind of event an attacker can repeat.
+constexpr int64_t kLogIntervalMs = 10000;
+
 }  // namespace
 
-void Transport::acceptLoop() {
-  while (!closing_.load()) {
-    net::Socket s = listener_.accept(200);
-    if (!s.valid()) continue;
-    auto conn = std::make_shared<Connection>();
-    conn->sock = std::move(s);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      handshaking_.push_back(conn);
+void Transport::log(const std::string& line) const { std::fprintf(stderr, "tccl data plane: %s\n", line.c_str()); }
+
+GroupView Transport::groupView() const {
+  GroupView g;
+  std::lock_guard<std::mutex> lock(mu_);
+  g.epoch = epoch_;
+  g.myIndex = myIndex_;
+  g.worldSize = peers_.size();
+  g.ticket = ticket_;
+  g.closing = closing_.load();
+  g.broken = !brokenReason_.empty();
+  return g;
+}
+
+void Transport::handshakeLoop() {
+  std::list<std::unique_ptr<Handshake>> hs;  // accepted ones in arrival order (the oldest is evicted first), and dials
+  size_t incoming = 0;
+  int64_t pausedUntil = 0;
+  int64_t closingSince = 0;
+  std::vector<net::PollItem> items;
+  std::vector<Handshake*> polled;
+  for (;;) {
+    try {
+      {
+        std::lock_guard<std::mutex> lock(dialMu_);
+        for (auto& d : dials_) hs.push_back(std::move(d));
+        dials_.clear();
+      }
+      int64_t now = nowMs();
+      bool closing = closing_.load();
+      if (closing && closingSince == 0) closingSince = now;
+      GroupView g = groupView();
+      for (auto it = hs.begin(); it != hs.end();) {
+        Handshake& h = **it;
+        bool keep = h.outgoing() ? stepDial(h, g, now, closing) : stepIncoming(h, g, now);
+        if (keep) {
+          ++it;
+          continue;
+        }
+        if (!h.outgoing()) --incoming;
+        it = hs.erase(it);
+      }
+      statHandshakesPending_ = incoming;
+      // Closing: the hellos under way finish (bounded by their deadlines and the linger), so that a peer that already
+      // admitted our connection gets our goodbye on it instead of taking its end for a crash.
+      if (closing && (hs.empty() || now - closingSince > kLingerMs)) break;
+
+      items.clear();
+      polled.clear();
+      items.push_back({handshakeWaker_->fd(), true, false});
+      bool listening = !closing && now >= pausedUntil && listener_.native() != static_cast<net::NativeSocket>(-1);
+      if (listening) items.push_back({listener_.native(), true, false});
+      int64_t wakeAt = now + 200;
+      if (!listening && !closing) wakeAt = std::min(wakeAt, std::max(pausedUntil, now + 1));
+      for (auto& h : hs) {
+        wakeAt = std::min(wakeAt, h->wakeAtMs());
+        if (!h->sock.valid()) continue;
+        bool r = h->wantsRead(), w = h->wantsWrite();
+        if (!r && !w) continue;
+        items.push_back({h->sock.native(), r, w});
+        polled.push_back(h.get());
+      }
+      net::pollSockets(items.data(), items.size(), static_cast<int>(std::clamp<int64_t>(wakeAt - now, 0, 200)));
+      if (items[0].readable) handshakeWaker_->drain();
+      size_t base = listening ? 2 : 1;
+      for (size_t i = 0; i < polled.size(); ++i) {
+        const net::PollItem& p = items[base + i];
+        if (p.readable || p.writable || p.failed) polled[i]->ready = true;
+      }
+      if (listening && (items[1].readable || items[1].failed)) acceptSome(hs, incoming, pausedUntil);
+    } catch (const std::exception& e) {
+      // Out of memory while a flood arrives, most likely: drop what is being set up rather than end the process; the
+      // links that were dialling are given up (their groups re-form).
+      statInternalErrors_++;
+      log(std::string("handshake thread: ") + e.what() + "; connections being set up are dropped");
+      for (auto& h : hs)
+        if (h->outgoing()) giveUp(*h, std::string("internal error while connecting: ") + e.what(), ErrorCode::PeerLost);
+      hs.clear();
+      incoming = 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } catch (...) {
+      statInternalErrors_++;
+      hs.clear();
+      incoming = 0;
     }
-    spawn([this, conn] { handleIncoming(conn); });
+  }
+  for (auto& h : hs) h->sock.abort();
+  statHandshakesPending_ = 0;
+}
+
+void Transport::acceptSome(std::list<std::unique_ptr<Handshake>>& hs, size_t& incoming, int64_t& pausedUntil) {
+  static std::atomic<int64_t> lastLog{0};
+  auto evictOldest = [&] {
+    for (auto it = hs.begin(); it != hs.end(); ++it) {
+      if ((*it)->outgoing()) continue;
+      (*it)->sock.abort();
+      hs.erase(it);
+      --incoming;
+      statEvicted_++;
+      return true;
+    }
+    return false;
+  };
+  const size_t cap = static_cast<size_t>(std::max(1, options_.maxHandshakes));
+  for (int n = 0; n < kAcceptBatch; ++n) {
+    int err = 0;
+    net::Socket s = listener_.acceptNow(err);
+    if (!s.valid()) {
+      if (err == 0) return;
+      int64_t now = nowMs();
+      if (net::isResourceExhaustion(err)) {
+        statExhausted_++;
+        // A descriptor of a stranger that has not said hello is worth less than the connection waiting behind it.
+        if (evictOldest()) continue;
+        pausedUntil = now + kExhaustedPauseMs;
+      } else {
+        pausedUntil = now + 10;
+      }
+      if (now - lastLog.load() > kLogIntervalMs) {
+        lastLog = now;
+        log("accept failed: " + net::errorText(err) + (net::isResourceExhaustion(err) ? " (out of descriptors: raise the limit, ulimit -n)" : "") +
+            "; accepting again shortly");
+      }
+      return;
+    }
+    while (incoming >= cap && evictOldest()) {
+    }
+    auto h = std::make_unique<Handshake>();
+    h->state = Handshake::State::Incoming;
+    h->sock = std::move(s);
+    h->in = IncomingHello(nowMs() + options_.connectTimeoutMs);
+    h->ready = true;  // the hello often came with the connection
+    hs.push_back(std::move(h));
+    ++incoming;
   }
 }
 
-void Transport::handleIncoming(std::shared_ptr<Connection> conn) {
-  auto forget = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    handshaking_.erase(std::remove(handshaking_.begin(), handshaking_.end(), conn), handshaking_.end());
-  };
-  uint8_t hello[kHelloSize];
-  // A stranger that connects and says nothing, or says something else, is dropped without disturbing anything.
-  // The socket closes with the last reference to the connection: close() may be shutting it down meanwhile.
-  if (!conn->sock.waitReadable(options_.connectTimeoutMs) || !conn->sock.recvAll(hello, sizeof(hello)) ||
-      get<uint32_t>(hello) != kHelloMagic) {
-    forget();
+bool Transport::stepIncoming(Handshake& h, const GroupView& g, int64_t now) {
+  IncomingHello& in = h.in;
+  if (h.ready) {
+    h.ready = false;
+    if (in.wanted() > 0) {
+      long r = h.sock.readSome(in.readPtr(), in.wanted());
+      if (r > 0) in.received(static_cast<size_t>(r));
+      else if (r < 0) in.fail();
+    }
+  }
+  if (in.state() == IncomingHello::State::Judging) in.judge(g, now, now + 2 * static_cast<int64_t>(options_.connectTimeoutMs));
+  if (in.replyLeft() > 0) {
+    net::ConstBuffer b{in.replyPtr(), in.replyLeft()};
+    long n = h.sock.writeSome(&b, 1);
+    if (n > 0) in.sent(static_cast<size_t>(n));
+    else if (n < 0) in.fail();
+  }
+  switch (in.state()) {
+    case IncomingHello::State::Admitted: {
+      auto conn = std::make_shared<Connection>();
+      conn->peer = static_cast<int>(in.hello().from);
+      conn->epoch = in.hello().epoch;
+      conn->index = in.hello().index;
+      conn->outgoing = false;
+      conn->sock = std::move(h.sock);
+      conn->sock.applyOptions(dataSocketOptions(options_.socketBufferBytes));
+      admit(conn);
+      return false;
+    }
+    case IncomingHello::State::Refused:
+      statRefused_++;
+      // A reply that went out is read before our end of stream; anything else is reset (no TIME_WAIT here).
+      if (in.replied()) h.sock.close();
+      else h.sock.abort();
+      return false;
+    case IncomingHello::State::Judging:
+      return true;  // waiting (bounded) for the configure() of a newer epoch
+    default:
+      if (in.expired(now)) {
+        statRefused_++;
+        h.sock.abort();
+        return false;
+      }
+      return true;
+  }
+}
+
+void Transport::queueDial(const std::shared_ptr<Link>& link, int c, bool redial) {
+  auto h = std::make_unique<Handshake>();
+  h->state = Handshake::State::Backoff;
+  h->link = link;
+  h->target = peers_[static_cast<size_t>(link->peer)];
+  h->index = c;
+  h->redial = redial;
+  Hello hello;
+  hello.epoch = epoch_;
+  hello.from = static_cast<uint32_t>(myIndex_);
+  hello.to = static_cast<uint32_t>(link->peer);
+  hello.index = static_cast<uint16_t>(c);
+  hello.count = static_cast<uint16_t>(options_.connections);
+  hello.ticket = ticket_;
+  encodeHello(hello, h->hello);
+  h->dialStartMs = h->nextTryMs = nowMs();
+  {
+    std::lock_guard<std::mutex> lock(dialMu_);
+    dials_.push_back(std::move(h));
+  }
+  if (handshakeWaker_) handshakeWaker_->wake();
+}
+
+bool Transport::stepDial(Handshake& h, const GroupView& g, int64_t now, bool closing) {
+  using S = Handshake::State;
+  const std::string where = h.target.id + " at " + h.target.host + ":" + std::to_string(h.target.port);
+  bool stale;
+  {
+    std::lock_guard<std::mutex> lock(h.link->mu);
+    stale = h.link->dead || h.link->epoch != g.epoch;
+  }
+  // Re-formed, or closing before the hello went out: dropped quietly (nothing was admitted on either side).
+  if (stale || (closing && (h.state == S::Backoff || h.state == S::Connecting))) return false;
+  bool ready = h.ready;
+  h.ready = false;
+  if (h.state == S::Backoff) {
+    if (now < h.nextTryMs) return true;
+    std::string why;
+    h.sock = net::Socket::startConnect(h.target.host, h.target.port, why, options_.sourceAddress);
+    if (!h.sock.valid()) {
+      dialFailed(h, why, now);
+      return h.state == S::Backoff;
+    }
+    h.state = S::Connecting;
+    h.deadlineMs = now + options_.connectTimeoutMs;
+    return true;
+  }
+  if (h.state == S::Connecting) {
+    if (!ready) {
+      if (now >= h.deadlineMs) {
+        dialFailed(h, "connect to " + h.target.host + ":" + std::to_string(h.target.port) + " timed out after " +
+                          std::to_string(options_.connectTimeoutMs) + " ms",
+                   now);
+        return h.state == S::Backoff;
+      }
+      return true;
+    }
+    int e = h.sock.connectResult();
+    if (e != 0) {
+      dialFailed(h, "connect to " + h.target.host + ":" + std::to_string(h.target.port) + ": " + net::errorText(e), now);
+      return h.state == S::Backoff;
+    }
+    {
+      std::lock_guard<std::mutex> lock(h.link->mu);
+      h.link->dialingSinceMs = 0;
+    }
+    h.sock.applyOptions(dataSocketOptions(options_.socketBufferBytes));
+    h.state = S::Sending;
+    h.deadlineMs = now + 3 * static_cast<int64_t>(options_.connectTimeoutMs);
+    ready = true;
+  }
+  if (h.state == S::Sending && ready) {
+    net::ConstBuffer b{h.hello + h.helloSent, kHelloSize - h.helloSent};
+    long n = h.sock.writeSome(&b, 1);
+    if (n < 0) {
+      giveUp(h, "handshake with " + where + " failed: " + net::lastSocketError(), ErrorCode::PeerLost);
+      return false;
+    }
+    h.helloSent += static_cast<size_t>(n);
+    if (h.helloSent == kHelloSize) h.state = S::AwaitReply;
+    ready = false;
+  }
+  if (h.state == S::AwaitReply && ready) {
+    long r = h.sock.readSome(h.reply + h.replyGot, kReplySize - h.replyGot);
+    if (r < 0) {
+      giveUp(h, "handshake with " + where + " failed (the connection closed before the reply)", ErrorCode::PeerLost);
+      return false;
+    }
+    h.replyGot += static_cast<size_t>(r);
+    if (h.replyGot == kReplySize) {
+      uint32_t status = 0;
+      if (!decodeReply(h.reply, status)) {
+        giveUp(h, "handshake with " + where + " failed (not a TCCL data port)", ErrorCode::PeerLost);
+        return false;
+      }
+      if (status == kNotYet) {
+        // The listener is still installing this epoch (its JavaScript thread may be busy in a long step): try again
+        // within the retry window, as if it were not listening yet.
+        dialFailed(h, std::string(helloStatusText(status)) + " (epoch " + std::to_string(h.link->epoch) + ")", now);
+        return h.state == S::Backoff;
+      }
+      if (status != kHelloOk) {
+        ErrorCode code = status == kBadTicket ? ErrorCode::Auth : ErrorCode::PeerLost;
+        // A peer that is closing refuses new connections; if it had run operations with us, its goodbye on the
+        // connections already made says which, and if none were made it could not have run any.
+        if (status == kClosing) {
+          std::lock_guard<std::mutex> lock(h.link->mu);
+          if (!h.link->conns.empty()) code = ErrorCode::Closed;
+        }
+        giveUp(h, h.target.id + " refused the connection: " + helloStatusText(status), code);
+        return false;
+      }
+      auto conn = std::make_shared<Connection>();
+      conn->peer = h.link->peer;
+      conn->epoch = h.link->epoch;
+      conn->outgoing = true;
+      conn->index = h.index;
+      conn->link = h.link;
+      conn->sock = std::move(h.sock);
+      if (h.redial) statRedials_++;
+      admit(conn);
+      return false;
+    }
+  }
+  if (now >= h.deadlineMs) {
+    giveUp(h, "handshake with " + where + " failed (no reply within " + std::to_string(3 * options_.connectTimeoutMs) + " ms)", ErrorCode::PeerLost);
+    return false;
+  }
+  return true;
+}
+
+void Transport::dialFailed(Handshake& h, const std::string& why, int64_t now) {
+  h.sock.close();
+  h.helloSent = 0;  // a later try sends the whole hello again on a new socket
+  h.replyGot = 0;
+  int64_t elapsed = now - h.dialStartMs;
+  {
+    std::lock_guard<std::mutex> lock(h.link->mu);
+    if (h.link->dialingSinceMs == 0) h.link->dialingSinceMs = h.dialStartMs;
+    h.link->lastDialError = why;
+  }
+  // Not listening yet, or not answering: try again until the retry window is spent.
+  if (elapsed + h.backoffMs > options_.connectRetryMs) {
+    giveUp(h,
+           "cannot connect to " + h.target.id + " at " + h.target.host + ":" + std::to_string(h.target.port) + ": " + why + " (tried for " +
+               std::to_string(elapsed) + " ms; is that peer's process running and its port reachable from here?)",
+           ErrorCode::PeerLost);
+    h.state = Handshake::State::AwaitReply;  // any state but Backoff: the caller drops it
     return;
   }
-  uint16_t version = get<uint16_t>(hello + 4);
-  uint64_t epoch = get<uint64_t>(hello + 8);
-  uint32_t from = get<uint32_t>(hello + 16);
-  uint32_t to = get<uint32_t>(hello + 20);
-  std::array<uint8_t, 16> ticket;
-  std::memcpy(ticket.data(), hello + 28, 16);
+  h.state = Handshake::State::Backoff;
+  h.nextTryMs = now + h.backoffMs;
+  h.backoffMs = std::min<int64_t>(h.backoffMs * 2, 500);
+}
 
-  uint32_t status = kOk;
+void Transport::giveUp(Handshake& h, const std::string& err, ErrorCode code) {
+  h.sock.close();
+  if (code == ErrorCode::Closed) return;  // the peer is closing: its goodbye says the rest
+  uint64_t epoch;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (version != kProtocolVersion) {
-      status = kBadVersion;
-    } else {
-      // The dialler may have learned of a new epoch a moment before we did: wait for our configure().
-      configured_.wait_for(lock, std::chrono::milliseconds(2 * options_.connectTimeoutMs),
-                           [&] { return closing_.load() || epoch_ >= epoch; });
-      if (closing_.load()) status = kClosing;
-      else if (epoch_ < epoch) status = kNotYet;
-      else if (epoch != epoch_) status = kStaleEpoch;
-      else if (from >= peers_.size() || to != static_cast<uint32_t>(myIndex_) || from == to) status = kBadIndex;
-      else {
-        uint8_t diff = 0;  // constant-time compare
-        for (size_t i = 0; i < 16; ++i) diff |= static_cast<uint8_t>(ticket[i] ^ ticket_[i]);
-        if (diff) status = kBadTicket;
-      }
-    }
-    if (status == kOk) {
-      conn->peer = static_cast<int>(from);
-      conn->epoch = epoch;
-      conn->outgoing = false;
-    }
+    std::lock_guard<std::mutex> lock(h.link->mu);
+    h.link->dead = true;
+    epoch = h.link->epoch;
   }
-  uint8_t reply[8];
-  put<uint32_t>(reply, kReplyMagic);
-  put<uint32_t>(reply + 4, status);
-  bool sent = conn->sock.sendAll(reply, sizeof(reply));
-  forget();
-  if (status != kOk || !sent) return;
-  conn->sock.applyOptions(dataSocketOptions(options_.socketBufferBytes));
-  admit(conn);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (epoch_ == epoch && !closing_.load()) {
+    // Not holding mu_ in breakEpoch's callbacks: post it.
+    tasks_.push_back([this, epoch, peer = h.link->peer, err, code] { breakEpoch(epoch, peer, err, code != ErrorCode::Auth, code); });
+    serviceCv_.notify_all();
+  }
 }
 
 void Transport::admit(const std::shared_ptr<Connection>& conn) {
   bool farewell;
   std::vector<std::pair<FrameHeader, std::string>> pending;
+  std::vector<std::shared_ptr<Connection>> replaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (conn->epoch != epoch_) return;  // re-formed meanwhile: the socket closes with the connection
+    // The peer dialled connection `index` again: it lost the one we still hold (a path that died silently here).
+    if (!conn->outgoing)
+      for (auto& c : connections_)
+        if (!c->outgoing && c->peer == conn->peer && c->index == conn->index && !c->dead.load()) replaced.push_back(c);
     connections_.push_back(conn);
     farewell = closing_.load();
     if (!farewell && conn->link) {
@@ -125,6 +408,7 @@ void Transport::admit(const std::shared_ptr<Connection>& conn) {
       pending.swap(conn->link->pendingControl);
     }
   }
+  for (auto& c : replaced) onConnectionLost(c, "the peer replaced this connection (it lost it)");
   for (auto& [h, message] : pending) enqueueControl(conn, h, std::move(message), false);
   // Established while this transport closes: it says goodbye on it too, or the peer would take its end for a crash.
   if (farewell) enqueueControl(conn, goodbyeHeader(), goodbyeBody(), true);
@@ -132,7 +416,6 @@ void Transport::admit(const std::shared_ptr<Connection>& conn) {
 }
 
 std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error) {
-  // Caller holds mu_.
   if (peer < 0 || peer >= static_cast<int>(peers_.size()) || peer == myIndex_) {
     error = "no such peer index " + std::to_string(peer);
     return nullptr;
@@ -143,112 +426,11 @@ std::shared_ptr<Transport::Link> Transport::linkTo(int peer, std::string& error)
   link->peer = peer;
   link->epoch = epoch_;
   links_[peer] = link;
-  PeerInfo target = peers_[static_cast<size_t>(peer)];
-  uint64_t epoch = epoch_;
-  int me = myIndex_;
-  auto ticket = ticket_;
-  int k = options_.connections;
-  for (int c = 0; c < k; ++c) {
-    spawn([this, link, target, epoch, me, ticket, k, c] {
-      std::string err;
-      ErrorCode failCode = ErrorCode::PeerLost;
-      net::Socket s = dial(link, target, epoch, me, ticket, k, c, err, failCode);
-      if (!s.valid() && failCode == ErrorCode::Closed) return;  // the peer is closing: its goodbye says the rest
-      if (!s.valid()) {
-        {
-          std::lock_guard<std::mutex> lock(link->mu);
-          link->dead = true;
-        }
-        std::lock_guard<std::mutex> lock(mu_);
-        if (epoch_ == epoch && !closing_.load()) {
-          // Not holding mu_ in breakEpoch's callbacks: post it.
-          tasks_.push_back([this, epoch, peer = link->peer, err, failCode] { breakEpoch(epoch, peer, err, failCode != ErrorCode::Auth, failCode); });
-          serviceCv_.notify_all();
-        }
-        return;
-      }
-      auto conn = std::make_shared<Connection>();
-      conn->peer = link->peer;
-      conn->epoch = epoch;
-      conn->outgoing = true;
-      conn->link = link;
-      conn->sock = std::move(s);
-      admit(conn);
-    });
-  }
+  for (int c = 0; c < options_.connections; ++c) queueDial(link, c, false);
   return link;
 }
 
-net::Socket Transport::dial(const std::shared_ptr<Link>& link, const PeerInfo& target, uint64_t epoch, int me,
-                           const std::array<uint8_t, 16>& ticket, int k, int c, std::string& err, ErrorCode& failCode) {
-  const std::string where = target.id + " at " + target.host + ":" + std::to_string(target.port);
-  const int64_t started = nowMs();
-  int64_t backoffMs = 10;
-  for (;;) {
-    std::string why;
-    net::Socket s = net::Socket::connectTo(target.host, target.port, options_.connectTimeoutMs, why, options_.sourceAddress);
-    if (s.valid()) {
-      {
-        std::lock_guard<std::mutex> lock(link->mu);
-        link->dialingSinceMs = 0;
-      }
-      s.applyOptions(dataSocketOptions(options_.socketBufferBytes));
-      uint8_t hello[kHelloSize] = {0};
-      put<uint32_t>(hello, kHelloMagic);
-      put<uint16_t>(hello + 4, kProtocolVersion);
-      hello[6] = 1;
-      put<uint64_t>(hello + 8, epoch);
-      put<uint32_t>(hello + 16, static_cast<uint32_t>(me));
-      put<uint32_t>(hello + 20, static_cast<uint32_t>(link->peer));
-      put<uint16_t>(hello + 24, static_cast<uint16_t>(c));
-      put<uint16_t>(hello + 26, static_cast<uint16_t>(k));
-      std::memcpy(hello + 28, ticket.data(), 16);
-      uint8_t reply[8];
-      bool again = false;
-      if (!s.sendAll(hello, sizeof(hello)) || !s.waitReadable(3 * options_.connectTimeoutMs) || !s.recvAll(reply, sizeof(reply)) ||
-          get<uint32_t>(reply) != kReplyMagic) {
-        err = "handshake with " + where + " failed";
-        s.close();
-      } else if (get<uint32_t>(reply + 4) == kNotYet) {
-        why = std::string(helloStatusText(kNotYet)) + " (epoch " + std::to_string(epoch) + ")";
-        s.close();
-        again = true;
-      } else if (get<uint32_t>(reply + 4) != kOk) {
-        if (get<uint32_t>(reply + 4) == kBadTicket) failCode = ErrorCode::Auth;
-        // A peer that is closing refuses new connections; if it had run operations with us, its goodbye on the
-        // connections already made says which, and if none were made it could not have run any.
-        if (get<uint32_t>(reply + 4) == kClosing) {
-          std::lock_guard<std::mutex> lock(link->mu);
-          if (!link->conns.empty()) failCode = ErrorCode::Closed;
-        }
-        err = target.id + " refused the connection: " + helloStatusText(get<uint32_t>(reply + 4));
-        s.close();
-      }
-      if (!again) return s;
-    }
-    // Not listening yet, or not answering: try again until the retry window is spent.
-    int64_t elapsed = nowMs() - started;
-    {
-      std::lock_guard<std::mutex> lock(link->mu);
-      if (link->dialingSinceMs == 0) link->dialingSinceMs = started;
-      link->lastDialError = why;
-    }
-    if (elapsed + backoffMs > options_.connectRetryMs) {
-      err = "cannot connect to " + where + ": " + why + " (tried for " + std::to_string(elapsed) +
-            " ms; is that peer's process running and its port reachable from here?)";
-      return net::Socket();
-    }
-    std::unique_lock<std::mutex> lock(mu_);
-    if (configured_.wait_for(lock, std::chrono::milliseconds(backoffMs), [&] { return closing_.load() || epoch_ != epoch; })) {
-      err = closing_.load() ? "the transport is closing" : "the group was re-formed while dialling " + where;
-      return net::Socket();
-    }
-    backoffMs = std::min<int64_t>(backoffMs * 2, 500);
-  }
-}
-
 std::string Transport::dialingNote() {
-  // Caller holds mu_.
   std::string note;
   int64_t now = nowMs();
   for (auto& [peer, link] : links_) {

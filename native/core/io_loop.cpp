@@ -86,7 +86,7 @@ bool Transport::takeFrames(Connection& c) {
     else link.queues.splice(link.queues.end(), link.queues, front);
     f.op->activeTransfers++;
     if (f.op->isDone()) {  // failed after it queued this frame: it is not sent
-      f.op->activeTransfers--;
+      f.op->releaseTransfer();
       continue;
     }
     item.header.encode(f.head);
@@ -146,18 +146,19 @@ bool Transport::pumpWrite(Connection& c, int takes, bool* wrote) {
       written -= left;
       c.outOffset = 0;
       if (f.op) {
+        c.lastDataMs = now;
         std::shared_ptr<Operation> op = std::move(f.op);
         op->bytesSent += FrameHeader::kWireSize + f.length;
         op->lastProgressMs = now;
         op->finishWork(*this);
-        op->activeTransfers--;
+        op->releaseTransfer();
       }
       c.out.pop_front();
     }
   }
 }
 
-bool Transport::onFrameHeader(Connection& c, std::string& why) {
+bool Transport::onFrameHeader(Connection& c, std::string& why, bool& rejectEarly) {
   const FrameHeader& h = c.rxHeader;
   c.rxGot = 0;
   c.rxDst = nullptr;
@@ -168,6 +169,7 @@ bool Transport::onFrameHeader(Connection& c, std::string& why) {
     return true;
   }
   OpKey key{h.tag, h.seq};
+  c.lastDataMs = nowMs();
   std::shared_ptr<Operation> op;
   if (c.cachedOp && c.cachedKey == key && !c.cachedOp->isDone()) {
     op = c.cachedOp;
@@ -191,11 +193,16 @@ bool Transport::onFrameHeader(Connection& c, std::string& why) {
         c.rx = Rx::Discard;
         return true;
       }
-      if (earlyBytes_ + h.length > kMaxEarlyBytes) {
-        why = "more than 2 GiB of frames arrived for operations this peer has not started";
+      // Charged by what is allocated (a whole segment for a small frame, something for an empty one), per peer and
+      // in total: a member that sends frames for operations that never start is cut off, not fed memory.
+      if (!earlyBudget_.charge(c.peer, earlyCharge(h.length))) {
+        statEarlyRefused_++;
+        why = "more frames arrived for operations this peer has not started than its early budget holds (" +
+              std::to_string(earlyBudget_.usedBy(c.peer)) + " bytes from this peer, " + std::to_string(earlyBudget_.used()) +
+              " in total; caps " + std::to_string(earlyBudget_.perPeerCap()) + " and " + std::to_string(earlyBudget_.totalCap()) + ")";
+        rejectEarly = true;
         return false;
       }
-      earlyBytes_ += h.length;
       c.rxEarly = earlyBuffer(h.length);
       c.rxDst = c.rxEarly.get();
       c.rx = Rx::Early;
@@ -209,7 +216,7 @@ bool Transport::onFrameHeader(Connection& c, std::string& why) {
     c.rx = Rx::Data;
     return true;
   }
-  op->activeTransfers--;
+  op->releaseTransfer();
   c.rx = Rx::Discard;
   return true;
 }
@@ -224,7 +231,7 @@ void Transport::onFrameComplete(Connection& c) {
         op->onPayload(*this, c.peer, h, c.rxDst);
         op->lastProgressMs = nowMs();
       }
-      op->activeTransfers--;
+      op->releaseTransfer();
       break;
     }
     case Rx::Early: {
@@ -232,7 +239,7 @@ void Transport::onFrameComplete(Connection& c) {
       OpKey key{h.tag, h.seq};
       std::lock_guard<std::mutex> lock(mu_);
       if (c.epoch != epoch_) break;  // re-formed meanwhile: configure() already reset the count
-      earlyBytes_ -= h.length;
+      earlyBudget_.release(c.peer, earlyCharge(h.length));
       auto late = findOp(key);
       auto next = nextSeq_.find(h.tag);
       if (late) {
@@ -242,7 +249,7 @@ void Transport::onFrameComplete(Connection& c) {
         tasks_.push_back([this, late, frames = std::make_shared<std::vector<EarlyFrame>>(std::move(one))] { replayEarly(late, std::move(*frames)); });
         serviceCv_.notify_all();
       } else if (next == nextSeq_.end() || key.seq >= next->second) {
-        earlyBytes_ += h.length;
+        earlyBudget_.charge(c.peer, earlyCharge(h.length));  // just released: fits again
         early_[key].push_back(std::move(f));
       }  // else: the op started and ended here meanwhile (it failed): nothing will replay the frame
       break;
@@ -279,19 +286,19 @@ bool Transport::writeNow(const std::shared_ptr<Link>& link) {
 // Releases what a connection holds of operations (a frame half read or half written) when it goes away.
 void Transport::releaseTransfers(Connection& c) {
   if (c.rx == Rx::Data && c.rxOp) {
-    c.rxOp->activeTransfers--;
+    c.rxOp->releaseTransfer();
     c.rxOp.reset();
   }
   if (c.rx == Rx::Early && c.rxEarly) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (c.epoch == epoch_) earlyBytes_ -= c.rxHeader.length;  // else configure() already reset the count
+    if (c.epoch == epoch_) earlyBudget_.release(c.peer, earlyCharge(c.rxHeader.length));  // else configure() reset it
     c.rxEarly.reset();
   }
   c.rx = Rx::Header;
   c.cachedOp.reset();
   std::lock_guard<std::mutex> tx(c.txMu);
   for (OutFrame& f : c.out)
-    if (f.op) f.op->activeTransfers--;
+    if (f.op) f.op->releaseTransfer();
   c.out.clear();
   c.released = true;  // no thread takes frames for it again
 }
@@ -315,7 +322,7 @@ void Transport::detachFailed(Connection& c) {
     } else {
       it = c.out.erase(it);
     }
-    op->activeTransfers--;
+    op->releaseTransfer();
   }
 }
 
@@ -325,6 +332,7 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
   Connection& c = *conn;
   size_t budget = kReadBudgetBytes;
   auto ended = [&](long r) {
+    if (r == -1) c.endOfStream = true;
     why = r == -1 ? (c.rx == Rx::Header && c.inEnd == c.inPos ? "connection closed by peer" : "connection closed in the middle of a frame")
                   : "read failed: " + net::lastSocketError();
     return false;
@@ -357,12 +365,20 @@ bool Transport::pumpRead(const std::shared_ptr<Connection>& conn, std::string& w
         why = "oversized control frame on the data connection";
         return false;
       }
-      if (!onFrameHeader(c, why)) return false;
+      bool rejectEarly = false;
+      if (!onFrameHeader(c, why, rejectEarly)) {
+        if (rejectEarly) {
+          log("closing a connection from " + peerName(c.peer) + ": " + why);
+          onConnectionLost(conn, why, false);
+          return true;
+        }
+        return false;
+      }
     } else {
       size_t need = c.rxHeader.length - c.rxGot;
       // A payload going into operation memory stops there once the op has failed: the rest is discarded.
       if (c.rx == Rx::Data && c.rxOp->isDone()) {
-        c.rxOp->activeTransfers--;
+        c.rxOp->releaseTransfer();
         c.rxOp.reset();
         c.rx = Rx::Discard;
       }
@@ -407,6 +423,7 @@ void Transport::ioLoop(IoThread& io) {
   std::vector<net::PollItem> items;
   size_t writeCursor = 0;
   while (!io.stop.load()) {
+    try {
     uint64_t seen = workGen_.load();
     {
       std::lock_guard<std::mutex> lock(io.mu);
@@ -444,7 +461,7 @@ void Transport::ioLoop(IoThread& io) {
         // A payload half read into the memory of an op that failed meanwhile is discarded from here on, so the
         // failing op's clean-up need not wait for the rest of it; its frames being written let go of it too.
         if (c->rx == Rx::Data && c->rxOp && c->rxOp->isDone()) {
-          c->rxOp->activeTransfers--;
+          c->rxOp->releaseTransfer();
           c->rxOp.reset();
           c->rx = Rx::Discard;
         }
@@ -467,7 +484,26 @@ void Transport::ioLoop(IoThread& io) {
       if (p.writable || p.failed) c->wantWrite = false;
       if (!(p.readable || p.failed) || c->dead.load()) continue;
       std::string why;
-      if (!pumpRead(c, why)) onConnectionLost(c, why);
+      bool ok = false, internal = false;
+      try {
+        ok = pumpRead(c, why);
+      } catch (const std::exception& e) {
+        // Out of memory for a buffer, most likely: the connection goes (its group re-forms), the process stays.
+        statInternalErrors_++;
+        why = std::string("internal error while reading: ") + e.what();
+        log(why);
+        internal = true;
+      }
+      if (!ok) onConnectionLost(c, why, !internal);
+    }
+    } catch (const std::exception& e) {
+      statInternalErrors_++;
+      log(std::string("I/O thread: ") + e.what() + "; its connections are closed");
+      for (auto& c : conns) onConnectionLost(c, std::string("internal error on an I/O thread: ") + e.what(), false);
+    } catch (...) {
+      statInternalErrors_++;
+      log("I/O thread: unknown exception; its connections are closed");
+      for (auto& c : conns) onConnectionLost(c, "internal error on an I/O thread", false);
     }
   }
   for (auto& c : conns) {

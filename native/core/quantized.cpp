@@ -408,7 +408,7 @@ void QuantizedAllReduce::schedule(Transport& t, uint32_t g, bool accumulate) {
             t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
           }
         }
-        me->activeTransfers--;
+        me->releaseTransfer();
       },
       accumulate);
 }

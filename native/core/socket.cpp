@@ -108,6 +108,85 @@ static bool setBlocking(NativeSocket s, bool blocking) {
 #endif
 }
 
+Socket Socket::startConnect(const std::string& host, uint16_t port, std::string& error, const std::string& source) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port);
+  // Peers are named by address; a host name costs one blocking look-up here (see docs/architecture.md).
+  int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve " + host + ": " + gai_strerror(rc);
+    return Socket();
+  }
+  Socket out;
+  for (addrinfo* ai = res; ai && !out.valid(); ai = ai->ai_next) {
+    NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (s == kInvalid) {
+      error = "socket(): " + lastSocketError();
+      continue;
+    }
+    setBlocking(s, false);
+    if (!source.empty()) {
+      addrinfo shints{};
+      shints.ai_family = ai->ai_family;
+      shints.ai_socktype = SOCK_STREAM;
+      shints.ai_flags = AI_NUMERICHOST;
+      addrinfo* src = nullptr;
+      bool bound = getaddrinfo(source.c_str(), "0", &shints, &src) == 0 && src &&
+                   ::bind(s, src->ai_addr, static_cast<int>(src->ai_addrlen)) == 0;
+      if (src) freeaddrinfo(src);
+      if (!bound) {
+        error = "cannot bind source address " + source + " to dial " + host + ":" + service + ": " + lastSocketError();
+        closeNative(s);
+        continue;
+      }
+    }
+    int r = ::connect(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen));
+#ifdef _WIN32
+    bool started = r == 0 || WSAGetLastError() == WSAEWOULDBLOCK;
+#else
+    bool started = r == 0 || errno == EINPROGRESS;
+#endif
+    if (started) {
+      out = Socket(s);
+    } else {
+      error = "connect to " + host + ":" + service + ": " + lastSocketError();
+      closeNative(s);
+    }
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
+int Socket::connectResult() const {
+  if (!valid()) return -1;
+  int soError = 0;
+  socklen_t len = sizeof(soError);
+  if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, reinterpret_cast<char*>(&soError), &len) != 0) return -1;
+  return soError;
+}
+
+void Socket::abort() {
+  if (!valid()) return;
+  linger l{};
+  l.l_onoff = 1;
+  l.l_linger = 0;
+  setsockopt(fd_, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof(l));
+  close();
+}
+
+std::string errorText(int code) { return socketErrorText(code); }
+
+bool isResourceExhaustion(int code) {
+#ifdef _WIN32
+  return code == WSAEMFILE || code == WSAENOBUFS;
+#else
+  return code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM;
+#endif
+}
+
 Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error, const std::string& source) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -178,6 +257,25 @@ void Socket::applyOptions(const SocketOptions& o) {
   int one = 1;
   if (o.noDelay) setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one), sizeof(one));
   if (o.keepAlive) setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, reinterpret_cast<const char*>(&one), sizeof(one));
+  if (o.keepAlive) {
+#if defined(TCP_KEEPIDLE)
+    if (o.keepIdleS > 0) setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, reinterpret_cast<const char*>(&o.keepIdleS), sizeof(int));
+#elif defined(TCP_KEEPALIVE)
+    if (o.keepIdleS > 0) setsockopt(fd_, IPPROTO_TCP, TCP_KEEPALIVE, reinterpret_cast<const char*>(&o.keepIdleS), sizeof(int));
+#endif
+#if defined(TCP_KEEPINTVL)
+    if (o.keepIntervalS > 0) setsockopt(fd_, IPPROTO_TCP, TCP_KEEPINTVL, reinterpret_cast<const char*>(&o.keepIntervalS), sizeof(int));
+#endif
+#if defined(TCP_KEEPCNT)
+    if (o.keepCount > 0) setsockopt(fd_, IPPROTO_TCP, TCP_KEEPCNT, reinterpret_cast<const char*>(&o.keepCount), sizeof(int));
+#endif
+  }
+#if defined(TCP_USER_TIMEOUT)
+  if (o.userTimeoutMs > 0) {
+    unsigned int ut = static_cast<unsigned int>(o.userTimeoutMs);
+    setsockopt(fd_, IPPROTO_TCP, TCP_USER_TIMEOUT, reinterpret_cast<const char*>(&ut), sizeof(ut));
+  }
+#endif
   if (o.bufferBytes > 0) {
     int b = o.bufferBytes;
     setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, reinterpret_cast<const char*>(&b), sizeof(b));
@@ -512,6 +610,7 @@ bool Listener::listen(const std::string& host, uint16_t port, std::string& error
       getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len);
       port_ = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
                                        : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      setBlocking(s, false);  // accept() is driven by a poll loop and must never block it
       fd_ = s;
       break;
     }
@@ -526,7 +625,26 @@ Socket Listener::accept(int timeoutMs) {
   if (fd_ == kInvalid || !pollOne(fd_, POLLIN, timeoutMs)) return Socket();
   NativeSocket s = ::accept(fd_, nullptr, nullptr);
   if (s == kInvalid) return Socket();
+  setBlocking(s, true);  // BSDs pass the listener's non-blocking mode on
   return Socket(s);
+}
+
+Socket Listener::acceptNow(int& error) {
+  error = 0;
+  if (fd_ == kInvalid) return Socket();
+  NativeSocket s = ::accept(fd_, nullptr, nullptr);
+  if (s != kInvalid) {
+    setBlocking(s, false);
+    return Socket(s);
+  }
+#ifdef _WIN32
+  int e = WSAGetLastError();
+  if (e != WSAEWOULDBLOCK && e != WSAECONNRESET) error = e;
+#else
+  int e = errno;
+  if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED && e != EPROTO) error = e;
+#endif
+  return Socket();
 }
 
 void Listener::close() {

@@ -40,6 +40,14 @@ struct SocketOptions {
   // buffer that then drain at one connection's rate while the others idle. 0 = the OS default.
   int notSentLowWater = 256 << 10;
   bool keepAlive = true;
+  // A silently dead path (a peer host gone, a NAT that dropped the mapping) is noticed by the kernel: an idle
+  // connection sends a probe after keepIdleS and gives up after keepCount unanswered probes keepIntervalS apart;
+  // bytes that stay unacknowledged for userTimeoutMs end the connection too (TCP_USER_TIMEOUT, Linux only; macOS
+  // and Windows have no per-socket equivalent and rely on the retransmission limit of the OS). 0 = OS default.
+  int keepIdleS = 10;
+  int keepIntervalS = 5;
+  int keepCount = 3;
+  int userTimeoutMs = 20000;
 };
 
 class Socket {
@@ -56,7 +64,15 @@ class Socket {
   // invalid socket and sets `error` on failure.
   static Socket connectTo(const std::string& host, uint16_t port, int timeoutMs, std::string& error, const std::string& source = "");
 
+  // Starts a non-blocking connect and returns at once: the socket is writable once connected (then
+  // connectResult() says how it went). Invalid socket and `error` set when it fails at once.
+  static Socket startConnect(const std::string& host, uint16_t port, std::string& error, const std::string& source = "");
+  // After a started connect became writable (or failed): 0 when connected, else the error code (text: errorText).
+  int connectResult() const;
+
   bool valid() const;
+  // Closes with a reset (SO_LINGER 0): no TIME_WAIT, no lingering; for refusing strangers.
+  void abort();
   void applyOptions(const SocketOptions& options);
   // Blocking send/receive of exactly len bytes; false on error or end of stream.
   bool sendAll(const void* data, size_t len);
@@ -86,6 +102,11 @@ class Socket {
   NativeSocket fd_ = invalidSocket();
   static NativeSocket invalidSocket();
 };
+
+// Text of an error code (errno / WSA code).
+std::string errorText(int code);
+// The error means the process or the system is out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+bool isResourceExhaustion(int code);
 
 // Waits until any of the sockets is ready (or timeoutMs passes; -1 = no limit). Fills the `readable`, `writable`
 // and `failed` flags; returns the number of ready sockets (0 on timeout).
@@ -117,6 +138,10 @@ class Listener {
   uint16_t port() const { return port_; }
   // Waits at most timeoutMs for a connection; returns an invalid Socket on timeout or when closed.
   Socket accept(int timeoutMs);
+  // One non-blocking accept (the listener is made non-blocking): a socket, or an invalid one with `error` set to
+  // the error code (0 when nothing is pending).
+  Socket acceptNow(int& error);
+  NativeSocket native() const { return fd_; }
   void close();
 
  private:

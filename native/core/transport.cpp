@@ -94,22 +94,11 @@ Transport::Transport(const TransportOptions& options) : options_(options), segme
     options_.ioThreads = static_cast<int>(std::clamp<unsigned>(std::min<unsigned>(hw == 0 ? 2 : hw, options_.connections), 1, 2));
   }
   segments_->bytes = options_.maxSegmentBytes;
+  if (options_.maxHandshakes < 1) options_.maxHandshakes = 1;
+  earlyBudget_ = Budget(options_.maxEarlyBytesPerPeer, options_.maxEarlyBytes);
 }
 
 Transport::~Transport() { close(); }
-
-void Transport::spawn(std::function<void()> body) {
-  {
-    std::lock_guard<std::mutex> lock(threadsMu_);
-    ++activeThreads_;
-  }
-  std::thread([this, body = std::move(body)] {
-    body();
-    std::lock_guard<std::mutex> lock(threadsMu_);
-    --activeThreads_;
-    threadsCv_.notify_all();
-  }).detach();
-}
 
 void Transport::start() {
   net::initSockets();
@@ -119,9 +108,32 @@ void Transport::start() {
     io_.push_back(std::make_unique<IoThread>());
     if (io_.back()->waker.fd() == static_cast<net::NativeSocket>(-1)) throw std::runtime_error("cannot create the I/O thread's wake-up channel");
   }
-  for (auto& io : io_) io->thread = std::thread([this, p = io.get()] { ioLoop(*p); });
-  acceptThread_ = std::thread([this] { acceptLoop(); });
-  serviceThread_ = std::thread([this] { serviceLoop(); });
+  handshakeWaker_ = std::make_unique<net::Waker>();
+  if (handshakeWaker_->fd() == static_cast<net::NativeSocket>(-1)) throw std::runtime_error("cannot create the handshake thread's wake-up channel");
+  // A thread that cannot be created throws std::system_error here, on the caller's thread (the addon turns it
+  // into an error); no thread is ever created later.
+  try {
+    for (auto& io : io_) io->thread = std::thread([this, p = io.get()] { ioLoop(*p); });
+    handshakeThread_ = std::thread([this] { handshakeLoop(); });
+    serviceThread_ = std::thread([this] { serviceLoop(); });
+  } catch (const std::exception& e) {
+    close();
+    throw std::runtime_error(std::string("cannot start the transport's threads: ") + e.what());
+  }
+}
+
+TransportStats Transport::stats() const {
+  TransportStats s;
+  s.handshakesPending = statHandshakesPending_.load();
+  s.handshakesRefused = statRefused_.load();
+  s.handshakesEvicted = statEvicted_.load();
+  s.acceptExhausted = statExhausted_.load();
+  s.earlyRefused = statEarlyRefused_.load();
+  s.redials = statRedials_.load();
+  s.internalErrors = statInternalErrors_.load();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.earlyBytes = earlyBudget_.used();
+  return s;
 }
 
 void Transport::post(std::function<void()> task) {
@@ -169,9 +181,10 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
     brokenReason_.clear();
     brokenPeer_.clear();
     departed_.clear();
+    awaitedRedials_.clear();
     nextSeq_.clear();
     early_.clear();
-    earlyBytes_ = 0;
+    earlyBudget_.reset();
     earlyAborts_.clear();
     // Dial the ring's right neighbour now, so the first operation does not pay for the connection set-up.
     if (peers_.size() > 1) {
@@ -179,7 +192,7 @@ void Transport::configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> pee
       linkTo((myIndex_ + 1) % static_cast<int>(peers_.size()), err);
     }
   }
-  configured_.notify_all();
+  if (handshakeWaker_) handshakeWaker_->wake();  // hellos waiting for this epoch are judged now
   for (auto& link : oldLinks) {
     std::lock_guard<std::mutex> lock(link->mu);
     link->dead = true;
@@ -218,7 +231,7 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
       if (ef != early_.end()) {
         replay.swap(ef->second);
         early_.erase(ef);
-        for (auto& f : replay) earlyBytes_ -= f.header.length;
+        for (auto& f : replay) earlyBudget_.release(f.from, earlyCharge(f.header.length));
       }
       OpError gone = departedBlocking(*op);
       auto ab = earlyAborts_.find(op->key);
@@ -227,13 +240,16 @@ void Transport::submit(std::shared_ptr<Operation> op, int timeoutMs) {
       } else if (gone) {
         early = gone;
       } else if (ab != earlyAborts_.end()) {
-        early = ab->second;
+        early = ab->second.second;
       } else {
         op->expectWork(1);  // held until start() returns (released below)
         op->prepare();
         ops_[op->key] = op;
       }
-      if (ab != earlyAborts_.end()) earlyAborts_.erase(ab);
+      if (ab != earlyAborts_.end()) {
+        earlyBudget_.release(ab->second.first, ab->second.second.message.size());
+        earlyAborts_.erase(ab);
+      }
     }
   }
   if (early) {
@@ -260,6 +276,13 @@ void Transport::replayEarly(const std::shared_ptr<Operation>& op, std::vector<Ea
     if (f.header.length && dst != f.payload.get()) std::memcpy(dst, f.payload.get(), f.header.length);
     op->onPayload(*this, f.from, f.header, dst);
   }
+}
+
+std::string Transport::peerName(int peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer < 0 || peer >= static_cast<int>(peers_.size())) return "peer #" + std::to_string(peer);
+  const PeerInfo& p = peers_[static_cast<size_t>(peer)];
+  return p.id + " (" + p.host + ":" + std::to_string(p.port) + ")";
 }
 
 std::shared_ptr<Operation> Transport::findOp(const OpKey& key) {
@@ -321,6 +344,7 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
   if (h.aux == 0 || h.aux > static_cast<uint32_t>(ErrorCode::InvalidArgument)) code = ErrorCode::Aborted;
   OpError err{code, message, ""};
   std::shared_ptr<Operation> op;
+  bool overBudget = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (h.offset > 0 && h.offset <= peers_.size()) err.peer = peers_[h.offset - 1].id;
@@ -328,18 +352,34 @@ void Transport::handleControl(const std::shared_ptr<Connection>& conn, const Fra
     if (!op) {
       auto next = nextSeq_.find(key.tag);
       if (next != nextSeq_.end() && key.seq < next->second) return;  // finished or failed here already
-      // Not started here yet: remember, so that starting it fails at once; tell the others once.
+      // Not started here yet: remember, so that starting it fails at once; tell the others once. What is
+      // remembered is charged to the sender's early budget: a flood of aborts for operations that never start
+      // closes the connection that brought it instead of growing without bound.
       if (earlyAborts_.count(key)) return;
-      earlyAborts_[key] = err;
+      if (!earlyBudget_.charge(conn->peer, err.message.size())) {
+        overBudget = true;
+      } else {
+        earlyAborts_[key] = {conn->peer, err};
+      }
     }
+  }
+  if (overBudget) {
+    statEarlyRefused_++;
+    log("closing a connection from " + peerName(conn->peer) + ": it sent aborts for more operations not started here than the early budget holds");
+    onConnectionLost(conn, "too many aborts for operations not started here (early budget of " + std::to_string(earlyBudget_.perPeerCap()) + " bytes)", false);
+    return;
   }
   if (op) fail(op, err, true);
   else broadcastControl(h, message, conn->peer);
 }
 
-void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why) {
+void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial) {
   bool wasDead = conn->dead.exchange(true);
   conn->sock.shutdownBoth();
+  if (!wasDead && closing_.load()) {
+    { std::lock_guard<std::mutex> lock(mu_); }  // close() is either before its check or waiting: no lost wake-up
+    connectionsCv_.notify_all();
+  }
   if (wasDead || closing_.load() || conn->saidGoodbye.load()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -347,8 +387,34 @@ void Transport::onConnectionLost(const std::shared_ptr<Connection>& conn, const 
     // Its goodbye came on another connection: this one's end (even a reset) is part of the departure.
     auto d = departed_.find(conn->peer);
     if (d != departed_.end() && !d->second.abrupt) return;
+    if (mayRedial && redialable(*conn)) {
+      // Nothing can have been lost with it: no operation is in flight here, none of the peer's is waiting here, and
+      // it carried no data for a while. The dialling side connects again; the group stays (a NAT's idle timeout).
+      connections_.erase(std::remove(connections_.begin(), connections_.end(), conn), connections_.end());
+      if (conn->outgoing && conn->link) {
+        std::lock_guard<std::mutex> l2(conn->link->mu);
+        auto& cs = conn->link->conns;
+        cs.erase(std::remove(cs.begin(), cs.end(), conn), cs.end());
+        if (!conn->link->dead) queueDial(conn->link, conn->index, true);
+      } else {
+        // The peer must dial it again soon; if it does not (it is gone), the group breaks then.
+        awaitedRedials_.push_back({conn->peer, conn->index, nowMs() + 2 * static_cast<int64_t>(options_.connectTimeoutMs) + 1000, why});
+      }
+      return;
+    }
   }
   breakEpoch(conn->epoch, conn->peer, why, true);
+}
+
+bool Transport::redialable(const Connection& conn) const {
+  if (conn.endOfStream.load() || !ops_.empty() || !brokenReason_.empty()) return false;
+  if (nowMs() - conn.lastDataMs.load() < options_.redialQuietMs) return false;
+  for (auto& [key, frames] : early_)
+    for (auto& f : frames)
+      if (f.from == conn.peer) return false;
+  for (auto& [key, abort] : earlyAborts_)
+    if (abort.first == conn.peer) return false;
+  return true;
 }
 
 void Transport::breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code) {
@@ -535,7 +601,7 @@ void Transport::finishFailure(std::shared_ptr<Operation> op, OpError error) {
   // Runs on the service thread: wait until no thread reads or writes op memory.
   // The I/O threads let go promptly (woken by fail()): a payload half read into op memory is discarded from there
   // on, a frame half written from it has its rest copied out, frames not started are dropped.
-  while (op->activeTransfers.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  op->waitDrained();
   op->onFailed(error);
   if (op->onSettled) op->onSettled(error);
 }
@@ -569,11 +635,37 @@ void Transport::serviceLoop() {
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      task();
+      try {
+        task();
+      } catch (const std::exception& e) {
+        statInternalErrors_++;
+        log(std::string("service thread: ") + e.what());
+      } catch (...) {
+        statInternalErrors_++;
+        log("service thread: unknown exception");
+      }
       lock.lock();
     }
-    // Progress deadlines.
+    try {
+    // Incoming connections lost while idle that their peer has not dialled again in time: it is gone.
     int64_t now = nowMs();
+    for (auto it = awaitedRedials_.begin(); it != awaitedRedials_.end();) {
+      bool back = false;
+      for (auto& c : connections_)
+        back = back || (!c->outgoing && c->peer == it->peer && c->index == it->index && !c->dead.load());
+      if (back || now < it->deadlineMs) {
+        it = back ? awaitedRedials_.erase(it) : std::next(it);
+        continue;
+      }
+      AwaitedRedial lost = *it;
+      awaitedRedials_.erase(it);
+      uint64_t epoch = epoch_;
+      lock.unlock();
+      breakEpoch(epoch, lost.peer, lost.why + " (and it did not connect again)", true);
+      lock.lock();
+      it = awaitedRedials_.begin();
+    }
+    // Progress deadlines.
     std::vector<std::shared_ptr<Operation>> expired;
     for (auto& [key, op] : ops_)
       if (op->timeoutMs > 0 && now - op->lastProgressMs.load() > op->timeoutMs) expired.push_back(op);
@@ -587,12 +679,18 @@ void Transport::serviceLoop() {
       }
       lock.lock();
     }
+    } catch (const std::exception& e) {
+      // Out of memory building a message, most likely: the deadlines are looked at again on the next pass.
+      if (!lock.owns_lock()) lock.lock();
+      statInternalErrors_++;
+      log(std::string("service thread: ") + e.what());
+    }
   }
 }
 
 void Transport::close() {
   if (closing_.exchange(true)) {
-    if (acceptThread_.joinable()) acceptThread_.join();
+    if (handshakeThread_.joinable()) handshakeThread_.join();
     if (serviceThread_.joinable()) serviceThread_.join();
     for (auto& io : io_)
       if (io->thread.joinable()) io->thread.join();
@@ -606,29 +704,29 @@ void Transport::close() {
     for (auto& [peer, link] : links_) links.push_back(link);
     abandonedOps_ = !pending.empty();
   }
-  configured_.notify_all();
+  if (handshakeWaker_) handshakeWaker_->wake();
   for (auto& op : pending) fail(op, {ErrorCode::Closed, "the engine was closed while the operation was running", ""}, false);
-  for (auto& link : links) {
-    std::lock_guard<std::mutex> lock(link->mu);
-    link->dead = true;
-  }
   // Tell the members which operations we ran, so that they finish those with what we already sent instead of
   // taking our end of stream for a crash; then a lingering close: wait (bounded) for them to read it and answer
   // with their end of stream, because closing with unread data would reset the connections.
   sayGoodbye();
   serviceCv_.notify_all();
-  if (acceptThread_.joinable()) acceptThread_.join();
+  // The handshake thread finishes the hellos under way (bounded), admitting with a goodbye what completes.
+  if (handshakeThread_.joinable()) handshakeThread_.join();
+  for (auto& link : links) {
+    std::lock_guard<std::mutex> lock(link->mu);
+    link->dead = true;
+  }
   if (serviceThread_.joinable()) serviceThread_.join();
   listener_.close();
-  int64_t lingerUntil = nowMs() + kLingerMs;
-  for (;;) {
-    bool open = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto& c : connections_) open = open || !c->dead.load();
-    }
-    if (!open || nowMs() > lingerUntil) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  {
+    // Woken by onConnectionLost as each connection ends.
+    std::unique_lock<std::mutex> lock(mu_);
+    connectionsCv_.wait_for(lock, std::chrono::milliseconds(kLingerMs), [&] {
+      for (auto& c : connections_)
+        if (!c->dead.load()) return false;
+      return true;
+    });
   }
   for (auto& io : io_) {
     io->stop = true;
@@ -636,27 +734,11 @@ void Transport::close() {
   }
   for (auto& io : io_)
     if (io->thread.joinable()) io->thread.join();
-  // Dialling and greeting threads see closing_ and end by themselves; connections they made meanwhile are shut.
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(threadsMu_);
-      if (activeThreads_ == 0) break;
-      threadsCv_.wait_for(lock, std::chrono::milliseconds(50));
-    }
-    std::vector<std::shared_ptr<Connection>> more;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      more = connections_;
-      for (auto& c : handshaking_) more.push_back(c);
-    }
-    for (auto& c : more) {
-      c->dead = true;
-      c->sock.shutdownBoth();
-    }
-  }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& c : connections_) c->sock.shutdownBoth();
-  for (auto& c : handshaking_) c->sock.shutdownBoth();
+  for (auto& c : connections_) {
+    c->dead = true;
+    c->sock.shutdownBoth();
+  }
   connections_.clear();
   links_.clear();
 }

@@ -1,17 +1,24 @@
 // The data plane's transport: one listener, and per peer a link of K TCP connections. Frames carry an operation
 // key (tag, sequence), so many operations share the connections.
 //
-// Threads: a few I/O threads (options.ioThreads) drive every established connection with non-blocking sockets
-// and one poll loop each: they read frames and hand each payload straight to its operation (which says where the
-// bytes go, so all-gather data lands in place), and they write the next frame of the link's queue whenever a
-// connection can take one, round-robin over operations, so one operation is striped over all K connections and
-// concurrent operations share them fairly. An operation's follow-up sends (a ring forwards what it reduced) are
-// queued from the I/O thread that received the data and written by the next pass of the loop, without any
-// thread hand-off. Short-lived threads dial and greet connections; a service thread runs deadlines, failure
-// clean-up and early-frame replays. docs/allreduce.md describes the wire and the failure semantics.
+// Threads (fixed in number for the life of the transport; nothing a peer or a stranger does creates one):
+//  - I/O threads (options.ioThreads) drive every established connection with non-blocking sockets and one poll
+//    loop each: they read frames and hand each payload straight to its operation (which says where the bytes go,
+//    so all-gather data lands in place), and they write the next frame of the link's queue whenever a connection
+//    can take one, round-robin over operations, so one operation is striped over all K connections and concurrent
+//    operations share them fairly. An operation's follow-up sends (a ring forwards what it reduced) are queued from
+//    the I/O thread that received the data and written by the next pass of the loop, without any thread hand-off.
+//  - One handshake thread (handshake.cpp) accepts, dials and greets every new connection, each a small state
+//    machine driven by one poll loop with a deadline, under a cap on connections that have not said a valid hello.
+//  - One service thread runs deadlines, failure clean-up and early-frame replays.
+// Each method below says which threads call it and which locks it takes. Lock order: mu_, then a Link's mu, then a
+// Connection's txMu/controlMu, then dialMu_; segments_->mu and an IoThread's mu are leaves.
+// docs/allreduce.md describes the wire and the failure semantics.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -24,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "hello.h"
 #include "socket.h"
 
 namespace tccl {
@@ -94,6 +102,30 @@ struct TransportOptions {
   uint32_t maxSegmentBytes = 256 << 10;
   // Threads that drive the connections; 0 = min(2, K, hardware threads).
   int ioThreads = 0;
+  // Accepted connections that have not finished a valid hello (within connectTimeoutMs): past this many, the
+  // oldest is dropped for each new one, so a flood of silent connections costs a bounded number of descriptors
+  // and a legitimate peer, whose hello follows its connect at once, still gets in.
+  int maxHandshakes = 512;
+  // Bytes a peer may make this one hold for operations it has not started yet (early frames, remembered aborts),
+  // charged by what is allocated; past a cap the connection that brought it is closed (the group re-forms).
+  size_t maxEarlyBytesPerPeer = size_t(1) << 30;
+  size_t maxEarlyBytes = size_t(2) << 30;
+  // A connection of a link lost while no operation is in flight, after carrying no data for this long, is dialled
+  // again instead of breaking the group (a NAT that dropped an idle mapping). Data written more recently may have
+  // been lost with it, so then the group breaks as before.
+  int redialQuietMs = 25000;
+};
+
+// Counters for tests, benches and the operator (Engine.stats() in lib/engine.ts).
+struct TransportStats {
+  uint64_t handshakesPending = 0;   // accepted connections still in their hello
+  uint64_t handshakesRefused = 0;   // refused: bad hello, wrong ticket/epoch/index, or no hello in time
+  uint64_t handshakesEvicted = 0;   // dropped to make room under maxHandshakes
+  uint64_t acceptExhausted = 0;     // accept() found the process or system out of descriptors
+  uint64_t earlyBytes = 0;          // charged to the early-frame budget now
+  uint64_t earlyRefused = 0;        // connections closed for passing the early budget
+  uint64_t redials = 0;             // lost connections dialled again without breaking the group
+  uint64_t internalErrors = 0;      // exceptions caught on a transport thread
 };
 
 class Transport;
@@ -152,8 +184,19 @@ class Operation : public std::enable_shared_from_this<Operation> {
   // Returns true the first time (the caller then settles).
   bool markDone() { return !done_.exchange(true); }
   bool isDone() const { return done_.load(); }
-  // Transfers in progress that read or write op memory; failure waits for them to drain.
+  // Transfers in progress that read or write op memory; failure waits for them to drain (releaseTransfer wakes it).
   std::atomic<int> activeTransfers{0};
+  void releaseTransfer() {
+    if (activeTransfers.fetch_sub(1) == 1 && isDone()) {
+      std::lock_guard<std::mutex> lock(drainMu_);
+      drained_.notify_all();
+    }
+  }
+  // Waits until no transfer touches op memory (the op is done, so none starts). Service thread.
+  void waitDrained() {
+    std::unique_lock<std::mutex> lock(drainMu_);
+    while (activeTransfers.load() > 0) drained_.wait_for(lock, std::chrono::milliseconds(100));
+  }
   std::atomic<uint64_t> bytesSent{0};
   std::atomic<uint64_t> bytesReceived{0};
   // Group facts of the op's epoch, copied at submit so an op never reads a group that configure() replaced.
@@ -164,6 +207,8 @@ class Operation : public std::enable_shared_from_this<Operation> {
  private:
   std::atomic<bool> done_{false};
   std::atomic<uint64_t> pendingWork_{0};
+  std::mutex drainMu_;
+  std::condition_variable drained_;
 };
 
 class Transport {
@@ -173,12 +218,13 @@ class Transport {
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Throws std::runtime_error when the listener cannot start.
+  // Caller's thread, once. Throws std::runtime_error when the listener or a thread cannot start.
   void start();
   uint16_t port() const { return listener_.port(); }
   const TransportOptions& options() const { return options_; }
 
-  // Installs a group (see lib/binding.ts). Fails in-flight ops of older epochs with PeerLost.
+  // Installs a group (see lib/binding.ts). Fails in-flight ops of older epochs with PeerLost. Caller's thread;
+  // takes mu_, then each old link's mu.
   void configure(uint64_t epoch, int myIndex, std::vector<PeerInfo> peers, std::array<uint8_t, 16> ticket);
 
   // Group facts for algorithms (stable for an op's epoch).
@@ -187,27 +233,33 @@ class Transport {
   uint64_t epoch() const { return epoch_; }
 
   // Registers and starts an op; its key.seq is assigned here. On failure to start, settles it with the error.
+  // Caller's thread; takes mu_ (then nothing else) to register, no lock while start() runs.
   void submit(std::shared_ptr<Operation> op, int timeoutMs);
-  // Queues a frame to peer `to` (dialling the link if needed). False if that link is dead.
+  // Queues a frame to peer `to` (dialling the link if needed). False if that link is dead. Any thread (ops' start()
+  // on the caller's, follow-ups on I/O threads); takes mu_ briefly, then the link's mu, then maybe a txMu.
   bool send(int to, SendItem item, const std::shared_ptr<Operation>& op);
   // Queues many frames to one peer under one lock and one wake-up.
   bool sendMany(int to, std::vector<SendItem> items, const std::shared_ptr<Operation>& op);
-  // Fails an op (any thread). Tells the other peers with an Abort frame when `propagate`.
+  // Fails an op (any thread; no lock held on entry). Tells the other peers with an Abort frame when `propagate`.
   void fail(const std::shared_ptr<Operation>& op, OpError error, bool propagate);
-  // Completes an op successfully (any thread) once its last transfer is done.
+  // Completes an op successfully (any thread, no lock held) once its last transfer is done.
   void complete(const std::shared_ptr<Operation>& op);
-  // Aborts the in-flight op with this tag (from the user).
+  // Aborts the in-flight op with this tag (from the user; JS thread). Takes mu_.
   void abortTag(uint64_t tag, const std::string& message);
-  // Rejects everything with Closed, says goodbye, closes sockets, joins threads. Idempotent.
+  // Rejects everything with Closed, says goodbye, closes sockets, joins threads. Idempotent. Any thread but the
+  // transport's own; no lock held on entry.
   void close();
 
   static int64_t nowMs();
-  // Runs a task on the transport's service thread (never on the caller's thread).
+  // Runs a task on the transport's service thread (never on the caller's thread). Any thread; takes mu_.
   void post(std::function<void()> task);
+  // Any thread; takes mu_ briefly.
+  TransportStats stats() const;
 
   struct Link;
   struct Connection;
   struct IoThread;
+  struct Handshake;
 
  private:
   struct OpQueue {
@@ -220,48 +272,91 @@ class Transport {
     std::shared_ptr<uint8_t[]> payload;
   };
 
-  // Connection set-up (handshake.cpp).
-  void acceptLoop();
-  void handleIncoming(std::shared_ptr<Connection> conn);
+  // Connection set-up (handshake.cpp). All on the handshake thread unless said otherwise.
+  void handshakeLoop();
+  // Accepts what is pending (up to a batch), evicting the oldest unauthenticated connection past maxHandshakes;
+  // backs off when out of descriptors. No lock.
+  void acceptSome(std::list<std::unique_ptr<Handshake>>& hs, size_t& incoming, int64_t& pausedUntil);
+  // One step of a connection's hello: I/O when its socket is ready, timers, judging (takes mu_ briefly through
+  // groupView and admit). False when the handshake is over (admitted, refused, given up).
+  bool stepIncoming(Handshake& h, const GroupView& g, int64_t now);
+  bool stepDial(Handshake& h, const GroupView& g, int64_t now, bool closing);
+  void dialFailed(Handshake& h, const std::string& why, int64_t now);
+  void giveUp(Handshake& h, const std::string& err, ErrorCode code);
+  GroupView groupView() const;  // takes mu_
+  // Queues the dialling of connection `c` of a link for the handshake thread. Any thread; caller holds mu_ (takes
+  // dialMu_).
+  void queueDial(const std::shared_ptr<Link>& link, int c, bool redial);
+  // Caller holds mu_: the link to `peer`, created (and its K connections queued for dialling) if needed.
   std::shared_ptr<Link> linkTo(int peer, std::string& error);
-  // Dials one connection of a link and says hello, retrying refused or unanswered dials until connectRetryMs;
-  // returns an invalid socket (and the reason) when it gives up, the epoch changes or the transport closes.
-  net::Socket dial(const std::shared_ptr<Link>& link, const PeerInfo& target, uint64_t epoch, int me,
-                   const std::array<uint8_t, 16>& ticket, int k, int c, std::string& err, ErrorCode& failCode);
-  // For a timeout's message: the links of the current epoch still dialling a peer that does not answer.
+  // For a timeout's message: the links of the current epoch still dialling a peer that does not answer. Caller
+  // holds mu_ (takes each link's mu).
   std::string dialingNote();
-  // Registers an established connection (and its link's, if outgoing) and hands it to an I/O thread.
+  // Registers an established connection (and its link's, if outgoing) and hands it to an I/O thread. Handshake
+  // thread; takes mu_, then the link's mu.
   void admit(const std::shared_ptr<Connection>& conn);
+  // One line on stderr, for what an operator should know (a refused flood, an exhausted descriptor table).
+  void log(const std::string& line) const;
 
   // The I/O loop (io_loop.cpp).
+  // Hands an admitted connection to an I/O thread (handshake thread; takes that IoThread's mu).
   void adopt(std::shared_ptr<Connection> conn);
+  // The body of an I/O thread. No lock held between its steps.
   void ioLoop(IoThread& io);
+  // Any thread, no lock needed: wakes the I/O threads that are polling.
   void wakeIo();
+  // The connection's I/O thread, no lock held (takes mu_ briefly for an op lookup or an early frame).
   bool pumpRead(const std::shared_ptr<Connection>& conn, std::string& why);
-  // Writes the frames a connection holds and at most `takes` more batches; the caller holds c.txMu.
+  // Writes the frames a connection holds and at most `takes` more batches; the caller (its I/O thread, or a
+  // thread writing inline through writeNow) holds c.txMu; takes controlMu and the link's mu inside.
   bool pumpWrite(Connection& c, int takes, bool* wrote = nullptr);
   // Writes a first batch of a link's queue from the calling thread when one of its connections is idle; true
-  // when everything queued went out (no I/O thread needs waking).
+  // when everything queued went out (no I/O thread needs waking). Any thread, no lock held on entry.
   bool writeNow(const std::shared_ptr<Link>& link);
+  // Caller holds c.txMu; takes controlMu, then the link's mu.
   bool takeFrames(Connection& c);
-  // Sets up the reading of a frame's payload; false (and why) when the frame breaks the connection.
-  bool onFrameHeader(Connection& c, std::string& why);
+  // Sets up the reading of a frame's payload; false (and why) when the frame breaks the connection (rejectEarly:
+  // it passed the early budget). The connection's I/O thread; takes mu_ unless the op is cached.
+  bool onFrameHeader(Connection& c, std::string& why, bool& rejectEarly);
+  // The connection's I/O thread; takes mu_ for an early frame.
   void onFrameComplete(Connection& c);
+  // The connection's I/O thread, when it drops the connection; takes mu_, then c.txMu.
   void releaseTransfers(Connection& c);
+  // The connection's I/O thread; takes c.txMu.
   void detachFailed(Connection& c);
+  // Any thread; takes c.controlMu.
   void enqueueControl(const std::shared_ptr<Connection>& c, const FrameHeader& h, std::string payload, bool thenShutdown);
 
   // Frames and failure (transport.cpp).
+  // The service thread's body: tasks, awaited re-dials and progress deadlines every 20 ms; holds mu_ between them.
   void serviceLoop();
+  // A control frame arrived (the connection's I/O thread, no lock held; takes mu_ briefly).
   void handleControl(const std::shared_ptr<Connection>& conn, const FrameHeader& h, const std::string& payload);
-  void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why);
+  // A connection ended (I/O thread, or any thread whose write failed; no lock held). Breaks the epoch, unless it
+  // can be dialled again without losing anything (see TransportOptions::redialQuietMs).
+  void onConnectionLost(const std::shared_ptr<Connection>& conn, const std::string& why, bool mayRedial = true);
+  // Whether a lost connection can be replaced without breaking the epoch (see redialQuietMs). Caller holds mu_.
+  bool redialable(const Connection& conn) const;
+  // Any thread, no lock held: fails every op of the epoch once (takes mu_, then calls fail()).
   void breakEpoch(uint64_t epoch, int lostPeer, const std::string& why, bool propagate, ErrorCode code = ErrorCode::PeerLost);
+  // Any thread, no lock held; takes mu_, then links' mu, then connections' controlMu.
   void broadcastControl(const FrameHeader& h, const std::string& message, int exceptPeer);
+  // The service thread, no lock held: waits for the op's transfers to drain, restores, settles.
   void finishFailure(std::shared_ptr<Operation> op, OpError error);
+  // Caller holds mu_.
   std::shared_ptr<Operation> findOp(const OpKey& key);
+  // The service thread, no lock held.
   void replayEarly(const std::shared_ptr<Operation>& op, std::vector<EarlyFrame> frames);
+  // Any thread; takes segments_->mu.
   std::shared_ptr<uint8_t[]> earlyBuffer(size_t bytes);
-  // Goodbye frames: sent on every connection by close(), handled by handleControl().
+  // What an early frame of `length` payload bytes costs (earlyBuffer allocates a whole segment for a small one).
+  size_t earlyCharge(uint32_t length) const {
+    return length == 0 || length > options_.maxSegmentBytes ? std::max<size_t>(length, 1) : options_.maxSegmentBytes;
+  }
+  // "rank3 (127.0.0.1:4000)" for log lines; takes mu_.
+  std::string peerName(int peer) const;
+  // Goodbye frames: sent on every connection by close() (its thread), handled by handleControl() (an I/O
+  // thread). Each takes mu_ briefly; none is called with a lock held.
   void sayGoodbye();
   FrameHeader goodbyeHeader() const;
   std::string goodbyeBody();
@@ -273,7 +368,8 @@ class Transport {
   TransportOptions options_;
   net::Listener listener_;
   std::atomic<bool> closing_{false};
-  std::thread acceptThread_;
+  std::thread handshakeThread_;
+  std::unique_ptr<net::Waker> handshakeWaker_;
   std::thread serviceThread_;
   std::vector<std::unique_ptr<IoThread>> io_;
   std::atomic<unsigned> nextIo_{0};
@@ -282,7 +378,6 @@ class Transport {
   std::shared_ptr<SegmentPool> segments_;  // buffers for early frames, reused instead of allocated per frame
 
   mutable std::mutex mu_;  // guards everything below
-  std::condition_variable configured_;
   uint64_t epoch_ = 0;
   int myIndex_ = 0;
   std::vector<PeerInfo> peers_;
@@ -295,22 +390,30 @@ class Transport {
   std::map<OpKey, std::shared_ptr<Operation>> ops_;               // in flight
   std::map<uint64_t, uint32_t> nextSeq_;                          // per tag
   std::map<OpKey, std::vector<EarlyFrame>> early_;                // frames for ops not yet submitted here
-  size_t earlyBytes_ = 0;
-  std::map<OpKey, OpError> earlyAborts_;
+  Budget earlyBudget_{0, 0};                                      // what early_ and earlyAborts_ hold
+  std::map<OpKey, std::pair<int, OpError>> earlyAborts_;          // from which peer, and the error
   // Members of the current epoch that closed their engine: how many ops per tag each ran (abrupt: unknown).
   struct Departure {
     bool abrupt = false;
     std::map<uint64_t, uint32_t> ran;
   };
   std::map<int, Departure> departed_;
+  // Incoming connections lost while idle (onConnectionLost): their peer must dial them again by the deadline.
+  struct AwaitedRedial {
+    int peer;
+    int index;
+    int64_t deadlineMs;
+    std::string why;
+  };
+  std::vector<AwaitedRedial> awaitedRedials_;
   bool abandonedOps_ = false;  // close() failed operations in flight: its goodbye says so
-  // Short-lived threads (dialling, greeting) are detached and counted; close() waits for the count to reach 0.
-  void spawn(std::function<void()> body);
-  std::mutex threadsMu_;
-  std::condition_variable threadsCv_;
-  int activeThreads_ = 0;
-  std::vector<std::shared_ptr<Connection>> handshaking_;
+  // Counters (stats()).
+  mutable std::atomic<uint64_t> statHandshakesPending_{0}, statRefused_{0}, statEvicted_{0}, statExhausted_{0}, statEarlyRefused_{0},
+      statRedials_{0}, statInternalErrors_{0};
+  std::mutex dialMu_;  // guards dials_
+  std::vector<std::unique_ptr<Handshake>> dials_;  // queued by queueDial, taken by the handshake thread
   std::condition_variable serviceCv_;
+  std::condition_variable connectionsCv_;  // with mu_: a connection ended while closing (close()'s linger)
   std::deque<std::function<void()>> tasks_;
 };
 

@@ -7,8 +7,6 @@
 
 namespace tccl {
 
-// Frames for operations this peer has not started yet are kept in memory up to this many bytes in total.
-constexpr size_t kMaxEarlyBytes = size_t(2) << 30;
 // close() waits at most this long for the peers to read what it sent last and close their side.
 constexpr int64_t kLingerMs = 1000;
 constexpr size_t kMaxControlMessage = 4096;
@@ -60,7 +58,14 @@ struct Transport::Connection {
   int peer = -1;
   uint64_t epoch = 0;
   bool outgoing = false;
-  std::shared_ptr<Link> link;  // outgoing connections serve their link's queue
+  int index = 0;  // which of the link's K connections (from the hello): a re-dialled one replaces it
+  std::shared_ptr<Link> link;
+  // When it last carried a data frame either way (transport clock): a connection lost after a quiet spell while no
+  // operation is in flight is dialled again (onConnectionLost).
+  std::atomic<int64_t> lastDataMs{0};
+  // The peer ended the stream without a goodbye: its process exited or closed the socket, which a path failure
+  // (a reset, a timeout) never does, so such a loss is never taken for one and re-dialled.
+  std::atomic<bool> endOfStream{false};  // outgoing connections serve their link's queue
   std::atomic<bool> dead{false};
   // The peer said goodbye on this connection: its end of stream is a departure, not a loss.
   std::atomic<bool> saidGoodbye{false};
@@ -94,6 +99,40 @@ struct Transport::Connection {
   std::unique_ptr<uint8_t[]> scratch;  // one segment: where operations may have a payload read to
   OpKey cachedKey;                     // the op the last data frame belonged to (skips the transport lock)
   std::shared_ptr<Operation> cachedOp;
+};
+
+// A connection being set up, owned by the handshake thread: an accepted one until its hello is judged and the
+// reply sent, or one of ours from the first dial until the reply to our hello.
+struct Transport::Handshake {
+  enum class State { Incoming, Backoff, Connecting, Sending, AwaitReply };
+  State state = State::Incoming;
+  net::Socket sock;
+  bool ready = false;  // poll said the socket can be read or written (or failed)
+  // Incoming.
+  IncomingHello in{0};
+  // Outgoing.
+  std::shared_ptr<Link> link;
+  PeerInfo target;
+  int index = 0;
+  bool redial = false;
+  uint8_t hello[kHelloSize] = {};
+  size_t helloSent = 0;
+  uint8_t reply[kReplySize] = {};
+  size_t replyGot = 0;
+  int64_t dialStartMs = 0;
+  int64_t nextTryMs = 0;
+  int64_t backoffMs = 10;
+  int64_t deadlineMs = 0;  // of the current connect attempt, or of the whole hello and reply
+
+  bool outgoing() const { return state != State::Incoming; }
+  bool wantsRead() const { return state == State::Incoming ? in.wanted() > 0 : state == State::AwaitReply; }
+  bool wantsWrite() const {
+    return state == State::Incoming ? in.replyLeft() > 0 : state == State::Connecting || state == State::Sending;
+  }
+  int64_t wakeAtMs() const {
+    if (state == State::Incoming) return in.wakeAtMs();
+    return state == State::Backoff ? nextTryMs : deadlineMs;
+  }
 };
 
 struct Transport::IoThread {
