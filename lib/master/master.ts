@@ -290,7 +290,8 @@ export class Master {
       this.gate.leave(conn);
       this.connections.delete(conn);
       if (session && this.byPeer.get(session.peer)?.conn === conn) {
-        if (reason instanceof IntegrityError) return this.awaitReconnect(session, conn, reason);
+        const s = session;
+        if (reason instanceof IntegrityError) return awaitReconnect(this.log, s.peer, reason, this.peerTimeoutMs, () => this.byPeer.get(s.peer)?.conn === conn, (why) => this.apply({ type: 'lost', peer: s.peer, reason: why }));
         const why = reason instanceof ProtocolError
           ? `protocol error: ${reason.message}`
           : reason ? `control connection lost: ${reason.message}` : 'control connection closed';
@@ -348,11 +349,6 @@ export class Master {
         }
       }
     });
-  }
-
-  /** A control frame failed its tag (either way): the peer has `peerTimeoutMs` to resume, so tampering alone evicts nobody. */
-  private awaitReconnect(s: Session, conn: Connection, reason: IntegrityError): void {
-    awaitReconnect(this.log, s.peer, reason, this.peerTimeoutMs, () => this.byPeer.get(s.peer)?.conn === conn, (why) => this.apply({ type: 'lost', peer: s.peer, reason: why }));
   }
 
   private welcome(conn: Connection, s: Session, resumed: boolean): void {
