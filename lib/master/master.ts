@@ -26,7 +26,7 @@ import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
 import { checkUnknownSession } from './sessions';
 import { INSECURE_WARNING, MasterOptions, resolveOptions } from './options';
-import { MasterView, viewOf } from './status';
+import { MasterView, linkModes, viewOf } from './status';
 import { Telemetry } from './telemetry';
 import { solveInWorker } from '../topology/solver-worker';
 
@@ -126,7 +126,8 @@ export class Master {
         throw new Error(`Cannot serve HTTP on ${formatHostPort(this.httpOptions.host, this.httpOptions.port)}: ${(err as Error).message}`, { cause: err });
       }
     }
-    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', http: this.http ? this.dashboardUrl : undefined });
+    const modes = linkModes(this.token !== undefined);
+    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', control: modes.control, data: modes.data, http: this.http ? this.dashboardUrl : undefined });
     if (this.insecure) this.log.warn(INSECURE_WARNING, { host: this.host });
     return this.boundPort;
   }

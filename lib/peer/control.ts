@@ -203,7 +203,7 @@ export class ControlClient {
     this.session = { id: m.session, secret: m.secret };
     this.heartbeat = { intervalMs: m.heartbeatIntervalMs, timeoutMs: m.peerTimeoutMs };
     hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs);
-    this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost });
+    this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost, encryption: hs.kx ? 'aes-256-gcm' : 'off' });
     hs.resolve();
   }
 

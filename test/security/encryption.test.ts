@@ -13,8 +13,8 @@ import { PeerProcess, contribution, expectedFirst, startPeer, waitFor } from '..
 
 const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
 
-async function startMaster(t: Test) {
-  const master = new Master({ host: '127.0.0.1', port: 0, token: TOKEN, logLevel: 'silent', heartbeatIntervalMs: 200, peerTimeoutMs: 4000 });
+async function startMaster(t: Test, extra: { httpPort?: number } = {}) {
+  const master = new Master({ host: '127.0.0.1', port: 0, token: TOKEN, logLevel: 'silent', heartbeatIntervalMs: 200, peerTimeoutMs: 4000, ...extra });
   await master.listen();
   const peers: PeerProcess[] = [];
   t.teardown(async () => {
@@ -138,8 +138,10 @@ t.test('a byte altered in a sealed control frame, either way: the connection fai
   t.ok(peers.every((p) => p.alive), 'both peers run');
 });
 
-t.test('a peer with the wrong token cannot complete the key exchange', async (t) => {
-  const { master, peers } = await startMaster(t);
+t.test('a peer with the wrong token cannot complete the key exchange; /status says which links are encrypted', async (t) => {
+  const { master, peers } = await startMaster(t, { httpPort: 0 });
+  const r = await fetch(`http://127.0.0.1:${master.httpPort}/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  t.match((await r.json()) as object, { master: { auth: true, encryption: { control: 'aes-256-gcm', data: 'off' } } }, '/status: control sealed, data plane not yet');
   const p = startPeer({ master: master.address, token: 'not-the-token', value: 1, connections: 1, listenHost: '127.0.0.1' });
   peers.push(p);
   const ready = await p.ready;
