@@ -173,8 +173,9 @@ export class ControlThread {
     this.worker = undefined;
     if (!worker) return (this.exiting = Promise.resolve());
     this.exiting = new Promise<void>((resolve) => {
+      // Not unref'd: while the worker flushes its goodbye (the unref'd worker waits for the master to close the
+      // socket), this timer is what keeps the process alive, so the promise of close() always settles.
       const timer = setTimeout(() => void worker.terminate(), EXIT_GRACE_MS);
-      timer.unref();
       worker.once('exit', () => {
         clearTimeout(timer);
         resolve();
