@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Master } from '../../lib/master/master';
+import { encodeFrame } from '../../lib/protocol';
 import { PeerProcess, contribution, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
 
 const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
@@ -85,10 +86,17 @@ t.test('a capture of the master port holds neither the token, nor the labels, no
     t.notOk(cap.includes(pattern), 'nor the tensor pattern');
   });
 
-/** A TCP proxy in front of the master that can alter the last byte (a tag byte of a sealed frame) of the next chunk. */
+type Way = 'toPeer' | 'toMaster';
+type Attack = 'flip' | 'replay' | 'inject';
+
+/**
+ * A TCP proxy in front of the master that attacks the next chunk of one direction once armed: `flip` alters its
+ * last byte (a tag byte of a sealed frame), `replay` sends it twice, `inject` puts a forged plain `dropped` message
+ * before it.
+ */
 async function tamperingProxy(t: Test, target: number) {
-  const arm = { toPeer: false, toMaster: false };
-  const flipped = { toPeer: 0, toMaster: 0 };
+  const armed: Partial<Record<Way, Attack>> = {};
+  const done: Record<Way, number> = { toPeer: 0, toMaster: 0 };
   let accepted = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -99,24 +107,28 @@ async function tamperingProxy(t: Test, target: number) {
       s.on('error', () => undefined);
       s.on('close', () => { sockets.delete(s); client.destroy(); upstream.destroy(); });
     }
-    const relay = (from: net.Socket, to: net.Socket, way: 'toPeer' | 'toMaster') => from.on('data', (chunk: Buffer) => {
-      if (arm[way] && chunk.length >= 21) {
-        arm[way] = false;
+    const relay = (from: net.Socket, to: net.Socket, way: Way) => from.on('data', (chunk: Buffer) => {
+      const attack = armed[way];
+      if (!attack || chunk.length < 21) return void to.write(chunk);
+      delete armed[way];
+      done[way] += 1;
+      if (attack === 'flip') {
         chunk = Buffer.from(chunk);
         chunk[chunk.length - 1] ^= 0x40;
-        flipped[way] += 1;
       }
+      if (attack === 'inject') to.write(encodeFrame({ t: 'dropped', reason: 'forged by the proxy' }));
       to.write(chunk);
+      if (attack === 'replay') to.write(chunk);
     });
     relay(client, upstream, 'toMaster');
     relay(upstream, client, 'toPeer');
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => { for (const s of sockets) s.destroy(); server.close(); });
-  return { address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, arm, flipped, accepted: () => accepted };
+  return { address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, armed, done, accepted: () => accepted };
 }
 
-t.test('a byte altered in a sealed control frame, either way: the connection fails its tag, is re-established, and the run goes on', async (t) => {
+t.test('a sealed control frame altered, replayed, or a forged one injected, either way: the connection fails its tag, is re-established, and the run goes on', async (t) => {
   const { master, peers } = await startMaster(t);
   const proxy = await tamperingProxy(t, master.port);
   const [a, b] = await twoPeers(master, peers, [master.address, proxy.address]);
@@ -124,18 +136,21 @@ t.test('a byte altered in a sealed control frame, either way: the connection fai
   t.same((await reduceBoth(a, b, 1))[1].first, expectedFirst([1, 2], 1), 'the group works before');
   t.equal(proxy.accepted(), 1, 'b dialled the master once, through the proxy');
 
-  for (const [way, n] of [['toPeer', 2], ['toMaster', 3]] as const) {
-    proxy.arm[way] = true; // the next heartbeat (every 200 ms) carries it
-    await waitFor(() => proxy.flipped[way] === 1, 20_000, `a frame ${way} altered`);
-    await waitFor(() => proxy.accepted() === n, 30_000, `b reconnected after the frame ${way} failed its tag`);
+  const attacks: [Way, Attack][] = [['toPeer', 'flip'], ['toMaster', 'flip'], ['toMaster', 'replay'], ['toPeer', 'inject'], ['toMaster', 'inject']];
+  for (const [i, [way, attack]] of attacks.entries()) {
+    const n = i + 2;
+    const count = proxy.done[way];
+    proxy.armed[way] = attack; // the next heartbeat (every 200 ms) carries it
+    await waitFor(() => proxy.done[way] === count + 1, 20_000, `${attack} ${way}`);
+    await waitFor(() => proxy.accepted() === n, 30_000, `b reconnected after ${attack} ${way}`);
     const rs = await reduceBoth(a, b, n);
-    t.ok(rs.every((r) => r.ok), `after the altered frame ${way}: the all-reduce works`);
+    t.ok(rs.every((r) => r.ok), `after ${attack} ${way}: the all-reduce works`);
     t.same(rs[1].first, expectedFirst([1, 2], n), 'and is right');
   }
   const after = master.groupsInfo()[0];
-  t.same(after.members, before.members, 'nobody was dropped or replaced: b resumed its session');
+  t.same(after.members, before.members, 'nobody was dropped or replaced: b resumed its session every time');
   t.equal(master.counters.peersDropped ?? 0, 0, 'the master dropped nobody');
-  t.ok(peers.every((p) => p.alive), 'both peers run');
+  t.ok(peers.every((p) => p.alive), 'both peers run (the forged "dropped" was never read)');
 });
 
 t.test('a peer with the wrong token cannot complete the key exchange; /status says which links are encrypted', async (t) => {
