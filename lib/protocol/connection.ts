@@ -160,7 +160,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastRx = monotonicMs();
+    // Unsealed, any byte counts as life; sealed, only a whole frame: a length altered on the way would otherwise
+    // keep the connection alive on a trickle of heartbeats that never completes the frame it announced.
+    if (!this.sealer) this.lastRx = monotonicMs();
     this.decoder.feed(chunk);
     // One message at a time: a handler may switch the decoder to sealed frames between two frames of one chunk.
     for (;;) {
@@ -173,6 +175,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         return;
       }
       if (!m) return;
+      this.lastRx = monotonicMs();
       if (m.t === 'integrity' && this.sealer) {
         this.tampered = new IntegrityError(`The other side found a control frame that failed its integrity check: ${String(m.message).slice(0, 200)}`);
         continue;

@@ -152,6 +152,32 @@ t.test('a sealed Connection over a real socket: messages pass; one altered byte 
   other.destroy();
 });
 
+t.test('a sealed Connection whose frame length was altered upwards is not kept alive by the trickle behind it', async (t) => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const raw = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
+  const other = await accepted;
+  const { client, accepted: a } = exchange('tok', 'tok');
+  const conn = new Connection(raw);
+  conn.secure(client.finish(a!.reply));
+  const sealer = new FrameSealer(a!.keys);
+  const closed = new Promise<Error | undefined>((r) => conn.on('close', r));
+  conn.startHeartbeat(50, 600);
+  // A heartbeat whose length says 64 KiB: what follows (more heartbeats) is read as its body, never completing it.
+  const first = sealer.seal(encodeFrame({ t: 'hb' }));
+  first.writeUInt32BE(64 << 10, 0);
+  other.write(first);
+  const trickle = setInterval(() => other.write(sealer.seal(encodeFrame({ t: 'hb' }))), 50);
+  const deadline = setTimeout(() => conn.close(new Error('still open after 20 s')), 20_000);
+  const reason = await closed;
+  clearInterval(trickle);
+  clearTimeout(deadline);
+  t.match(reason?.message, /no heartbeat/, 'closed by the heartbeat deadline');
+  other.destroy();
+});
+
 t.test('identity keys: one per process; a ring must announce ours at our index', async (t) => {
   const id = processIdentity();
   t.equal(processIdentity(), id, 'made once per process');
