@@ -166,15 +166,14 @@ export class ControlThread {
     this.worker = undefined;
     if (!worker) return (this.exiting = Promise.resolve());
     this.exiting = new Promise<void>((resolve) => {
+      // Both stay referenced: a caller awaiting close() must see it settle, not have its process end first.
       const timer = setTimeout(() => void worker.terminate(), EXIT_GRACE_MS);
-      timer.unref();
       worker.once('exit', () => {
         clearTimeout(timer);
         resolve();
       });
     });
     worker.postMessage({ t: 'exit' } satisfies ToWorker);
-    worker.unref();
     return this.exiting;
   }
 
