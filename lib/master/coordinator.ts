@@ -258,7 +258,7 @@ export class Coordinator {
     p.busy = { since: Math.min(ongoing?.since ?? Infinity, now - ms), seen: now };
     const blocked = now - p.busy.since;
     if (blocked >= this.jsHangTimeoutMs) {
-      this.handle({ type: 'lost', peer: p.id, reason: `JavaScript thread blocked for ${blocked} ms (jsHangTimeoutMs ${this.jsHangTimeoutMs})` });
+      this.handle({ type: 'lost', peer: p.id, reason: `JavaScript thread blocked for ${Math.round(blocked)} ms (jsHangTimeoutMs ${this.jsHangTimeoutMs})` });
     }
   }
 

@@ -173,8 +173,7 @@ export class ControlThread {
     this.worker = undefined;
     if (!worker) return (this.exiting = Promise.resolve());
     this.exiting = new Promise<void>((resolve) => {
-      // Not unref'd: while the worker flushes its goodbye (the unref'd worker waits for the master to close the
-      // socket), this timer is what keeps the process alive, so the promise of close() always settles.
+      // Both stay referenced: a caller awaiting close() must see it settle, not have its process end first.
       const timer = setTimeout(() => void worker.terminate(), EXIT_GRACE_MS);
       worker.once('exit', () => {
         clearTimeout(timer);
@@ -182,7 +181,6 @@ export class ControlThread {
       });
     });
     worker.postMessage({ t: 'exit' } satisfies ToWorker);
-    worker.unref();
     return this.exiting;
   }
 
