@@ -11,6 +11,16 @@
 import * as path from 'node:path';
 
 /** A member of a group as the data plane sees it. */
+/**
+ * The keys a ring's data-plane links are proven with (lib/peer/identity.ts): this process's X25519 identity and
+ * every member's public key in ring order. Passed to `configure`; the native handshake does not use them yet
+ * (docs/security.md, "Encryption": what is protected today).
+ */
+export interface LinkSecurity {
+  identity: { publicKey: Uint8Array; privateKey: Uint8Array };
+  peerKeys: Uint8Array[];
+}
+
 export interface NativePeer {
   /** Stable id used in error messages (e.g. `peer-3@10.0.0.5:41234`). */
   id: string;
@@ -106,7 +116,7 @@ export interface NativeEngine {
    * this process at `myIndex`; `ticket` (16 bytes) is what every member presents when dialling another, so a
    * connection without it is refused. In-flight operations of an older epoch fail with PEER_LOST.
    */
-  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array): void;
+  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array, security?: LinkSecurity): void;
   allReduce(args: NativeAllReduceArgs): Promise<NativeOpResult>;
   /**
    * Point-to-point transfer under one tag: every `send` goes to peer index `to` as stream `stream`; every `recv`

@@ -3,7 +3,7 @@
  * static RingGroup, the Communicator and the GPU staging): options, results, and the two interfaces a layer
  * builds on. Types and constants only, so that any module may import it without pulling in another layer.
  */
-import type { NativePeer } from './binding';
+import type { LinkSecurity, NativePeer } from './binding';
 import type { DType, ReduceOp, TensorArray } from './dtype';
 
 /** Codec numbers on the wire and in native calls (native/core/codec.h); 0 = none. */
@@ -116,7 +116,7 @@ export interface AllReduceTarget {
 export interface DataPlane {
   readonly port: number;
   /** Installs a group; in-flight operations of older epochs fail with PeerLostError. */
-  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array): void;
+  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array, security?: LinkSecurity): void;
   allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>>;
   exchange(options: ExchangeOptions): Promise<ExchangeResult>;
   /** Fails the in-flight operation with `tag` here and tells the peers taking part. */

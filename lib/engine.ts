@@ -3,7 +3,7 @@
  * current group, driven by the native core. Both the static {@link RingGroup} and the master-driven
  * Communicator sit on it. It validates every argument before anything reaches native code.
  */
-import { native, NativeEngine, NativeEngineStats, NativePeer, NativeQuantization } from './binding';
+import { LinkSecurity, native, NativeEngine, NativeEngineStats, NativePeer, NativeQuantization } from './binding';
 import {
   AllReduceOptions, AllReduceResult, CODEC_CODES, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, EngineOptions,
   ExchangeOptions, ExchangeResult,
@@ -65,12 +65,13 @@ export class Engine {
   }
 
   /** Installs a group (see NativeEngine.configure). */
-  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array = new Uint8Array(16)): void {
+  configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array = new Uint8Array(16), security?: LinkSecurity): void {
     this.checkOpen();
     checkInt('epoch', epoch, 0);
     checkInt('myIndex', myIndex, 0, peers.length - 1);
     if (!(ticket instanceof Uint8Array) || ticket.length !== 16) throw new InvalidArgumentError('Expected a 16-byte ticket');
-    this.impl.configure(epoch, myIndex, peers, ticket);
+    if (security) checkSecurity(security, peers.length);
+    this.impl.configure(epoch, myIndex, peers, ticket, security);
   }
 
   /**
@@ -274,4 +275,12 @@ function abortMessage(reason: unknown): string {
   if (reason instanceof Error) return reason.message;
   if (reason === undefined) return 'aborted by AbortSignal';
   return String(reason);
+}
+
+function checkSecurity(s: LinkSecurity, members: number): void {
+  const key = (k: unknown) => k instanceof Uint8Array && k.length === 32;
+  if (!key(s.identity?.publicKey) || !key(s.identity?.privateKey)) throw new InvalidArgumentError('Expected security.identity with 32-byte publicKey and privateKey');
+  if (!Array.isArray(s.peerKeys) || s.peerKeys.length !== members || !s.peerKeys.every(key)) {
+    throw new InvalidArgumentError(`Expected security.peerKeys: one 32-byte public key per member (${members})`);
+  }
 }

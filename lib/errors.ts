@@ -58,6 +58,12 @@ export class MismatchError extends withCode('MISMATCH', false) {}
 /** Bytes on a socket did not follow the protocol (garbage, wrong version, oversized frame). */
 export class ProtocolError extends withCode('PROTOCOL', false) {}
 
+/**
+ * A frame or message failed its integrity check (altered, replayed, reordered or dropped on the way): the
+ * connection is dropped and re-established with new keys. Retry: the result is never computed from such bytes.
+ */
+export class IntegrityError extends withCode('INTEGRITY', true) {}
+
 /** The run token or a connection ticket was missing or wrong. */
 export class AuthError extends withCode('AUTH', false) {}
 
@@ -111,6 +117,7 @@ const BY_CODE: Readonly<Record<string, Make>> = {
   MISMATCH: (m, x) => new MismatchError(m, x),
   PROTOCOL: (m, x) => new ProtocolError(m, x),
   AUTH: (m, x) => new AuthError(m, x),
+  INTEGRITY: (m, x) => new IntegrityError(m, x),
   TOO_FEW_PEERS: (m, x) => new TooFewPeersError(m, x),
   CLOSED: (m, x) => new ClosedError(m, x),
   // The master's word for a session it no longer knows: to the caller, the communicator is closed.

@@ -12,7 +12,7 @@
  * ```
  */
 export {
-  TcclError, PeerLostError, TimeoutError, AbortError, MismatchError, ProtocolError, AuthError, TooFewPeersError, ClosedError,
+  TcclError, PeerLostError, TimeoutError, AbortError, MismatchError, ProtocolError, AuthError, IntegrityError, TooFewPeersError, ClosedError,
   StateError, CudaUnavailableError, CudaError, InvalidArgumentError, errorFromCode,
 } from './errors';
 export { DType, ReduceOp, TensorArray, dtypeBytes } from './dtype';

@@ -24,6 +24,8 @@ function direction(type: MessageType): string {
   if (type === 'checkResult') return 'master → `tccl check`';
   if (type === 'challenge' || type === 'welcome') return 'master → peer (handshake)';
   if (type === 'hb') return 'both ways';
+  if (type === 'kx') return 'both ways (handshake, with a token: the key exchange)';
+  if (type === 'integrity') return 'both ways (sealed: a frame failed its tag, the sender closes)';
   if ((PEER_MESSAGES as readonly string[]).includes(type)) return 'peer → master';
   if ((MASTER_MESSAGES as readonly string[]).includes(type)) return 'master → peer';
   return '?';

@@ -14,11 +14,14 @@
  * fail-over") and the checks stay the same. The summary adds the kills and, per kill, the time from the new
  * master being reachable to the first completed all-reduce.
  *
+ * The run has a random run token, so the control plane is encrypted (docs/security.md, "Encryption");
+ * `--no-token` runs it without one.
+ *
  * With `--peer host:port` this file is a peer process instead (used by the orchestrator).
  *
  * `--sequence N [--seed S]` runs the randomized back-to-back operation sequence instead (scripts/sequence-stress.ts).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Master } from '../lib/master/master';
 import { Communicator } from '../lib/peer/communicator';
 import { TcclError } from '../lib/errors';
@@ -35,7 +38,7 @@ function contribution(id: number, step: number, i: number): number {
 
 async function runPeer(master: string): Promise<void> {
   const n = Number(argValue('elements', '4096'));
-  const comm = await Communicator.connect({ master, connections: 2, listenHost: '127.0.0.1', logLevel: 'error', timeoutMs: 120_000 });
+  const comm = await Communicator.connect({ master, token: process.env.TCCL_STRESS_TOKEN || undefined, connections: 2, listenHost: '127.0.0.1', logLevel: 'error', timeoutMs: 120_000 });
   const me = Number(comm.id.slice(1));
   say({ ev: 'ready', id: comm.id });
   // Every member of an epoch agrees on (epoch, iteration since the epoch began): that is the step.
@@ -87,7 +90,8 @@ async function orchestrate(): Promise<number> {
   const maxPeers = Number(argValue('max-peers', '6'));
   let seed = Number(argValue('seed', String(Date.now() % 100000)));
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const masterOptions = { logLevel: (argValue('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250 };
+  const token = process.argv.includes('--no-token') ? undefined : randomBytes(16).toString('hex');
+  const masterOptions = { logLevel: (argValue('log-level') as never) ?? 'warn', peerTimeoutMs: 2000, heartbeatIntervalMs: 250, token };
   const masterKills = process.argv.includes('--master-kills');
   let master: Master | undefined;
   let masterProc: PeerProcess | undefined;
@@ -116,7 +120,7 @@ async function orchestrate(): Promise<number> {
   const start = Date.now();
 
   const spawnPeer = () => {
-    const proc = new PeerProcess(__filename, { argv: ['--peer', `127.0.0.1:${port}`, '--elements', argValue('elements', '4096')!], env: { TCCL_LOG_LEVEL: 'error' } });
+    const proc = new PeerProcess(__filename, { argv: ['--peer', `127.0.0.1:${port}`, '--elements', argValue('elements', '4096')!], env: { TCCL_LOG_LEVEL: 'error', TCCL_STRESS_TOKEN: token ?? '' } });
     const c: Child = { proc, killed: false };
     children.add(c);
     spawns++;
@@ -194,7 +198,7 @@ async function orchestrate(): Promise<number> {
   if (masterKills && killsOfMaster === 0) failures.push('--master-kills: the run was too short to kill the master (give --duration 30 or more)');
   const sorted = [...firstOpAfterMasterMs].sort((a, b) => a - b);
   const summary = {
-    durationS, maxPeers, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, longestStallEnded,
+    durationS, maxPeers, controlEncrypted: token !== undefined, operationsCompleted: ops, distinctOperations: hashes.size, spawns, killsSurvived: kills, retries, unverified, longestStallMs, longestStallEnded,
     ...(masterKills ? { masterKills: killsOfMaster, firstOpAfterMasterMs, firstOpAfterMasterMedianMs: sorted[Math.floor(sorted.length / 2)] ?? null } : {}),
     failures,
   };

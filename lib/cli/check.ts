@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { Command } from 'commander';
 import {
-  CheckedMember, Connection, Msg, PROTOCOL_NAME, PROTOCOL_VERSION, makeNonce, peerProof, validateMessage,
+  CheckedMember, Connection, Msg, PROTOCOL_NAME, PROTOCOL_VERSION, ClientKeyExchange, makeNonce, validateMessage,
 } from '../protocol';
 import { MAX_PROBE_HEADER, parseProbeHeader } from '../protocol/probe';
 import { formatHostPort, parseHostPort } from '../validate';
@@ -90,7 +90,7 @@ async function probeListener(host: string, port: number, nonce: Uint8Array): Pro
 }
 
 /** Runs the handshake and the check on one connection; resolves with the master's answer. */
-function askMaster(host: string, port: number, token: string | undefined, check: Omit<Msg<'check'>, 't' | 'proof'>, timeoutMs: number):
+function askMaster(host: string, port: number, token: string | undefined, check: Omit<Msg<'check'>, 't'>, timeoutMs: number):
   Promise<{ helloRttMs: number; auth: boolean; result: Msg<'checkResult'> }> {
   return new Promise((resolve, reject) => {
     const conn = new Connection(net.connect({ host, port }));
@@ -98,6 +98,7 @@ function askMaster(host: string, port: number, token: string | undefined, check:
     let helloAt = 0;
     let helloRttMs = 0;
     let auth = false;
+    let kx: ClientKeyExchange | undefined;
     let done = false;
     const timer = setTimeout(() => fail(new Error(`the master did not finish the check within ${timeoutMs} ms`)), timeoutMs);
     const fail = (e: Error) => { if (!done) { done = true; clearTimeout(timer); conn.close(); reject(e); } };
@@ -108,14 +109,20 @@ function askMaster(host: string, port: number, token: string | undefined, check:
     conn.on('close', (reason) => fail(reason ?? new Error('the master closed the connection')));
     conn.on('message', (raw) => {
       try {
-        const m = validateMessage(raw, ['challenge', 'checkResult', 'error']);
+        const m = validateMessage(raw, ['challenge', 'kx', 'checkResult', 'error']);
         if (m.t === 'error') return fail(new Error(`the master refused: ${m.message} (${m.code})`));
         if (m.t === 'challenge') {
           helloRttMs = performance.now() - helloAt;
           auth = m.auth;
           if (m.auth && token === undefined) return fail(new Error('the master requires the run token: pass --token-file FILE or set TCCL_TOKEN'));
-          conn.send({ t: 'check', proof: token !== undefined && m.auth ? peerProof(token, m.nonce, nonce) : undefined, ...check });
-          return;
+          if (!m.auth) return conn.send({ t: 'check', ...check });
+          kx = new ClientKeyExchange(token!, nonce);
+          return conn.send(kx.offer(m.nonce));
+        }
+        if (m.t === 'kx') {
+          if (!kx) throw new Error('the master sent a key exchange nobody asked for');
+          conn.secure(kx.finish(m));
+          return conn.send({ t: 'check', ...check });
         }
         done = true;
         clearTimeout(timer);

@@ -53,6 +53,14 @@ export class Checks {
   }
 
   /** Runs one check for a connection that sent `check` (its proof already verified), then closes it. */
+  /** Runs a check; a failure of its own is answered INTERNAL. */
+  start(conn: Connection, m: Check): void {
+    this.run(conn, m).catch((err: Error) => {
+      this.host.log.error('tccl check failed', { from: conn.remoteAddress, err });
+      conn.sendAndClose({ t: 'error', code: 'INTERNAL', message: `the check failed on the master: ${err.message}` });
+    });
+  }
+
   async run(conn: Connection, m: Check): Promise<void> {
     if (this.running >= MAX_CHECKS) {
       conn.sendAndClose({ t: 'error', code: 'BUSY', message: `${MAX_CHECKS} checks are already running on this master; try again in a few seconds` });

@@ -17,6 +17,8 @@ export interface Peer {
   readonly host: string;
   readonly port: number;
   readonly label?: string;
+  /** Its X25519 identity public key for this run, announced to its group with the ring (lib/peer/identity.ts). */
+  readonly identity?: Uint8Array;
   /** It connected with `admission: 'auto'`: the master may announce admission votes to it (admission.ts). */
   readonly autoAdmit?: boolean;
   /** Accepted into the group's ring (false while it waits for a vote). */

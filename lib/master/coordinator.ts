@@ -59,7 +59,7 @@ interface Rebuilding {
 /** Something happened to the master's peers. */
 export type CoordinatorEvent =
   /** A peer passed the handshake (its id from {@link Coordinator.newPeerId}); it joins its group. */
-  | { type: 'join'; peer: string; group: number; host: string; port: number; label?: string; autoAdmit?: boolean }
+  | { type: 'join'; peer: string; group: number; host: string; port: number; label?: string; autoAdmit?: boolean; identity?: Uint8Array }
   /** A known peer's control connection was replaced by a new one: resend what it may have missed. */
   | { type: 'resume'; peer: string }
   /**
@@ -192,7 +192,7 @@ export class Coordinator {
     }
     if (e.type === 'join') {
       if (this.peers.has(e.peer)) throw new Error(`peer ${e.peer} joined twice`);
-      const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, autoAdmit: e.autoAdmit, member: false, dropped: false };
+      const p: Peer = { id: e.peer, group: e.group, host: e.host, port: e.port, label: e.label, autoAdmit: e.autoAdmit, identity: e.identity, member: false, dropped: false };
       this.peers.set(p.id, p);
       const rebuilding = this.rebuilding.get(e.group);
       if (rebuilding) {
@@ -265,7 +265,7 @@ export class Coordinator {
   private rejoin(r: RejoinReport): void {
     // New ids of this master never collide with the ones its peers kept.
     for (const id of [r.peer, ...r.report.ring.map((q) => q.id)]) this.nextPeer = Math.max(this.nextPeer, peerNumber(id) + 1);
-    const p: Peer = { id: r.peer, group: r.group, host: r.host, port: r.port, label: r.label, autoAdmit: r.autoAdmit, member: false, dropped: false };
+    const p: Peer = { id: r.peer, group: r.group, host: r.host, port: r.port, label: r.label, autoAdmit: r.autoAdmit, identity: r.identity, member: false, dropped: false };
     this.peers.set(p.id, p);
     const g = this.groups.get(r.group);
     if (g) {

@@ -304,7 +304,9 @@ export class Group {
 
   private sendRing(to: Peer, reason: string): void {
     const peers = this.members.map((q) => ({ id: nativePeerId(q), host: q.host, port: q.port }));
-    this.ctx.send(to, { t: 'ring', epoch: this.epoch, index: this.members.indexOf(to), peers, ticket: this.ticket, reason });
+    // Announced only when every member has one: the data plane proves all of a ring's links, or none.
+    const keys = this.members.every((q) => q.identity) ? this.members.map((q) => q.identity!) : undefined;
+    this.ctx.send(to, { t: 'ring', epoch: this.epoch, index: this.members.indexOf(to), peers, ticket: this.ticket, reason, ...(keys && { keys }) });
   }
 
   /**

@@ -8,15 +8,16 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
 import { monotonicMs } from '../clock';
-import { ProtocolError } from '../errors';
+import { IntegrityError, ProtocolError } from '../errors';
 import { Logger } from '../log';
 import {
-  Check, Connection, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce, masterProof,
-  makeSessionId, peerProof, proofMatches, sessionSecret, validateMessage,
+  Check, Connection, encodeFrame, Hello, PEER_MESSAGES, PROTOCOL_NAME, PROTOCOL_VERSION, Register, makeNonce,
+  makeSessionId, sessionSecret, validateMessage,
 } from '../protocol';
 import { dialableHost, formatHostPort } from '../validate';
 import { Checks } from './check';
 import { HandshakeGate } from './gate';
+import { awaitReconnect, keyExchange } from './handshake';
 import { Coordinator, Effect } from './coordinator';
 import { rememberBounded } from './context';
 import type { Counters, FeedEvent } from './feed';
@@ -25,7 +26,7 @@ import { HttpEndpoint, startHttp } from './http';
 import { createMetrics } from './metrics';
 import { checkUnknownSession } from './sessions';
 import { INSECURE_WARNING, MasterOptions, resolveOptions } from './options';
-import { MasterView, viewOf } from './status';
+import { MasterView, linkModes, viewOf } from './status';
 import { Telemetry } from './telemetry';
 import { solveInWorker } from '../topology/solver-worker';
 
@@ -125,7 +126,8 @@ export class Master {
         throw new Error(`Cannot serve HTTP on ${formatHostPort(this.httpOptions.host, this.httpOptions.port)}: ${(err as Error).message}`, { cause: err });
       }
     }
-    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', http: this.http ? this.dashboardUrl : undefined });
+    const modes = linkModes(this.token !== undefined);
+    this.log.info('listening', { host: this.host, port: this.boundPort, auth: this.token ? 'token' : 'none', control: modes.control, data: modes.data, http: this.http ? this.dashboardUrl : undefined });
     if (this.insecure) this.log.warn(INSECURE_WARNING, { host: this.host });
     return this.boundPort;
   }
@@ -269,7 +271,7 @@ export class Master {
     this.connections.add(conn);
     this.gate.enter(conn);
     const from = `${conn.remoteAddress}:${conn.remotePort}`;
-    let stage: 'hello' | 'register' | 'peer' | 'check' = 'hello';
+    let stage: 'hello' | 'kx' | 'register' | 'peer' | 'check' = 'hello';
     let hello: Hello | undefined;
     let nonce: Buffer | undefined;
     let session: Session | undefined;
@@ -289,6 +291,8 @@ export class Master {
       this.gate.leave(conn);
       this.connections.delete(conn);
       if (session && this.byPeer.get(session.peer)?.conn === conn) {
+        const s = session;
+        if (reason instanceof IntegrityError) return awaitReconnect(this.log, s.peer, reason, this.peerTimeoutMs, () => this.byPeer.get(s.peer)?.conn === conn, (why) => this.apply({ type: 'lost', peer: s.peer, reason: why }));
         const why = reason instanceof ProtocolError
           ? `protocol error: ${reason.message}`
           : reason ? `control connection lost: ${reason.message}` : 'control connection closed';
@@ -313,29 +317,23 @@ export class Master {
           hello = m;
           this.gate.hello(conn);
           nonce = makeNonce();
-          stage = 'register';
+          stage = this.token !== undefined ? 'kx' : 'register';
           conn.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce, auth: this.token !== undefined });
+        } else if (stage === 'kx') {
+          const why = keyExchange(conn, this.token!, hello!.nonce, nonce!, raw);
+          if (why) {
+            this.log.warn('rejected peer: authentication failed', { from, why });
+            return reject('AUTH', `authentication failed: ${why} (the master requires the run token)`);
+          }
+          stage = 'register';
         } else if (stage === 'register') {
           const m = validateMessage(raw, ['register', 'check']);
-          if (this.token !== undefined && !proofMatches(peerProof(this.token, nonce!, hello!.nonce), m.proof)) {
-            const why = m.proof ? 'wrong run token' : 'no run token given';
-            this.log.warn('rejected peer: authentication failed', { from, why });
-            reject('AUTH', `authentication failed: ${why} (the master requires the run token)`);
-            return;
-          }
           if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
           clearTimeout(handshakeTimer);
           this.gate.leave(conn, this.maxFrameBytes);
-          if (m.t === 'check') {
-            stage = 'check';
-            this.checks.run(conn, m as Check).catch((err: Error) => {
-              this.log.error('tccl check failed', { from, err });
-              conn.sendAndClose({ t: 'error', code: 'INTERNAL', message: `the check failed on the master: ${err.message}` });
-            });
-            return;
-          }
+          if (m.t === 'check') return void (stage = 'check', this.checks.start(conn, m as Check));
           stage = 'peer';
-          session = hello!.session !== undefined ? this.resume(conn, hello!, m, nonce!) : this.admit(conn, hello!, m, nonce!);
+          session = hello!.session !== undefined ? this.resume(conn, hello!, m) : this.admit(conn, m);
         } else if (session && this.byPeer.get(session.peer)?.conn === conn) {
           const msg = validateMessage(raw, PEER_MESSAGES);
           if (msg.t === 'probeDone') this.checks.onProbeDone(session.peer, msg);
@@ -354,13 +352,12 @@ export class Master {
     });
   }
 
-  private welcome(conn: Connection, s: Session, hello: Hello, nonce: Buffer, resumed: boolean): void {
+  private welcome(conn: Connection, s: Session, resumed: boolean): void {
     conn.send({
       t: 'welcome',
       peer: s.peer,
       session: s.session,
       secret: s.secret,
-      proof: this.token !== undefined ? masterProof(this.token, hello.nonce, nonce) : undefined,
       observedHost: conn.remoteAddress,
       heartbeatIntervalMs: this.heartbeatIntervalMs,
       peerTimeoutMs: this.peerTimeoutMs,
@@ -378,30 +375,31 @@ export class Master {
     });
   }
 
-  private register(s: Session, hello: Hello, nonce: Buffer, resumed: boolean): Session {
+  private register(s: Session, resumed: boolean): Session {
     this.byPeer.set(s.peer, s);
     this.bySession.set(s.session, s);
-    this.welcome(s.conn, s, hello, nonce, resumed);
+    this.welcome(s.conn, s, resumed);
     return s;
   }
 
-  private admit(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session {
+  private admit(conn: Connection, m: Register): Session {
     const peer = this.core.newPeerId();
     const session = makeSessionId(peer, m.peerGroup, (this.runId ??= randomBytes(8).toString('hex')), randomBytes(8).toString('hex'));
-    const s = this.register({ peer, group: m.peerGroup, conn, session, secret: sessionSecret(this.token, session) }, hello, nonce, false);
-    this.log.debug('peer registered', { peer: s.peer, label: m.label, control: `${conn.remoteAddress}:${conn.remotePort}` });
-    this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label, autoAdmit: m.admission === 'auto' });
+    const s = this.register({ peer, group: m.peerGroup, conn, session, secret: sessionSecret(this.token, session) }, false);
+    this.log.debug('peer registered', { peer: s.peer, label: m.label, control: `${conn.remoteAddress}:${conn.remotePort}`, encryption: conn.sealed ? 'aes-256-gcm' : 'off' });
+    this.apply({ type: 'join', peer: s.peer, group: m.peerGroup, host: m.advertiseAddress || conn.remoteAddress, port: m.dataPort, label: m.label, autoAdmit: m.admission === 'auto', identity: m.identity });
     return s;
   }
 
   /** A reconnect: a session this master holds, or one it never issued (a peer resuming after a restart: sessions.ts). */
-  private resume(conn: Connection, hello: Hello, m: Register, nonce: Buffer): Session | undefined {
+  private resume(conn: Connection, hello: Hello, m: Register): Session | undefined {
     const known = this.bySession.get(hello.session!);
-    if (known && this.core.peer(known.peer) && hello.secret && timingSafeEqual(known.secret, Buffer.from(hello.secret)) && known.group === m.peerGroup) {
+    const secret = m.secret ?? hello.secret;
+    if (known && this.core.peer(known.peer) && secret?.length === known.secret.length && timingSafeEqual(known.secret, Buffer.from(secret)) && known.group === m.peerGroup) {
       const old = known.conn;
       known.conn = conn;
       old.close(new Error('replaced by a reconnect'));
-      this.welcome(conn, known, hello, nonce, true);
+      this.welcome(conn, known, true);
       this.apply({ type: 'resume', peer: known.peer });
       return known;
     }
@@ -412,7 +410,7 @@ export class Master {
       return void conn.sendAndClose({ t: 'error', code: r.code, message: r.message });
     }
     this.runId ??= r.run;
-    const s = this.register({ peer: r.report.peer, group: r.report.group, conn, session: hello.session!, secret: Buffer.from(hello.secret!) }, hello, nonce, true);
+    const s = this.register({ peer: r.report.peer, group: r.report.group, conn, session: hello.session!, secret: Buffer.from(secret!) }, true);
     this.apply({ type: 'rejoin', ...r.report });
     return s;
   }

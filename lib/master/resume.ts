@@ -38,6 +38,8 @@ export interface RejoinReport {
   label?: string;
   /** It lets the master announce admission votes (lib/master/admission.ts). */
   autoAdmit?: boolean;
+  /** Its identity public key (lib/peer/identity.ts). */
+  identity?: Uint8Array;
   report: ResumeReport;
 }
 

@@ -22,7 +22,7 @@ export function checkUnknownSession(
 ): SessionCheck {
   const session = hello.session!;
   const id = parseSessionId(session);
-  if (!id || !sessionSecretMatches(token, session, hello.secret)) {
+  if (!id || !sessionSecretMatches(token, session, m.secret ?? hello.secret)) {
     return { code: 'AUTH', message: 'authentication failed: the session secret does not match (a session of another run or another token?)' };
   }
   if (runId !== undefined && id.run !== runId) {
@@ -32,7 +32,7 @@ export function checkUnknownSession(
   if (!m.resume) {
     return { code: 'DROPPED', message: 'this master does not know the session and the peer sent no resume report (it was dropped, or the master restarted)' };
   }
-  const report: RejoinReport = { peer: id.peer, group: id.group, host: m.advertiseAddress || observedHost, port: m.dataPort, label: m.label, autoAdmit: m.admission === 'auto', report: m.resume };
+  const report: RejoinReport = { peer: id.peer, group: id.group, host: m.advertiseAddress || observedHost, port: m.dataPort, label: m.label, autoAdmit: m.admission === 'auto', identity: m.identity, report: m.resume };
   const bad = check(report);
   if (bad) return { code: 'RESUME_REFUSED', message: `resume refused: ${bad}` };
   return { report, run: id.run };

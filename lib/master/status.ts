@@ -75,8 +75,22 @@ export interface GroupStatus {
   pending: PeerStatus[];
 }
 
+export interface LinkModes {
+  control: 'aes-256-gcm' | 'off';
+  data: 'off';
+}
+
+/** The link modes of a master with (or without) a run token. */
+export function linkModes(auth: boolean): LinkModes {
+  return { control: auth ? 'aes-256-gcm' : 'off', data: 'off' };
+}
+
 export interface Status {
-  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean; warnings: string[] };
+  /**
+   * `encryption`: what protects each kind of link (docs/security.md, "Encryption"): every control connection is
+   * sealed with AES-256-GCM when the run has a token; the data plane is not encrypted yet.
+   */
+  master: { address: string; startedAt: string; uptimeSeconds: number; auth: boolean; encryption: LinkModes; warnings: string[] };
   counters: Counters;
   /** The peers' counters summed over every peer seen, the departed included. */
   peerTotals: PeerTotals;
@@ -110,7 +124,7 @@ export function statusOf(view: MasterView, wallNow?: number, monoNow?: number): 
   const mono = monoNow ?? wallNow ?? monotonicMs();
   const events = view.events();
   return {
-    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth, warnings: [...(view.warnings ?? [])] },
+    master: { address: view.address, startedAt: new Date(view.startedAt).toISOString(), uptimeSeconds: (now - view.startedAt) / 1000, auth: view.auth, encryption: linkModes(view.auth), warnings: [...(view.warnings ?? [])] },
     counters: { ...view.counters },
     peerTotals: view.telemetry.totals(),
     groups: view.groupsInfo().sort((a, b) => a.peerGroup - b.peerGroup).map((g) => ({

@@ -24,6 +24,7 @@ import { Admission, DEFAULT_WARN_ALONE_MS, checkAdmissionOptions } from './admis
 import { AllReduceManyOptions, Collectives, CommunicatorAllReduceResult, ManyItem } from './collectives';
 import type { PeerContext } from './context';
 import { ControlClient } from './control';
+import { processIdentity } from './identity';
 import { Membership, UpdateTopologyResult } from './membership';
 import { Prober } from './probe';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
@@ -124,6 +125,7 @@ export class Communicator {
     const ctx: PeerContext = {
       peerGroup: this.peerGroup,
       dataPlane,
+      identity: options.token !== undefined ? processIdentity() : undefined,
       log: () => this.log,
       send: (m: PeerMsg) => this.control.send(m),
       stats: this.counters,
@@ -133,6 +135,7 @@ export class Communicator {
       {
         masters, token: options.token, peerGroup: this.peerGroup, advertiseAddress: options.advertiseAddress, label: options.label,
         dataPort: dataPlane.port, autoAdmit: options.admission === 'auto', reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
+        identity: ctx.identity?.publicKey,
         stats: () => this.counters,
         report: () => ({ ...this.membership.report(), ...this.collectives.report(), ...this.syncClient.report() }),
       },

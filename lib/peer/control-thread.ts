@@ -9,9 +9,10 @@
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ProtocolError } from '../errors';
+import { IntegrityError, ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame';
 import type { AnyMsg } from '../protocol/messages';
+import type { SessionKeys } from '../protocol/secure';
 import type { PeerStats } from '../protocol/stats';
 
 /** Main thread -> worker. */
@@ -20,6 +21,7 @@ export type ToWorker =
   | { t: 'send' | 'end'; id: number; frame: Uint8Array }
   | { t: 'close'; id: number; reason?: string }
   | { t: 'heartbeat'; id: number; intervalMs: number; timeoutMs: number }
+  | { t: 'secure'; id: number; tx: Uint8Array; rx: Uint8Array }
   | { t: 'tick'; stats?: Partial<PeerStats> }
   | { t: 'exit' };
 
@@ -27,7 +29,7 @@ export type ToWorker =
 export type ToMain =
   | { t: 'connect'; id: number }
   | { t: 'msg'; id: number; msg: Record<string, unknown> }
-  | { t: 'close'; id: number; reason?: { message: string; protocol: boolean } };
+  | { t: 'close'; id: number; reason?: { message: string; protocol: boolean; integrity?: boolean } };
 
 /** How often this thread tells the worker it runs, ms. */
 export const TICK_MS = 100;
@@ -83,6 +85,11 @@ export class RemoteConnection extends EventEmitter<RemoteEvents> {
   /** Heartbeats both ways, kept by the worker (see Connection.startHeartbeat); they carry the ticked counters. */
   startHeartbeat(intervalMs: number, timeoutMs: number): void {
     if (!this.closed) this.thread.post({ t: 'heartbeat', id: this.id, intervalMs, timeoutMs });
+  }
+
+  /** Every later frame both ways is sealed with these keys, by the worker that writes the socket (lib/protocol/secure.ts). */
+  secure(keys: SessionKeys): void {
+    if (!this.closed) this.thread.post({ t: 'secure', id: this.id, tx: keys.tx, rx: keys.rx });
   }
 
   /** @internal The worker closed it. */
@@ -223,7 +230,7 @@ export class ControlThread {
     if (link) {
       if (m.t === 'connect') link.emit('connect');
       else if (m.t === 'msg') link.emit('message', m.msg);
-      else link.finish(m.reason && (m.reason.protocol ? new ProtocolError(m.reason.message) : new Error(m.reason.message)));
+      else link.finish(m.reason && closeReason(m.reason));
     }
     if (m.t === 'msg') this.wakeCaughtUp();
   }
@@ -234,4 +241,9 @@ export class ControlThread {
     this.catchUp = [];
     for (const resolve of waiting) resolve();
   }
+}
+
+function closeReason(r: { message: string; protocol: boolean; integrity?: boolean }): Error {
+  if (r.integrity) return new IntegrityError(r.message);
+  return r.protocol ? new ProtocolError(r.message) : new Error(r.message);
 }

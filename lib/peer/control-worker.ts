@@ -8,7 +8,7 @@
  */
 import * as net from 'node:net';
 import { MessagePort, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { ProtocolError } from '../errors';
+import { IntegrityError, ProtocolError } from '../errors';
 import { Connection } from '../protocol/connection';
 import type { PeerStats } from '../protocol/stats';
 import { ToMain, ToWorker, busyAfterMs } from './control-thread';
@@ -37,7 +37,7 @@ function serve(port: MessagePort, forwarded: Int32Array): void {
     });
     conn.on('close', (reason) => {
       links.delete(id);
-      post({ t: 'close', id, reason: reason && { message: reason.message, protocol: reason instanceof ProtocolError } });
+      post({ t: 'close', id, reason: reason && { message: reason.message, protocol: reason instanceof ProtocolError, integrity: reason instanceof IntegrityError } });
     });
   };
 
@@ -58,6 +58,7 @@ function serve(port: MessagePort, forwarded: Int32Array): void {
     switch (m.t) {
       case 'send': return conn.sendFrame(m.frame);
       case 'end': return conn.sendAndClose(m.frame);
+      case 'secure': return conn.secure({ tx: Buffer.from(m.tx), rx: Buffer.from(m.rx) });
       case 'close': return conn.close(m.reason === undefined ? undefined : new Error(m.reason));
       case 'heartbeat': {
         const busyAfter = busyAfterMs(m.timeoutMs);

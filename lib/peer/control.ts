@@ -8,8 +8,7 @@
 import { AuthError, ClosedError, ProtocolError, TcclError, TimeoutError, errorFromCode } from '../errors';
 import type { Logger } from '../log';
 import {
-  MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, ResumeReport, makeNonce, masterProof, peerProof,
-  proofMatches, validateMessage,
+  ClientKeyExchange, MASTER_MESSAGES, MasterMsg, PROTOCOL_NAME, PROTOCOL_VERSION, PeerMsg, PeerStats, ResumeReport, makeNonce, validateMessage,
 } from '../protocol';
 import { formatHostPort } from '../validate';
 import { ControlThread, RemoteConnection } from './control-thread';
@@ -32,6 +31,8 @@ export interface ControlOptions {
   report?: () => ResumeReport;
   /** Let the master announce admission votes on this peer's commits (lib/peer/admission.ts). */
   autoAdmit?: boolean;
+  /** This peer's identity public key, registered for the master to announce with the ring (identity.ts). */
+  identity?: Uint8Array;
 }
 
 /** Refusals after which another master of the list may still take the peer (a standby, one shutting down). */
@@ -53,6 +54,9 @@ interface Handshake {
   conn: RemoteConnection;
   nonce: Uint8Array;
   masterNonce?: Uint8Array;
+  /** With a token: the key exchange under way, until the master's `kx` (lib/protocol/secure.ts). */
+  kx?: ClientKeyExchange;
+  registered?: boolean;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -120,7 +124,9 @@ export class ControlClient {
       conn.on('message', (m) => this.onMessage(conn, m));
       conn.on('close', (reason) => this.onClose(conn, reason));
       conn.once('connect', () => {
-        conn.send({ t: 'hello', proto: PROTOCOL_NAME, version: PROTOCOL_VERSION, nonce, session: this.session?.id, secret: this.session?.secret });
+        // With a token the session's secret waits for the sealed `register`; without one nothing is secret anyway.
+        const secret = this.options.token === undefined ? this.session?.secret : undefined;
+        conn.send({ t: 'hello', proto: PROTOCOL_NAME, version: PROTOCOL_VERSION, nonce, session: this.session?.id, secret });
       });
     });
   }
@@ -176,25 +182,19 @@ export class ControlClient {
         return hs.reject(new AuthError('This peer has a run token but the master does not use one: refusing to join a master that cannot prove it knows the token'));
       }
       hs.masterNonce = m.nonce;
-      hs.conn.send({
-        t: 'register',
-        proof: token !== undefined ? peerProof(token, m.nonce, hs.nonce) : undefined,
-        peerGroup: this.options.peerGroup,
-        dataPort: this.options.dataPort,
-        advertiseAddress: this.options.advertiseAddress,
-        label: this.options.label,
-        // Only said when 'auto', so that a manual peer's register stays what older masters accept.
-        admission: this.options.autoAdmit ? 'auto' : undefined,
-        // A resuming peer says what it holds, for a master that does not know its session (a restarted one).
-        resume: this.session && this.options.report ? this.options.report() : undefined,
-      });
+      if (token === undefined) return this.register(hs);
+      hs.kx = new ClientKeyExchange(token, hs.nonce);
+      hs.conn.send(hs.kx.offer(m.nonce));
       return;
+    }
+    if (!hs.registered) {
+      const m = validateMessage(raw, ['kx', 'error']);
+      if (m.t === 'error') return hs.reject(errorFromCode(m.code, `The master refused this peer: ${m.message}`));
+      hs.conn.secure(hs.kx!.finish(m));
+      return this.register(hs);
     }
     const m = validateMessage(raw, ['welcome', 'error']);
     if (m.t === 'error') return hs.reject(errorFromCode(m.code, `The master refused this peer: ${m.message}`));
-    if (this.options.token !== undefined && !proofMatches(masterProof(this.options.token, hs.nonce, hs.masterNonce), m.proof)) {
-      return hs.reject(new AuthError('The master failed to prove it knows the run token'));
-    }
     const old = this.conn;
     this.conn = hs.conn;
     if (old && old !== hs.conn) old.close();
@@ -203,8 +203,26 @@ export class ControlClient {
     this.session = { id: m.session, secret: m.secret };
     this.heartbeat = { intervalMs: m.heartbeatIntervalMs, timeoutMs: m.peerTimeoutMs };
     hs.conn.startHeartbeat(m.heartbeatIntervalMs, m.peerTimeoutMs);
-    this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost });
+    this.log.debug(m.resumed ? 'reconnected to the master' : 'registered with the master', { observedHost: m.observedHost, encryption: hs.kx ? 'aes-256-gcm' : 'off' });
     hs.resolve();
+  }
+
+  private register(hs: Handshake): void {
+    hs.registered = true;
+    hs.conn.send({
+      t: 'register',
+      peerGroup: this.options.peerGroup,
+      dataPort: this.options.dataPort,
+      advertiseAddress: this.options.advertiseAddress,
+      label: this.options.label,
+      // Only said when 'auto', so that a manual peer's register stays what older masters accept.
+      admission: this.options.autoAdmit ? 'auto' : undefined,
+      // A resuming peer says what it holds, for a master that does not know its session (a restarted one).
+      resume: this.session && this.options.report ? this.options.report() : undefined,
+      // Sealed by now (with a token): the session's secret and this peer's identity key cross only encrypted.
+      secret: this.options.token !== undefined ? this.session?.secret : undefined,
+      identity: this.options.identity,
+    });
   }
 
   private onMessage(conn: RemoteConnection, raw: Record<string, unknown>): void {

@@ -7,6 +7,7 @@ import type { NativePeer } from '../binding';
 import { AbortError, PeerLostError, ProtocolError, TimeoutError, errorFromCode } from '../errors';
 import type { Msg } from '../protocol';
 import type { PeerContext } from './context';
+import { linkSecurity } from './identity';
 import { monotonicMs } from '../clock';
 
 /** What membership needs of the rest of the peer. */
@@ -114,7 +115,9 @@ export class Membership {
     if (m.epoch < this.epoch) return;
     if (m.epoch > this.epoch) {
       if (m.index >= m.peers.length) throw new ProtocolError(`Ring of epoch ${m.epoch} has no member at index ${m.index}`);
-      this.host.dataPlane.configure(m.epoch, m.index, m.peers, new Uint8Array(m.ticket));
+      const id = this.host.identity;
+      const security = id && m.keys ? linkSecurity(id, m.keys, m.peers.length, m.index) : undefined;
+      this.host.dataPlane.configure(m.epoch, m.index, m.peers, new Uint8Array(m.ticket), security);
       const old = this.epoch;
       this.epoch = m.epoch;
       this.ring = m.peers;

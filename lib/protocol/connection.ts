@@ -4,10 +4,11 @@
  */
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { ProtocolError } from '../errors';
+import { IntegrityError, ProtocolError } from '../errors';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encodeFrame } from './frame';
 import { AnyMsg, Msg, validateMessage } from './messages';
 import { monotonicMs } from '../clock';
+import { FrameSealer, SessionKeys, TAG_BYTES } from './secure';
 
 export interface ConnectionEvents {
   message: [msg: Record<string, unknown>];
@@ -29,6 +30,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private lastRx = monotonicMs();
   private lastTick = monotonicMs();
   private hbTimer?: NodeJS.Timeout;
+  private sealer?: FrameSealer;
+  /** The other side said a frame of ours failed its tag (an `integrity` message): the close that follows is one. */
+  private tampered?: IntegrityError;
   readonly remoteAddress: string;
   readonly remotePort: number;
 
@@ -47,24 +51,45 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.closed;
   }
 
+  /** True once {@link secure} was called: every frame both ways is sealed. */
+  get sealed(): boolean {
+    return this.sealer !== undefined;
+  }
+
+  /**
+   * From now on, seals every frame sent and opens every frame received with these keys (lib/protocol/secure.ts).
+   * Frames already received and not yet read are opened too: call it in the handler of the last plain message.
+   */
+  secure(keys: SessionKeys): void {
+    const sealer = (this.sealer = new FrameSealer(keys));
+    this.decoder.sealOverhead = TAG_BYTES;
+    this.decoder.opener = (header, body) => sealer.open(header, body);
+  }
+
   /**
    * Sends one message; quietly does nothing once the connection is closed. `frame`: the message already encoded
    * (one message sent to many peers is encoded once).
    */
   send(message: AnyMsg, frame?: Buffer): void {
     if (this.closed) return;
-    this.socket.write(frame ?? encodeFrame(message, this.maxFrameBytes));
+    this.write(frame ?? encodeFrame(message, this.maxFrameBytes));
   }
 
   /** Sends a frame encoded elsewhere (by a peer's main thread: lib/peer/control-thread.ts). */
   sendFrame(frame: Uint8Array): void {
-    if (!this.closed) this.socket.write(frame);
+    if (!this.closed) this.write(frame);
   }
 
   /** Sends a last message, then closes gracefully. */
   sendAndClose(message: AnyMsg | Uint8Array, reason?: Error): void {
     if (this.closed) return;
-    this.socket.end(this.frame(message));
+    let last: Uint8Array;
+    try {
+      last = this.outgoing(this.frame(message));
+    } catch (err) {
+      return this.shutdown(err as Error);
+    }
+    this.socket.end(last);
     this.shutdown(reason, false);
     // If the other side never reads, do not keep the socket forever.
     setTimeout(() => this.socket.destroy(), 2000).unref();
@@ -116,22 +141,45 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.shutdown(reason);
   }
 
+  /** Writes a plain frame, sealed when the connection is; a frame that cannot be sealed closes the connection. */
+  private write(frame: Uint8Array): void {
+    try {
+      this.socket.write(this.outgoing(frame));
+    } catch (err) {
+      this.shutdown(err as Error);
+    }
+  }
+
+  private outgoing(frame: Uint8Array): Uint8Array {
+    return this.sealer ? this.sealer.seal(frame) : frame;
+  }
+
   private frame(message: AnyMsg | Uint8Array): Uint8Array {
     return message instanceof Uint8Array ? message : encodeFrame(message, this.maxFrameBytes);
   }
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastRx = monotonicMs();
-    let messages: Record<string, unknown>[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch (err) {
-      this.shutdown(err as Error);
-      return;
-    }
-    for (const m of messages) {
+    // Unsealed, any byte counts as life; sealed, only a whole frame: a length altered on the way would otherwise
+    // keep the connection alive on a trickle of heartbeats that never completes the frame it announced.
+    if (!this.sealer) this.lastRx = monotonicMs();
+    this.decoder.feed(chunk);
+    // One message at a time: a handler may switch the decoder to sealed frames between two frames of one chunk.
+    for (;;) {
       if (this.closed) return;
+      let m: Record<string, unknown> | undefined;
+      try {
+        m = this.decoder.next();
+      } catch (err) {
+        this.shutdown(err as Error);
+        return;
+      }
+      if (!m) return;
+      this.lastRx = monotonicMs();
+      if (m.t === 'integrity' && this.sealer) {
+        this.tampered = new IntegrityError(`The other side found a control frame that failed its integrity check: ${String(m.message).slice(0, 200)}`);
+        continue;
+      }
       if (m.t === 'hb') {
         let hb: Msg<'hb'>;
         try {
@@ -151,7 +199,15 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.closed) return;
     this.closed = true;
     this.stopHeartbeat();
+    if (reason instanceof IntegrityError && this.sealer && destroy) {
+      // Our send direction is still sound: say why, so the other side waits for a reconnect instead of a drop.
+      try {
+        this.socket.end(this.sealer.seal(encodeFrame({ t: 'integrity', message: reason.message.slice(0, 4000) })));
+        setTimeout(() => this.socket.destroy(), 2000).unref();
+        destroy = false;
+      } catch { /* the counter is spent: just close */ }
+    }
     if (destroy) this.socket.destroy();
-    this.emit('close', reason);
+    this.emit('close', reason ?? this.tampered);
   }
 }

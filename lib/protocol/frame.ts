@@ -4,7 +4,7 @@
  * process buffer an arbitrary amount, and refuses bytes that do not decode to exactly one msgpack map.
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { ProtocolError } from '../errors';
+import { IntegrityError, ProtocolError } from '../errors';
 
 /** Default largest control frame (1 MiB); a ring of thousands of peers fits in a few hundred KiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1 << 20;
@@ -46,28 +46,47 @@ export function decodeBody(body: Buffer): Record<string, unknown> {
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /**
+   * Set once frames arrive sealed (lib/protocol/secure.ts): opens one sealed body given its length header. It
+   * applies from the next frame {@link next} reads, so a handshake can switch it between two frames of one chunk.
+   */
+  opener?: (header: Buffer, sealed: Buffer) => Buffer;
+  /** Bytes a sealed frame adds (its tag), allowed above `maxFrameBytes` once the opener is set. */
+  sealOverhead = 0;
 
   /** `maxFrameBytes` may change between chunks (small before a handshake, larger after: lib/master/gate.ts). */
   constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
   /** Returns the complete messages in the bytes so far; throws ProtocolError on an oversized or bad frame. */
   push(chunk: Buffer): Record<string, unknown>[] {
+    this.feed(chunk);
+    const out: Record<string, unknown>[] = [];
+    for (let m = this.next(); m; m = this.next()) out.push(m);
+    return out;
+  }
+
+  /** Buffers a chunk; {@link next} takes the messages out one by one. */
+  feed(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const out: Record<string, unknown>[] = [];
-    for (;;) {
-      if (this.buffered < HEADER_BYTES) break;
-      const head = this.peek(HEADER_BYTES);
-      const len = head.readUInt32BE(0);
-      if (len > this.maxFrameBytes) {
-        throw new ProtocolError(`Control frame of ${len} bytes exceeds the maximum frame size of ${this.maxFrameBytes} bytes`);
-      }
-      if (len === 0) throw new ProtocolError('Empty control frame');
-      if (this.buffered < HEADER_BYTES + len) break;
-      const all = this.take(HEADER_BYTES + len);
-      out.push(decodeBody(all.subarray(HEADER_BYTES)));
+  }
+
+  /** The next complete message, or undefined until more bytes arrive; throws on an oversized, bad or forged frame. */
+  next(): Record<string, unknown> | undefined {
+    if (this.buffered < HEADER_BYTES) return undefined;
+    const head = this.peek(HEADER_BYTES);
+    const len = head.readUInt32BE(0);
+    const max = this.maxFrameBytes + (this.opener ? this.sealOverhead : 0);
+    // Once frames are sealed, a length that cannot be right was altered on the way (the length is authenticated).
+    const Bad = this.opener ? IntegrityError : ProtocolError;
+    if (len > max) {
+      throw new Bad(`Control frame of ${len} bytes exceeds the maximum frame size of ${max} bytes`);
     }
-    return out;
+    if (len === 0) throw new Bad('Empty control frame');
+    if (this.buffered < HEADER_BYTES + len) return undefined;
+    const all = this.take(HEADER_BYTES + len);
+    const body = all.subarray(HEADER_BYTES);
+    return decodeBody(this.opener ? this.opener(all.subarray(0, HEADER_BYTES), body) : body);
   }
 
   private peek(n: number): Buffer {

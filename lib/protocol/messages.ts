@@ -15,7 +15,7 @@ import { indexPairs, measuredLinks, num, peerIds, wireMatrix } from './topology'
 export type { WirePeer } from './schema';
 
 /** Bumped on any incompatible change; the handshake refuses a different version. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** First field of the first frame, so a stray client of another protocol is told apart from a bad TCCL peer. */
 export const PROTOCOL_NAME = 'tccl';
 
@@ -49,16 +49,24 @@ function checkMembers(v: unknown): string | undefined {
   return undefined;
 }
 
+function checkKeys(v: unknown): string | undefined {
+  if (!Array.isArray(v) || v.length > 65536) return 'not an array of at most 65536 keys';
+  return v.every((k) => k instanceof Uint8Array && k.length === 32) ? undefined : 'a key is not 32 bytes';
+}
+
 /** The schema of every message type, by its `t`. */
 export const MESSAGES = {
   // ---- peer -> master ----
+  // A resuming peer names its session here, and (with a token) proves it with `secret` in the sealed `register`.
   hello: { proto: str(16), version: uint(0xffff), nonce: bytes(32), session: opt(str(64)), secret: opt(bytes(32)) },
   register: {
-    proof: opt(bytes(32)), peerGroup: uint(0xffffffff), dataPort: uint(65535, 1), advertiseAddress: opt(str(255)), label: opt(str(128)),
+    secret: opt(bytes(32)), peerGroup: uint(0xffffffff), dataPort: uint(65535, 1), advertiseAddress: opt(str(255)), label: opt(str(128)),
     // What a resuming peer holds, for a master that does not know its session (lib/protocol/resume.ts).
     resume: opt(custom<ResumeReport>('a resume report', checkResumeReport)),
     // 'auto': the master may announce admission votes on this peer's commits (lib/master/admission.ts).
     admission: opt(oneOf(['auto', 'manual'] as const)),
+    // The peer's X25519 identity public key for this run, announced with the ring (lib/peer/identity.ts).
+    identity: opt(bytes(32)),
   },
   vote: { id: uint() },
   ack: { epoch: uint() },
@@ -80,17 +88,22 @@ export const MESSAGES = {
     code: opt(CODE), message: opt(MESSAGE),
   },
   // ---- `tccl check` -> master, in place of register ----
-  check: { proof: opt(bytes(32)), peerGroup: uint(0xffffffff), port: uint(65535, 1), advertiseAddress: opt(str(255)), nonce: bytes(16), probeBytes: uint(MAX_PROBE_BYTES) },
+  check: { peerGroup: uint(0xffffffff), port: uint(65535, 1), advertiseAddress: opt(str(255)), nonce: bytes(16), probeBytes: uint(MAX_PROBE_BYTES) },
+  // ---- both ways: the key exchange of a run with a token (lib/protocol/secure.ts), then every frame is sealed ----
+  kx: { pub: bytes(32), proof: bytes(32) },
+  // A sealed frame failed its tag here: the sender closes next, and the session waits for a reconnect (secure.ts).
+  integrity: { message: MESSAGE },
   // ---- both ways (a peer's heartbeats carry its counters, and for how long its JavaScript thread has been busy) ----
   hb: { stats: opt(custom<Partial<PeerStats>>('a map of peer counters', checkPeerStats)), busy: opt(uint()) },
   // ---- master -> peer ----
   challenge: { version: uint(0xffff), nonce: bytes(32), auth: bool() },
   welcome: {
-    peer: str(64), session: str(64), secret: bytes(32), proof: opt(bytes(32)), observedHost: str(255),
+    peer: str(64), session: str(64), secret: bytes(32), observedHost: str(255),
     heartbeatIntervalMs: uint(3_600_000, 1), peerTimeoutMs: uint(3_600_000, 1), resumed: bool(),
   },
   error: { code: CODE, message: MESSAGE },
-  ring: { epoch: uint(), index: uint(), peers: peers(), ticket: bytes(16), reason: MESSAGE },
+  // keys: each member's identity public key, in ring order, where every member registered one.
+  ring: { epoch: uint(), index: uint(), peers: peers(), ticket: bytes(16), reason: MESSAGE, keys: opt(custom<Uint8Array[]>('a list of 32-byte public keys', checkKeys)) },
   ready: { epoch: uint() },
   voteResult: { id: uint(), ok: bool(), epoch: uint(), accepted: uint(), code: opt(CODE), message: opt(MESSAGE) },
   // admit: every member votes pending peers in before its next operation (lib/peer/admission.ts).

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PeerProcess, expectedFirst, startPeer, waitFor } from '../helpers/communicator';
 import { freePorts, stopAll } from '../harness/process';
-import { Connection, PROTOCOL_VERSION, makeNonce, peerProof, validateMessage } from '../../lib/protocol';
+import { ClientKeyExchange, Connection, PROTOCOL_VERSION, makeNonce, validateMessage } from '../../lib/protocol';
 
 const TOKEN = 'etcd-test-token';
 const hasEtcd = spawnSync('etcd', ['--version']).status === 0;
@@ -20,12 +20,17 @@ function answer(port: number): Promise<string> {
   return new Promise((resolve) => {
     const conn = new Connection(net.connect({ host: '127.0.0.1', port }));
     const nonce = makeNonce();
+    const kx = new ClientKeyExchange(TOKEN, nonce);
     const timer = setTimeout(() => { conn.close(); resolve('no answer'); }, 5000);
     conn.socket.once('connect', () => conn.send({ t: 'hello', proto: 'tccl', version: PROTOCOL_VERSION, nonce }));
     conn.on('close', () => { clearTimeout(timer); resolve('closed'); });
     conn.on('message', (raw) => {
       const m = validateMessage(raw);
-      if (m.t === 'challenge') return conn.send({ t: 'register', proof: peerProof(TOKEN, m.nonce, nonce), peerGroup: 0, dataPort: 1 });
+      if (m.t === 'challenge') return conn.send(kx.offer(m.nonce));
+      if (m.t === 'kx') {
+        conn.secure(kx.finish(m));
+        return conn.send({ t: 'register', peerGroup: 0, dataPort: 1 });
+      }
       clearTimeout(timer);
       resolve(m.t === 'error' ? m.code : m.t);
       conn.close();

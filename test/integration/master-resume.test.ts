@@ -6,7 +6,7 @@ import { Master } from '../../lib/master/master';
 import { Communicator } from '../../lib/peer/communicator';
 import { SharedState } from '../../lib/shared-state/state';
 import {
-  Connection, PROTOCOL_VERSION, ResumeReport, makeNonce, makeSessionId, peerProof, sessionSecret, stateLayout, validateMessage,
+  Connection, PROTOCOL_VERSION, ResumeReport, makeNonce, makeSessionId, ClientKeyExchange, sessionSecret, stateLayout, validateMessage,
 } from '../../lib/protocol';
 import { AuthError, errorFromCode } from '../../lib/errors';
 import { init, shutdown } from '../../lib/default';
@@ -18,13 +18,15 @@ function resume(port: number, session: string, secret: Uint8Array, report: Resum
   return new Promise((resolve, reject) => {
     const conn = new Connection(net.connect({ host: '127.0.0.1', port }));
     const nonce = makeNonce();
+    const kx = new ClientKeyExchange(TOKEN, nonce);
     const timer = setTimeout(() => reject(new Error('no answer')), 8000);
-    conn.socket.once('connect', () => conn.send({ t: 'hello', proto: 'tccl', version: PROTOCOL_VERSION, nonce, session, secret }));
+    conn.socket.once('connect', () => conn.send({ t: 'hello', proto: 'tccl', version: PROTOCOL_VERSION, nonce, session }));
     conn.on('message', (raw) => {
       const m = validateMessage(raw);
-      if (m.t === 'challenge') {
-        conn.send({ t: 'register', proof: peerProof(TOKEN, m.nonce, nonce), peerGroup: 0, dataPort: 1, resume: report });
-        return;
+      if (m.t === 'challenge') return conn.send(kx.offer(m.nonce));
+      if (m.t === 'kx') {
+        conn.secure(kx.finish(m));
+        return conn.send({ t: 'register', secret, peerGroup: 0, dataPort: 1, resume: report });
       }
       clearTimeout(timer);
       conn.close();

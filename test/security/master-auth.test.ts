@@ -77,8 +77,9 @@ t.test('a stranger without the token cannot join, vote, check, or read /status a
   for (const proof of [undefined, 'nope']) {
     const c = new RawClient(master.port);
     const mn = await c.hello();
-    c.send({ t: 'register', proof: proof === undefined ? undefined : c.proof(proof, mn), peerGroup: 0, dataPort: 9 });
-    t.match(await c.next('welcome'), { t: 'error', code: 'AUTH' }, `join refused (${proof ?? 'no proof'})`);
+    if (proof === undefined) c.send({ t: 'register', peerGroup: 0, dataPort: 9 });
+    const answer = proof === undefined ? await c.next('welcome') : await c.keyExchange(proof, mn);
+    t.match(answer, { t: 'error', code: 'AUTH' }, `join refused (${proof ?? 'no proof'})`);
     await c.closed;
   }
   await t.rejects(Communicator.connect({ master: master.address, logLevel: 'silent', listenHost: '127.0.0.1' }), AuthError);
@@ -95,9 +96,11 @@ t.test('a stranger without the token cannot join, vote, check, or read /status a
 
   // check without the token
   const c = new RawClient(master.port);
-  const mn = await c.hello();
-  c.send({ t: 'check', proof: c.proof('wrong', mn), peerGroup: 0, port: 9, nonce: Buffer.alloc(16), probeBytes: 64 << 20 });
-  t.match(await c.next('checkResult'), { t: 'error', code: 'AUTH' }, 'check refused');
+  await c.hello();
+  c.send({ t: 'check', peerGroup: 0, port: 9, nonce: Buffer.alloc(16), probeBytes: 64 << 20 });
+  t.match(await c.next('checkResult'), { t: 'error', code: 'AUTH' }, 'check without the key exchange refused');
+  const c2 = new RawClient(master.port);
+  t.match(await c2.keyExchange('wrong', await c2.hello()), { t: 'error', code: 'AUTH' }, 'check with a wrong token refused');
 
   // HTTP
   for (const p of ['/status', '/metrics', '/events', '/']) {
@@ -124,9 +127,7 @@ t.test('the metrics token reads /metrics and /status, and can do nothing else', 
   await t.rejects(Communicator.connect({ master: master.address, token: METRICS, logLevel: 'silent', listenHost: '127.0.0.1' }),
     AuthError, 'it cannot join the run');
   const c = new RawClient(master.port);
-  const mn = await c.hello();
-  c.send({ t: 'check', proof: c.proof(METRICS, mn), peerGroup: 0, port: 9, nonce: Buffer.alloc(16), probeBytes: 1 << 20 });
-  t.match(await c.next('checkResult'), { t: 'error', code: 'AUTH' }, 'it cannot run a check');
+  t.match(await c.keyExchange(METRICS, await c.hello()), { t: 'error', code: 'AUTH' }, 'it cannot run a check');
   t.same(master.groupsInfo(), [], 'nobody joined');
 });
 

@@ -1,6 +1,6 @@
 // A hand-driven control connection for the security tests: the moves of a stranger or a forger, frame by frame.
 import * as net from 'node:net';
-import { Connection, PROTOCOL_VERSION, makeNonce, peerProof } from '../../lib/protocol';
+import { ClientKeyExchange, Connection, PROTOCOL_VERSION, makeNonce } from '../../lib/protocol';
 
 export class RawClient {
   readonly conn: Connection;
@@ -58,9 +58,22 @@ export class RawClient {
     return Buffer.from(c.nonce as Uint8Array);
   }
 
-  /** The proof of `token` for the master nonce. */
-  proof(token: string, masterNonce: Buffer): Buffer {
-    return peerProof(token, masterNonce, this.nonce);
+  /**
+   * The key exchange with `token` (lib/protocol/secure.ts): resolves with the master's answer (`kx`, then every
+   * later frame is sealed; or an error).
+   */
+  async keyExchange(token: string, masterNonce: Buffer): Promise<Record<string, unknown> | undefined> {
+    const kx = new ClientKeyExchange(token, this.nonce);
+    this.send(kx.offer(masterNonce));
+    const m = await this.next('kx');
+    if (m?.t === 'kx') this.conn.secure(kx.finish(m as { pub: Uint8Array; proof: Uint8Array }));
+    return m;
+  }
+
+  /** hello, then the key exchange with `token`; throws unless the master answered with its `kx`. */
+  async authenticate(token: string, hello: Record<string, unknown> = {}): Promise<void> {
+    const m = await this.keyExchange(token, await this.hello(hello));
+    if (m?.t !== 'kx') throw new Error(`expected the master's kx, got ${JSON.stringify(m)}`);
   }
 
   close(): void {

@@ -20,8 +20,8 @@ async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void
 /** Resumes `session` with `report`; resolves with the master's answer (welcome or error) and the client. */
 async function forge(port: number, session: string, report: ResumeReport): Promise<{ answer: Record<string, unknown> | undefined; c: RawClient }> {
   const c = new RawClient(port);
-  const mn = await c.hello({ session, secret: sessionSecret(TOKEN, session) });
-  c.send({ t: 'register', proof: c.proof(TOKEN, mn), peerGroup: 0, dataPort: 9, resume: report });
+  await c.authenticate(TOKEN, { session });
+  c.send({ t: 'register', secret: sessionSecret(TOKEN, session), peerGroup: 0, dataPort: 9, resume: report });
   return { answer: await c.next('welcome'), c };
 }
 
@@ -41,8 +41,8 @@ t.test('forged resume reports from a token holder are refused, and the run goes 
 
   // The forger is a token holder: it joins another group to learn the run's id from its own session.
   const spy = new RawClient(port);
-  const mn = await spy.hello();
-  spy.send({ t: 'register', proof: spy.proof(TOKEN, mn), peerGroup: 7, dataPort: 9 });
+  await spy.authenticate(TOKEN);
+  spy.send({ t: 'register', peerGroup: 7, dataPort: 9 });
   const welcome = await spy.next('welcome');
   const run = parseSessionId(String(welcome!.session))!.run;
   spy.close();

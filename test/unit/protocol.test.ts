@@ -2,7 +2,7 @@
 import t from 'tap';
 import { ProtocolError } from '../../lib/errors';
 import {
-  FrameDecoder, decodeBody, encodeFrame, makeNonce, masterProof, peerProof, proofMatches, validateMessage, PROTOCOL_VERSION,
+  FrameDecoder, decodeBody, encodeFrame, makeNonce, masterKxProof, peerKxProof, proofMatches, validateMessage, PROTOCOL_VERSION,
 } from '../../lib/protocol';
 import { Logger } from '../../lib/log';
 import { parseHostPort } from '../../lib/validate';
@@ -56,14 +56,16 @@ t.test('validation names what is wrong', async (t) => {
 t.test('token proofs: HMAC both ways, compared in constant time', async (t) => {
   const mn = makeNonce();
   const cn = makeNonce();
-  const p = peerProof('tok', mn, cn);
+  const key = Buffer.alloc(32, 7);
+  const p = peerKxProof('tok', mn, cn, key);
   t.equal(p.length, 32);
-  t.ok(proofMatches(p, peerProof('tok', mn, cn)));
-  t.notOk(proofMatches(p, peerProof('other', mn, cn)), 'another token gives another proof');
-  t.notOk(proofMatches(p, peerProof('tok', makeNonce(), cn)), 'another nonce gives another proof');
+  t.ok(proofMatches(p, peerKxProof('tok', mn, cn, key)));
+  t.notOk(proofMatches(p, peerKxProof('other', mn, cn, key)), 'another token gives another proof');
+  t.notOk(proofMatches(p, peerKxProof('tok', makeNonce(), cn, key)), 'another nonce gives another proof');
+  t.notOk(proofMatches(p, peerKxProof('tok', mn, cn, Buffer.alloc(32, 8))), 'another ephemeral key gives another proof');
   t.notOk(proofMatches(p, undefined));
   t.notOk(proofMatches(p, p.subarray(0, 16)));
-  t.notOk(proofMatches(p, masterProof('tok', cn, mn)), 'the master proof differs from the peer proof');
+  t.notOk(proofMatches(p, masterKxProof('tok', cn, mn, key, key)), 'the master proof differs from the peer proof');
 });
 
 t.test('log lines are one line per event with key=value fields', async (t) => {

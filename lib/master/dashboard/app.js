@@ -133,7 +133,7 @@ async function poll() {
     if (evs.length) lastSeq = evs[evs.length - 1].seq;
     if (events.length > 2000) events.splice(0, events.length - 2000);
     document.getElementById('master').textContent =
-      `master ${s.master.address} · up ${Math.round(s.master.uptimeSeconds)} s${s.master.auth ? ' · token required' : ''}`;
+      `master ${s.master.address} · up ${Math.round(s.master.uptimeSeconds)} s${s.master.auth ? ' · token required' : ''}${s.master.encryption ? ` · control ${s.master.encryption.control} · data ${s.master.encryption.data}` : ''}`;
     const warn = document.getElementById('warnings');
     warn.textContent = (s.master.warnings || []).join('\n');
     warn.hidden = !(s.master.warnings || []).length;
