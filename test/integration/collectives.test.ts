@@ -18,7 +18,7 @@ async function group(t: Test, n: number): Promise<{ master: Master; peers: PeerP
   return { master, peers };
 }
 
-type R = Record<string, unknown> & { ok: boolean; data: (number | string)[]; participants: string[]; rank: number; id: string };
+type R = Record<string, unknown> & { ok: boolean; data: (number | string)[]; participants: string[]; rank: number; peer: string };
 const run = (peers: PeerProcess[], args: (p: number) => object) =>
   Promise.all(peers.map((q, p) => q.request('collective', args(p), 90_000))) as unknown as Promise<R[]>;
 
@@ -33,7 +33,7 @@ t.test('three peers: every dtype against the reference, results follow ring orde
     const ins = peers.map((_, p) => Array.from({ length: n + p * (dtype === 'int8' ? 1 : 0) }, (_, i) => value(p, i)));
     // all-gather, equal sizes: concatenation in participants order.
     const eq = await run(peers, (p) => ({ kind: 'allGather', dtype, elements: ins[p].slice(0, n), tag: 1 }));
-    const byId = new Map(eq.map((r, p) => [r.id, ins[p].slice(0, n)]));
+    const byId = new Map(eq.map((r, p) => [r.peer, ins[p].slice(0, n)]));
     const want = eq[0].participants.flatMap((id) => byId.get(id)!).map((x) => (dtype.endsWith('64') && dtype !== 'float64' ? String(x) : x));
     for (const r of eq) {
       t.equal(r.ok, true, `${dtype} allGather: ${String(r.message ?? 'ok')}`);
@@ -70,7 +70,7 @@ t.test('varying sizes, concurrent tags, mismatches', async (t) => {
   const v = await run(peers, (p) => ({ kind: 'allGather', dtype: 'int32', elements: Array.from({ length: p * 2 }, (_, i) => p * 100 + i), varying: true }));
   for (const r of v) {
     t.equal(r.ok, true, String(r.message ?? 'ok'));
-    t.same(r.counts, v[0].participants.map((id) => v.findIndex((x) => x.id === id) * 2), 'counts learned from every peer');
+    t.same(r.counts, v[0].participants.map((id) => v.findIndex((x) => x.peer === id) * 2), 'counts learned from every peer');
   }
   // Two collectives in flight at once under different tags.
   const [a, b] = await Promise.all([
@@ -88,7 +88,7 @@ t.test('a peer SIGKILLed mid-collective: survivors retry and the result follows 
   const { peers } = await group(t, 3);
   const [a, b, c] = peers;
   const first = await run(peers, (p) => ({ kind: 'allGather', dtype: 'float32', elements: [p] }));
-  const ids = first.map((r) => r.id);
+  const ids = first.map((r) => r.peer);
   // c never joins the next all-gather and dies: a and b retry with the two of them.
   const big = (p: number) => ({ kind: 'allGather', dtype: 'float32', elements: Array.from({ length: 200_000 }, () => p + 1), tag: 5 });
   const pa = a.request('collective', big(0), 90_000) as unknown as Promise<R>;
