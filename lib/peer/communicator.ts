@@ -286,13 +286,13 @@ export class Communicator {
   }
 
   /**
-   * Sends the root's `data` to every member: resolves, after the commit, with `data` holding the root's bytes on
-   * every peer. Retried with the survivors after a peer is lost; if the root itself is lost it rejects with
-   * RootLostError (`ROOT_LOST`). Every peer passes the same length, dtype, tag and root (else MismatchError).
+   * Gives every member the root's `data` (in place, after the commit); retried with the survivors after a loss,
+   * RootLostError (`ROOT_LOST`) if the root itself is lost. Same length, dtype, tag, root everywhere.
    *
    * @example
    * ```ts
-   * const { root } = await comm.broadcast(weights, { root: 0 }); // rank 0's weights everywhere; root: its id ```
+   * const { root } = await comm.broadcast(weights, { root: 0 }); // rank 0's weights everywhere; root: its id
+   * ```
    */
   broadcast<T extends TensorArray>(data: T, options: BroadcastOptions): Promise<BroadcastResult<T>> {
     return traced(async () => (await this.admission.beforeOp(), this.ring.broadcast(data, options)));
@@ -305,20 +305,21 @@ export class Communicator {
    *
    * @example
    * ```ts
-   * const { data, counts, participants } = await comm.allGather(myShard, { varying: true }); ```
+   * const { data, counts, participants } = await comm.allGather(myShard, { varying: true });
+   * ```
    */
   allGather<T extends TensorArray>(data: T, options: AllGatherOptions = {}): Promise<AllGatherResult<T>> {
     return traced(async () => (await this.admission.beforeOp(), this.ring.allGather(data, options)));
   }
 
   /**
-   * Reduces `data` over the members (same length everywhere) and gives this peer its chunk: elements
-   * `[offset, offset + data.length)` of the reduced array, split evenly over the participants in ring order.
-   * Retried with the survivors after a peer is lost: the chunks then follow the survivors. `data` is not changed.
+   * Reduces `data` (same length everywhere; not changed) and returns this peer's chunk `[offset, offset + length)`
+   * of the result, split evenly in `participants` order; retried with the survivors, whom the chunks then follow.
    *
    * @example
    * ```ts
-   * const { data: shard, offset } = await comm.reduceScatter(grad, { op: 'avg' }); ```
+   * const { data: shard, offset } = await comm.reduceScatter(grad, { op: 'avg' });
+   * ```
    */
   reduceScatter<T extends TensorArray>(data: T, options: ReduceScatterOptions = {}): Promise<ReduceScatterResult<T>> {
     return traced(async () => (await this.admission.beforeOp(), this.ring.reduceScatter(data, options)));

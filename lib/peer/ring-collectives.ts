@@ -131,7 +131,7 @@ export class RingCollectives {
     const c = this.common('All-gather', data, options);
     return this.retried('All-gather', c, () => this.ops.run({
       what: 'All-gather', tag: c.tag, timeoutMs: c.timeoutMs, signal: c.signal,
-      compute: async () => {
+      compute: async (run) => {
         const n = this.host.membership.ring.length;
         let counts = new Array<number>(n).fill(data.length);
         if (options.varying) {
@@ -140,6 +140,8 @@ export class RingCollectives {
           const all = new Float64Array(n);
           await this.plane({ ...c, kind: 'allGather', input: mine, output: all, dtype: 'float64', chunkCounts: counts.map(() => 1) });
           counts = Array.from(all);
+          // A ring installed meanwhile ended this try (the data would run in a group that did not count it).
+          if (this.host.membership.epoch !== run.epoch) throw this.host.membership.superseded(run.epoch, 'All-gather');
         }
         const out = alloc(data, counts.reduce((a, b) => a + b, 0));
         const r = await this.plane({ ...c, kind: 'allGather', input: data, output: out, chunkCounts: counts });
