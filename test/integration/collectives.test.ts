@@ -89,10 +89,14 @@ t.test('a peer SIGKILLed mid-collective: survivors retry and the result follows 
   const [a, b, c] = peers;
   const first = await run(peers, (p) => ({ kind: 'allGather', dtype: 'float32', elements: [p] }));
   const ids = first.map((r) => r.peer);
-  // c never joins the next all-gather and dies: a and b retry with the two of them.
+  // c never joins the next all-gather, nor the broadcast it is the root of, and dies: a and b retry the all-gather
+  // with the two of them, and the broadcast finds its root gone.
   const big = (p: number) => ({ kind: 'allGather', dtype: 'float32', elements: Array.from({ length: 200_000 }, () => p + 1), tag: 5 });
+  const bcast = (p: number) => ({ kind: 'broadcast', dtype: 'float32', elements: [p, 1], root: ids[2], tag: 6 });
   const pa = a.request('collective', big(0), 90_000) as unknown as Promise<R>;
   const pb = b.request('collective', big(1), 90_000) as unknown as Promise<R>;
+  const ba = a.request('collective', bcast(0), 90_000) as unknown as Promise<R>;
+  const bb = b.request('collective', bcast(1), 90_000) as unknown as Promise<R>;
   await new Promise((r) => setTimeout(r, 300));
   c.kill();
   for (const r of await Promise.all([pa, pb])) {
@@ -101,8 +105,13 @@ t.test('a peer SIGKILLed mid-collective: survivors retry and the result follows 
     t.same([...r.participants].sort(), [ids[0], ids[1]].sort(), 'the result names the survivors');
     t.equal(r.data.length, 400_000, 'one part per participant');
   }
+  for (const r of await Promise.all([ba, bb])) t.match(r, { ok: false, code: 'ROOT_LOST', intact: true, message: /root .* is not in group/ });
   await waitFor(() => !c.alive, 10_000, 'c to exit');
-  // A broadcast whose root is gone: ROOT_LOST, not a retry, and the input untouched.
-  const lost = await run([a, b], (p) => ({ kind: 'broadcast', dtype: 'float32', elements: [p, 1], root: ids[2] }));
-  for (const r of lost) t.match(r, { ok: false, code: 'ROOT_LOST', intact: true });
+  // The chunks of a reduce-scatter now follow the two survivors.
+  const rs = await run([a, b], (p) => ({ kind: 'reduceScatter', dtype: 'int32', elements: [1, 2, 3, 4, 5], op: 'sum' }));
+  t.same(rs.map((r) => [r.rank, r.offset, r.data.length, r.worldSize]).sort(), [[0, 0, 2, 2], [1, 2, 3, 2]], 'split in two');
+  t.same(rs.sort((x, y) => x.rank - y.rank).flatMap((r) => r.data), [2, 4, 6, 8, 10]);
+  // A broadcast from a rank of the current group still works after the loss.
+  const ok = await run([a, b], (p) => ({ kind: 'broadcast', dtype: 'float32', elements: [p, 7], root: 1 }));
+  t.same(ok.map((r) => r.data), [ok[0].data, ok[0].data]);
 });
