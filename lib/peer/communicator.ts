@@ -28,9 +28,8 @@ import { ControlClient } from './control';
 import { Membership, UpdateTopologyResult } from './membership';
 import type { CommunicatorOptions } from './options';
 import { Prober } from './probe';
-import {
-  AllGatherOptions, AllGatherResult, BroadcastOptions, BroadcastResult, ReduceScatterOptions, ReduceScatterResult, RingCollectives,
-} from './ring-collectives';
+import type { AllGatherOptions, AllGatherResult, BroadcastOptions, BroadcastResult } from './ring-collectives';
+import { ReduceScatterOptions, ReduceScatterResult, RingCollectives } from './ring-collectives';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
 import { OptimizeTopologyOptions, OptimizeTopologyResult, TopologyClient } from './topology';
 import { monotonicMs } from '../clock';
@@ -299,9 +298,8 @@ export class Communicator {
   }
 
   /**
-   * Concatenates every member's `data` (in `participants` order) into a new array; `varying: true` lets the
-   * lengths differ (`counts` says each). Retried with the survivors after a peer is lost: the result then has a
-   * part per survivor.
+   * Concatenates every member's `data` (in `participants` order) into a new array; `varying: true` lets lengths
+   * differ (`counts` says each). Retried with the survivors after a loss: then it has a part per survivor.
    *
    * @example
    * ```ts
