@@ -102,6 +102,23 @@ export interface NativeExchangeArgs {
   recvs: { from: number; stream: number; data: ArrayBufferView }[];
 }
 
+/** All-gather (0), reduce-scatter (1) or broadcast (2): native/core/chain.h. `output` holds the whole buffer. */
+export interface NativeCollectiveArgs {
+  kind: number;
+  /** All-gather: this peer's part; reduce-scatter: the whole input; broadcast: the root's data (any on others). */
+  input: ArrayBufferView;
+  /** Apart from input, except a broadcast root's (same object: it only reads). */
+  output: ArrayBufferView;
+  dtype: number;
+  op: number;
+  /** Broadcast: the root's index in the group. */
+  root: number;
+  /** All-gather: elements of each peer's part, in ring order (sum = output elements). */
+  chunkCounts?: number[];
+  tag: number;
+  timeoutMs: number;
+}
+
 export interface NativeOpResult {
   bytesSent: number;
   bytesReceived: number;
@@ -124,6 +141,8 @@ export interface NativeEngine {
    * the sender's). Both sides submit the same tag. Rejects like allReduce (PEER_LOST, TIMEOUT, MISMATCH, ...).
    */
   exchange(args: NativeExchangeArgs): Promise<NativeOpResult>;
+  /** All-gather, reduce-scatter or broadcast around the ring; rejects like allReduce (MISMATCH names both sides). */
+  collective(args: NativeCollectiveArgs): Promise<NativeOpResult>;
   /** Fails the in-flight operation with this tag here (ABORTED) and tells the other peers. */
   abort(tag: number, message: string): void;
   /** The transport's counters. */

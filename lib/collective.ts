@@ -113,12 +113,31 @@ export interface AllReduceTarget {
  * What the Communicator needs of a data plane: the Engine, or a stand-in in tests. Host memory only (device
  * memory is staged above it).
  */
+/** The kinds of collective beside all-reduce (native/core/chain.h). */
+export const COLLECTIVE_KINDS = { allGather: 0, reduceScatter: 1, broadcast: 2 } as const;
+
+/** One all-gather, reduce-scatter or broadcast on the data plane, already validated (lib/peer/ring-collectives.ts). */
+export interface DataPlaneCollective {
+  kind: keyof typeof COLLECTIVE_KINDS;
+  input: TensorArray;
+  /** The whole buffer; apart from input (a broadcast root may pass input: it only reads). */
+  output: TensorArray;
+  dtype: DType;
+  op?: ReduceOp;
+  root?: number;
+  chunkCounts?: number[];
+  tag: number;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
 export interface DataPlane {
   readonly port: number;
   /** Installs a group; in-flight operations of older epochs fail with PeerLostError. */
   configure(epoch: number, myIndex: number, peers: NativePeer[], ticket: Uint8Array, security?: LinkSecurity): void;
   allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>>;
   exchange(options: ExchangeOptions): Promise<ExchangeResult>;
+  collective(args: DataPlaneCollective): Promise<{ worldSize: number; bytesSent: number; bytesReceived: number }>;
   /** Fails the in-flight operation with `tag` here and tells the peers taking part. */
   abort(tag: number, message: string): void;
   close(): Promise<void>;

@@ -12,7 +12,10 @@
  */
 import type { TensorArray } from './dtype';
 import { ClosedError, InvalidArgumentError } from './errors';
-import { Communicator, CommunicatorAllReduceResult, CommunicatorOptions } from './peer/communicator';
+import {
+  AllGatherOptions, AllGatherResult, BroadcastOptions, BroadcastResult, Communicator, CommunicatorAllReduceResult, CommunicatorOptions,
+  ReduceScatterOptions, ReduceScatterResult,
+} from './peer/communicator';
 import type { AllReduceOptions } from './collective';
 
 let current: Communicator | undefined;
@@ -79,6 +82,42 @@ export function defaultCommunicator(): Communicator {
 /** All-reduce over the default communicator (see Communicator.allReduce). */
 export function allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<CommunicatorAllReduceResult<T>> {
   return defaultCommunicator().allReduce(data, options);
+}
+
+/**
+ * Broadcast over the default communicator (see Communicator.broadcast).
+ *
+ * @example
+ * ```ts
+ * await broadcast(weights, { root: 0 }); // every peer now holds rank 0's weights
+ * ```
+ */
+export function broadcast<T extends TensorArray>(data: T, options: BroadcastOptions): Promise<BroadcastResult<T>> {
+  return defaultCommunicator().broadcast(data, options);
+}
+
+/**
+ * All-gather over the default communicator (see Communicator.allGather).
+ *
+ * @example
+ * ```ts
+ * const { data, participants } = await allGather(myShard);
+ * ```
+ */
+export function allGather<T extends TensorArray>(data: T, options?: AllGatherOptions): Promise<AllGatherResult<T>> {
+  return defaultCommunicator().allGather(data, options);
+}
+
+/**
+ * Reduce-scatter over the default communicator (see Communicator.reduceScatter).
+ *
+ * @example
+ * ```ts
+ * const { data: shard, offset } = await reduceScatter(grad, { op: 'sum' });
+ * ```
+ */
+export function reduceScatter<T extends TensorArray>(data: T, options?: ReduceScatterOptions): Promise<ReduceScatterResult<T>> {
+  return defaultCommunicator().reduceScatter(data, options);
 }
 
 /** Closes the default communicator. */

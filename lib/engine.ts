@@ -3,9 +3,9 @@
  * current group, driven by the native core. Both the static {@link RingGroup} and the master-driven
  * Communicator sit on it. It validates every argument before anything reaches native code.
  */
-import { LinkSecurity, native, NativeEngine, NativeEngineStats, NativePeer, NativeQuantization } from './binding';
+import { LinkSecurity, native, NativeEngine, NativeEngineStats, NativeOpResult, NativePeer, NativeQuantization } from './binding';
 import {
-  AllReduceOptions, AllReduceResult, CODEC_CODES, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, EngineOptions,
+  AllReduceOptions, AllReduceResult, CODEC_CODES, COLLECTIVE_KINDS, DataPlaneCollective, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, EngineOptions,
   ExchangeOptions, ExchangeResult,
 } from './collective';
 import { DTYPE_CODES, REDUCE_OP_CODES, TensorArray, resolveDType, resolveReduceOp } from './dtype';
@@ -172,7 +172,21 @@ export class Engine {
     });
   }
 
-  /** Fails the in-flight operation with `tag` on this peer and tells the others. */
+  /**
+   * The data-plane part of an all-gather, reduce-scatter or broadcast (validated by the caller: the Communicator,
+   * lib/peer/ring-collectives.ts); native/core picks the algorithm.
+   */
+  collective(args: DataPlaneCollective): Promise<NativeOpResult> {
+    return traced(async () => {
+      this.checkOpen();
+      const { kind, input, output, dtype, tag, timeoutMs } = args;
+      return this.withAbort(kind, tag, args.signal, () => this.impl.collective({
+        kind: COLLECTIVE_KINDS[kind], input, output, dtype: DTYPE_CODES[dtype], op: REDUCE_OP_CODES[args.op ?? 'sum'],
+        root: args.root ?? 0, chunkCounts: args.chunkCounts, tag, timeoutMs,
+      }));
+    });
+  }
+
   /**
    * The data-plane transport's counters: connections in their hello, refused and evicted strangers, bytes held for
    * operations not started here, re-dialled connections.

@@ -70,6 +70,9 @@ export class AuthError extends withCode('AUTH', false) {}
 /** Fewer than two peers are left in the group: wait for peers to join, or stop. */
 export class TooFewPeersError extends withCode('TOO_FEW_PEERS', false) {}
 
+/** A broadcast's root left the group (died or was dropped): no survivor has its data; choose another root. */
+export class RootLostError extends withCode('ROOT_LOST', false) {}
+
 /** The communicator or group was closed (or this peer was dropped); create a new one. */
 export class ClosedError extends withCode('CLOSED', false) {}
 
@@ -120,6 +123,7 @@ const BY_CODE: Readonly<Record<string, Make>> = {
   INTEGRITY: (m, x) => new IntegrityError(m, x),
   TOO_FEW_PEERS: (m, x) => new TooFewPeersError(m, x),
   CLOSED: (m, x) => new ClosedError(m, x),
+  ROOT_LOST: (m, x) => new RootLostError(m, x),
   // The master's word for a session it no longer knows: to the caller, the communicator is closed.
   DROPPED: (m, x) => new ClosedError(m, x),
   INVALID_ARGUMENT: (m, x) => new InvalidArgumentError(m, x),

@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import type { AllReduceOptions, AllReduceResult, EngineOptions } from './collective';
 import type { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer } from './device';
-import type { TensorArray } from './dtype';
+import { DType, ReduceOp, TensorArray, resolveDType, resolveReduceOp } from './dtype';
 import { Engine } from './engine';
 import { InvalidArgumentError } from './errors';
 import { checkInt, parseHostPort } from './validate';
@@ -42,6 +42,25 @@ export function parseAddress(address: string, what = 'address'): { host: string;
 export function ticketFromToken(token: string | undefined): Uint8Array {
   if (token === undefined || token === '') return new Uint8Array(16);
   return new Uint8Array(createHash('sha256').update('tccl-ring-ticket\0').update(token).digest().subarray(0, 16));
+}
+
+/** Options of RingGroup's broadcast, allGather and reduceScatter. */
+export interface RingCollectiveOptions {
+  dtype?: DType;
+  tag?: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface RingCollectiveResult<T extends TensorArray> {
+  data: T;
+  worldSize: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+function alike<T extends TensorArray>(like: T, n: number): T {
+  return new (like.constructor as new (n: number) => T)(n);
 }
 
 export class RingGroup {
@@ -89,6 +108,64 @@ export class RingGroup {
   allReduce<T extends TensorArray>(data: T, options?: AllReduceOptions<T>): Promise<AllReduceResult<T>>;
   allReduce(data: TensorArray | DeviceBuffer, options?: object): Promise<unknown> {
     return this.engine.allReduce(data as TensorArray, options as AllReduceOptions);
+  }
+
+  /**
+   * Sends rank `root`'s `data` to every rank (same length, dtype and tag everywhere). `data` changes only when the
+   * operation succeeded. A static group does not retry: a PeerLostError leaves the retry to the caller.
+   *
+   * @example
+   * ```ts
+   * await group.broadcast(weights, { root: 0 });
+   * ```
+   */
+  async broadcast<T extends TensorArray>(data: T, options: RingCollectiveOptions & { root: number }): Promise<RingCollectiveResult<T>> {
+    const root = checkInt('root', options?.root, 0, this.size - 1);
+    const out = this.rank === root ? data : alike(data, data.length);
+    const r = await this.engine.collective({ ...this.common(data, options), kind: 'broadcast', input: out, output: out, root });
+    if (out !== data) data.set(out as never);
+    return { ...r, data };
+  }
+
+  /**
+   * Concatenates every rank's `data` (equal lengths) in rank order into a new array.
+   *
+   * @example
+   * ```ts
+   * const { data: all } = await group.allGather(shard); // all.length === group.size * shard.length
+   * ```
+   */
+  async allGather<T extends TensorArray>(data: T, options: RingCollectiveOptions = {}): Promise<RingCollectiveResult<T>> {
+    const out = alike(data, data.length * this.size);
+    const chunkCounts = new Array<number>(this.size).fill(data.length);
+    const r = await this.engine.collective({ ...this.common(data, options), kind: 'allGather', input: data, output: out, chunkCounts });
+    return { ...r, data: out };
+  }
+
+  /**
+   * Reduces `data` over the ranks and returns this rank's chunk: elements [offset, offset + data.length) of the
+   * result, the array split evenly in rank order. `data` is not changed.
+   *
+   * @example
+   * ```ts
+   * const { data: mine, offset } = await group.reduceScatter(grad, { op: 'sum' });
+   * ```
+   */
+  async reduceScatter<T extends TensorArray>(data: T, options: RingCollectiveOptions & { op?: ReduceOp } = {}): Promise<RingCollectiveResult<T> & { offset: number }> {
+    const op = resolveReduceOp(options.op);
+    const out = alike(data, data.length);
+    const r = await this.engine.collective({ ...this.common(data, options), kind: 'reduceScatter', input: data, output: out, op });
+    const start = Math.floor((data.length * this.rank) / this.size);
+    const end = Math.floor((data.length * (this.rank + 1)) / this.size);
+    return { ...r, data: out.slice(start, end) as T, offset: start };
+  }
+
+  private common(data: TensorArray, options: RingCollectiveOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Expected an options object');
+    return {
+      dtype: resolveDType(data, options.dtype), tag: checkInt('tag', options.tag ?? 0, 0),
+      timeoutMs: checkInt('timeoutMs', options.timeoutMs ?? 30_000, 0, 2 ** 31 - 1), signal: options.signal,
+    };
   }
 
   /** Closes every connection; pending operations reject with ClosedError. */

@@ -12,7 +12,7 @@
  * ```
  */
 export {
-  TcclError, PeerLostError, TimeoutError, AbortError, MismatchError, ProtocolError, AuthError, IntegrityError, TooFewPeersError, ClosedError,
+  TcclError, PeerLostError, TimeoutError, AbortError, MismatchError, ProtocolError, AuthError, IntegrityError, TooFewPeersError, ClosedError, RootLostError,
   StateError, CudaUnavailableError, CudaError, InvalidArgumentError, errorFromCode,
 } from './errors';
 export { DType, ReduceOp, TensorArray, dtypeBytes } from './dtype';
@@ -24,10 +24,11 @@ export { Master, MasterOptions } from './master/master';
 export { EtcdLeadership, EtcdOptions } from './master/election';
 export {
   Communicator, CommunicatorOptions, CommunicatorAllReduceResult, AllReduceManyOptions, ManyItem, UpdateTopologyResult,
-  OptimizeTopologyOptions, OptimizeTopologyResult,
+  OptimizeTopologyOptions, OptimizeTopologyResult, BroadcastOptions, BroadcastResult, AllGatherOptions, AllGatherResult,
+  ReduceScatterOptions, ReduceScatterResult,
   SyncSharedStateOptions, SyncSharedStateResult, PlainSharedState,
 } from './peer/communicator';
-export { init, allReduce, defaultCommunicator, shutdown, InitOptions } from './default';
+export { init, allReduce, broadcast, allGather, reduceScatter, defaultCommunicator, shutdown, InitOptions } from './default';
 export { Logger, LogLevel } from './log';
 export { PROTOCOL_VERSION } from './protocol';
 export type { WireMatrix as LinkMatrixReport } from './protocol';

@@ -3,7 +3,8 @@
  *
  * - {@link ControlClient} (control.ts): the connection to the master: handshake, heartbeats, reconnects;
  * - {@link Membership} (membership.ts): epochs and rings (installed into the data plane), readiness, votes;
- * - {@link Collectives} (collectives.ts): all-reduce committed through the master, retries, scratch arrays;
+ * - {@link Collectives} (collectives.ts): all-reduce committed through the master (committed.ts), retries, scratch
+ *   arrays; {@link RingCollectives} (ring-collectives.ts): broadcast, all-gather, reduce-scatter the same way;
  * - {@link SyncClient} (sync-client.ts): the peer's half of syncSharedState.
  *
  * Each operation is confirmed by the master: it counts as done only when every member of the group finished it,
@@ -16,7 +17,7 @@ import { DeviceAllReduceOptions, DeviceAllReduceResult, DeviceBuffer, allReduceA
 import type { TensorArray } from '../dtype';
 import { Engine } from '../engine';
 import { ClosedError, InvalidArgumentError, traced } from '../errors';
-import { LogFormat, Logger, LogLevel } from '../log';
+import { Logger } from '../log';
 import { MasterMsg, PeerMsg, PeerStats, emptyPeerStats } from '../protocol';
 import { SharedState } from '../shared-state/state';
 import { checkInt, checkString, parseMasterList } from '../validate';
@@ -26,59 +27,20 @@ import type { PeerContext } from './context';
 import { ControlClient } from './control';
 import { processIdentity } from './identity';
 import { Membership, UpdateTopologyResult } from './membership';
+import type { CommunicatorOptions } from './options';
 import { Prober } from './probe';
+import { RingCollectives, type AllGatherOptions, type AllGatherResult, type BroadcastOptions, type BroadcastResult, type ReduceScatterOptions, type ReduceScatterResult } from './ring-collectives';
 import { SyncClient, SyncSharedStateOptions, SyncSharedStateResult } from './sync-client';
 import { OptimizeTopologyOptions, OptimizeTopologyResult, TopologyClient } from './topology';
 import { monotonicMs } from '../clock';
 
 export type {
+  AllGatherOptions, AllGatherResult, BroadcastOptions, BroadcastResult, ReduceScatterOptions, ReduceScatterResult,
   AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, OptimizeTopologyOptions, OptimizeTopologyResult, SyncSharedStateOptions,
   SyncSharedStateResult, UpdateTopologyResult,
 };
 
-export interface CommunicatorOptions {
-  /**
-   * The master, `host:port` (`[v6]:port` for IPv6), or several: `'a:48148,b:48148'` or an array. A peer that loses
-   * its master tries them in turn for `reconnectTimeoutMs` (a restarted master, or etcd standbys: docs/master.md).
-   */
-  master: string | string[];
-  /** Peer group (one ring per group; default 0). */
-  peerGroup?: number;
-  /** Run token, when the master requires one. */
-  token?: string;
-  /** TCP connections per data-plane link (default 8). */
-  connections?: number;
-  /** Address the other peers dial for this peer's data plane (default: the address the master sees). */
-  advertiseAddress?: string;
-  /** Address the data-plane listener binds (default '0.0.0.0'). */
-  listenHost?: string;
-  /** Data-plane port (default 0: chosen by the OS). */
-  dataPort?: number;
-  /** Local address the data plane's outgoing connections are sent from (default: the OS picks by route). */
-  sourceAddress?: string;
-  /** How long connect() waits to be accepted, ms (default 300000; 0 = forever). */
-  timeoutMs?: number;
-  /**
-   * After losing the master, how long to keep trying to reconnect, ms (default 60000: long enough for a supervisor
-   * to restart it). Operations keep waiting meanwhile; a master that restarted rebuilds the group from its peers.
-   */
-  reconnectTimeoutMs?: number;
-  /** Name shown in the master's logs. */
-  label?: string;
-  /** Log level (default TCCL_LOG_LEVEL or 'warn'). */
-  logLevel?: LogLevel;
-  /** Log format: 'text' lines or one 'json' object per line (default TCCL_LOG_FORMAT or 'text'). */
-  logFormat?: LogFormat;
-  /**
-   * 'auto': the library votes waiting peers in at an operation boundary the master announces (when every member
-   * is 'auto'); 'manual' (default; init()'s default is 'auto'): only updateTopology() admits them.
-   */
-  admission?: 'auto' | 'manual';
-  /** connect() resolves only once the group has this many members (see waitForPeers; default 1). */
-  worldSize?: number;
-  /** Warn when this peer has run alone this long while peers wait to join, ms (default 10000; 0 = never). */
-  warnAloneMs?: number;
-}
+export type { CommunicatorOptions };
 
 /**
  * A plain state object also accepted by {@link Communicator.syncSharedState} (e.g. DiLoCo's default state): every
@@ -109,6 +71,7 @@ export class Communicator {
   private readonly control: ControlClient;
   private readonly membership: Membership;
   private readonly collectives: Collectives;
+  private readonly ring: RingCollectives;
   private readonly syncClient: SyncClient;
   private readonly prober: Prober;
   private readonly topology: TopologyClient;
@@ -137,13 +100,13 @@ export class Communicator {
         dataPort: dataPlane.port, autoAdmit: options.admission === 'auto', reconnectTimeoutMs: options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
         identity: ctx.identity?.publicKey,
         stats: () => this.counters,
-        report: () => ({ ...this.membership.report(), ...this.collectives.report(), ...this.syncClient.report() }),
+        report: () => ({ ...this.membership.report(), ...this.collectives.ops.report(), ...this.syncClient.report() }),
       },
       {
         message: (m) => this.route(m),
         resumed: () => {
           this.counters.reconnects++;
-          this.collectives.resend();
+          this.collectives.ops.resend();
           this.membership.resend();
           this.membership.wake();
         },
@@ -157,6 +120,7 @@ export class Communicator {
     });
     this.membership = membership;
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });
+    this.ring = new RingCollectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs }, this.collectives.ops);
     this.syncClient = new SyncClient({ ...ctx, membership, id: () => this.control.id });
     this.topology = new TopologyClient({ ...ctx, membership, id: () => this.control.id });
     this.admission = new Admission({ ...ctx, membership, auto: options.admission === 'auto', warnAloneMs: options.warnAloneMs ?? DEFAULT_WARN_ALONE_MS });
@@ -323,6 +287,45 @@ export class Communicator {
   }
 
   /**
+   * Gives every member the root's `data` (in place, after the commit); retried with the survivors after a loss,
+   * RootLostError (`ROOT_LOST`) if the root itself is lost. Same length, dtype, tag, root everywhere.
+   *
+   * @example
+   * ```ts
+   * const { root } = await comm.broadcast(weights, { root: 0 }); // rank 0's weights everywhere; root: its id
+   * ```
+   */
+  broadcast<T extends TensorArray>(data: T, options: BroadcastOptions): Promise<BroadcastResult<T>> {
+    return traced(async () => (await this.admission.beforeOp(), this.ring.broadcast(data, options)));
+  }
+
+  /**
+   * Concatenates every member's `data` (in `participants` order) into a new array; `varying: true` lets lengths
+   * differ (`counts` says each). Retried with the survivors after a loss: then it has a part per survivor.
+   *
+   * @example
+   * ```ts
+   * const { data, counts, participants } = await comm.allGather(myShard, { varying: true });
+   * ```
+   */
+  allGather<T extends TensorArray>(data: T, options: AllGatherOptions = {}): Promise<AllGatherResult<T>> {
+    return traced(async () => (await this.admission.beforeOp(), this.ring.allGather(data, options)));
+  }
+
+  /**
+   * Reduces `data` (same length everywhere; not changed) and returns this peer's chunk `[offset, offset + length)`
+   * of the result, split evenly in `participants` order; retried with the survivors, whom the chunks then follow.
+   *
+   * @example
+   * ```ts
+   * const { data: shard, offset } = await comm.reduceScatter(grad, { op: 'avg' });
+   * ```
+   */
+  reduceScatter<T extends TensorArray>(data: T, options: ReduceScatterOptions = {}): Promise<ReduceScatterResult<T>> {
+    return traced(async () => (await this.admission.beforeOp(), this.ring.reduceScatter(data, options)));
+  }
+
+  /**
    * Makes `state` bit-identical on every member of the group. Every member must call it (like updateTopology;
    * the master waits up to its `voteTimeoutMs`). Each peer hashes its entries and reports them; the master
    * elects the group's state (see docs/shared-state.md), and out-of-date peers fetch the entries that differ
@@ -389,7 +392,7 @@ export class Communicator {
       case 'ring': case 'ready': case 'world': case 'voteResult':
         return this.membership.onMessage(m);
       case 'opCommit': case 'opAbort':
-        this.collectives.onMessage(m);
+        this.collectives.ops.onMessage(m);
         return m.t === 'opCommit' ? this.admission.onCommit(m) : undefined;
       case 'stateDecision': case 'stateRetry': case 'stateCommit': case 'stateFail':
         return this.syncClient.onMessage(m);
@@ -406,7 +409,7 @@ export class Communicator {
       this.failure = err;
       void this.control.close(err, sayBye);
       this.membership.failAll(err);
-      this.collectives.failAll(err);
+      this.collectives.ops.failAll(err);
       this.syncClient.interrupt();
       this.topology.failAll(err);
       this.admission.failAll(err);

@@ -39,6 +39,8 @@ export class Membership {
   epoch = 0;
   private readyEpoch = 0;
   ring: NativePeer[] = [];
+  /** This peer's place in `ring`. */
+  index = 0;
   /** Why the current ring was formed (the master's words). */
   reason = '';
   world: { worldSize: number; groupWorldSize: number; peerGroups: number; pending: number; pendingPeers?: string[] } = {
@@ -121,6 +123,7 @@ export class Membership {
       const old = this.epoch;
       this.epoch = m.epoch;
       this.ring = m.peers;
+      this.index = m.index;
       this.reason = m.reason;
       this.host.log().info('installed ring', { epoch: m.epoch, index: m.index, size: m.peers.length, reason: m.reason });
       for (const l of this.epochListeners) l(m.epoch, old);

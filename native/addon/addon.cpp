@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "args.h"
+#include "chain.h"
 #include "codec.h"
 #include "direct.h"
 #include "dtype.h"
@@ -99,6 +100,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return DefineClass(env, "Engine",
                        {InstanceAccessor<&Engine::Port>("port"), InstanceMethod<&Engine::Configure>("configure"),
                         InstanceMethod<&Engine::AllReduce>("allReduce"), InstanceMethod<&Engine::Exchange>("exchange"),
+                        InstanceMethod<&Engine::Collective>("collective"),
                         InstanceMethod<&Engine::Abort>("abort"), InstanceMethod<&Engine::Stats>("stats"),
                         InstanceMethod<&Engine::Close>("close")});
   }
@@ -293,6 +295,66 @@ class Engine : public Napi::ObjectWrap<Engine> {
       return promise;
     }
     transport_->submit(op, static_cast<int>(timeoutMs));
+    return promise;
+  }
+
+  // All-gather, reduce-scatter and broadcast (native/core/chain.h): marshals the arguments; native/core picks the
+  // algorithm. {kind, input, output, dtype, op, root, chunkCounts?, tag, timeoutMs}; output holds the whole buffer.
+  Napi::Value Collective(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throwInvalid(env, "collective(args) expects an object");
+    auto a = info[0].As<Napi::Object>();
+    Napi::Value inputV = a.Get("input");
+    Napi::Value outputV = a.Get("output");
+    View in = viewOf(env, inputV, "input");
+    View out = viewOf(env, outputV, "output");
+    CollectiveSpec spec;
+    spec.kind = static_cast<CollectiveKind>(uintArg(env, a.Get("kind"), "kind", 2));
+    uint32_t dtype = uintArg(env, a.Get("dtype"), "dtype", 255);
+    uint32_t op = uintArg(env, a.Get("op"), "op", 255);
+    if (!isValidDType(dtype)) throwInvalid(env, "unknown dtype code " + std::to_string(dtype));
+    if (!isValidReduceOp(op)) throwInvalid(env, "unknown reduce op code " + std::to_string(op));
+    spec.dtype = static_cast<DType>(dtype);
+    spec.op = static_cast<ReduceOp>(op);
+    spec.root = static_cast<int>(uintArg(env, a.Get("root"), "root", 1u << 20));
+    size_t es = dtypeSize(spec.dtype);
+    if (in.bytes % es != 0 || out.bytes % es != 0) throwInvalid(env, "a buffer's byte length is not a multiple of the element size");
+    spec.count = out.bytes / es;
+    if (a.Get("chunkCounts").IsArray()) {
+      auto arr = a.Get("chunkCounts").As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) spec.chunkCounts.push_back(uintArg(env, arr.Get(i), "chunkCounts[i]", 0xffffffffu));
+    }
+    // Memory safety only (TypeScript owns the rules): the input must fit where it is read from.
+    if (spec.kind == CollectiveKind::AllGather) {
+      if (in.bytes > out.bytes) throwInvalid(env, "the all-gather input is larger than its output");
+    } else if (in.bytes != out.bytes) {
+      throwInvalid(env, "output and input differ in byte length");
+    }
+    bool same = in.data == out.data && in.bytes == out.bytes;
+    if (!same && in.data < out.data + out.bytes && out.data < in.data + in.bytes) throwInvalid(env, "output overlaps input");
+    if (same && spec.kind != CollectiveKind::Broadcast) throwInvalid(env, "this collective needs an output apart from its input");
+    spec.input = in.data;
+    spec.output = out.data;
+    double tagD = a.Get("tag").ToNumber().DoubleValue();
+    if (!(tagD >= 0) || tagD > 9007199254740991.0) throwInvalid(env, "tag out of range");
+    uint32_t timeoutMs = uintArg(env, a.Get("timeoutMs"), "timeoutMs", 0x7fffffff);
+    std::shared_ptr<Operation> opPtr;
+    try {
+      opPtr = makeCollective(spec, transport_ ? transport_->options().maxSegmentBytes : 262144);
+    } catch (const std::invalid_argument& e) {
+      throwInvalid(env, e.what());
+    }
+    auto pending = std::make_shared<PendingOp>(env, std::vector<Napi::Value>{inputV, outputV});
+    Napi::Promise promise = pending->promise();
+    opPtr->key.tag = static_cast<uint64_t>(tagD);
+    std::weak_ptr<Operation> weak = opPtr;
+    opPtr->onSettled = [pending, weak](const OpError& e) { PendingOp::settle(pending, e, weak.lock()); };
+    if (!transport_) {
+      opPtr->markDone();
+      PendingOp::settle(pending, {ErrorCode::Closed, "the engine is closed", ""}, opPtr);
+      return promise;
+    }
+    transport_->submit(opPtr, static_cast<int>(timeoutMs));
     return promise;
   }
 

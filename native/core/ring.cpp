@@ -141,7 +141,7 @@ bool RingAllReduce::rejectFrame(Transport& t, ErrorCode code, const std::string&
 bool RingAllReduce::onHeader(Transport& t, int from, const FrameHeader& h, uint8_t* scratch, uint8_t*& dst) {
   std::string mismatch = allReduceMismatch(key, h, peerIds[from], peerIds[r_], buf_);
   if (!mismatch.empty()) return rejectFrame(t, ErrorCode::Mismatch, mismatch);
-  if (h.phase != kReduceScatter && h.phase != kAllGather && h.phase < 4) {
+  if (h.phase != kReduceScatter && h.phase != kAllGather && h.phase < 8) {
     return rejectFrame(t, ErrorCode::Mismatch, "peers use different all-reduce algorithms for tag " + std::to_string(key.tag) + ": " +
                                                    peerIds[from] + " does not use the ring; pass the same \"algorithm\" option on every peer");
   }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "chain.h"
 #include "check.h"
 #include "codec.h"
 #include "direct.h"
@@ -104,6 +105,21 @@ void testFrameBeforeStart() {
     using T = std::remove_pointer_t<decltype(type)>;
     return std::make_shared<T>(floats(v), QuantizationParams{}, 1024);
   });
+  // All-gather, reduce-scatter and broadcast (root 1: peer 0 only receives, so it gets its frame before start()).
+  for (CollectiveKind kind : {CollectiveKind::AllGather, CollectiveKind::ReduceScatter, CollectiveKind::Broadcast}) {
+    checkFrameBeforeStart<LateStart<RingChain>, RingChain>(collectiveName(kind), [kind](std::vector<float>& v, auto* type) {
+      using T = std::remove_pointer_t<decltype(type)>;
+      CollectiveSpec s;
+      s.kind = kind;
+      auto* f = reinterpret_cast<uint8_t*>(v.data());
+      s.input = f;
+      s.output = kind == CollectiveKind::Broadcast ? f : f + v.size() / 2 * sizeof(float);
+      s.count = kind == CollectiveKind::Broadcast ? v.size() : v.size() / 2;
+      if (kind == CollectiveKind::AllGather) s.chunkCounts = {v.size() / 4, v.size() / 4};
+      s.root = 1;
+      return std::make_shared<T>(s, 1024);
+    });
+  }
   // Each side sends a stream to the other and receives one.
   checkFrameBeforeStart<LateStart<Exchange>, Exchange>("exchange", [](std::vector<float>& v, auto* type) {
     using T = std::remove_pointer_t<decltype(type)>;

@@ -12,6 +12,9 @@ import { Membership } from '../../lib/peer/membership';
 
 /** A data plane whose all-reduces finish when the test says, and fail like the native one on configure/abort. */
 class StandInPlane implements DataPlane {
+  collective(): Promise<never> {
+    return Promise.reject(new Error('not used here'));
+  }
   readonly port = 1;
   epoch = 0;
   readonly aborted: number[] = [];
@@ -75,7 +78,7 @@ function setup() {
   });
   const collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 5000 });
   const master = (m: MasterMsg) => {
-    if (m.t === 'opCommit' || m.t === 'opAbort') collectives.onMessage(m);
+    if (m.t === 'opCommit' || m.t === 'opAbort') collectives.ops.onMessage(m);
     else if (m.t === 'ring' || m.t === 'ready' || m.t === 'world' || m.t === 'voteResult') membership.onMessage(m);
   };
   const ring = (epoch: number) => master({ t: 'ring', epoch, index: 0, peers: [{ id: 'p1@h:1', host: 'h', port: 1 }, { id: 'p2@h:2', host: 'h', port: 2 }], ticket: new Uint8Array(16), reason: `test epoch ${epoch}` });
