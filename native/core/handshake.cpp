@@ -107,14 +107,22 @@ void Transport::handshakeLoop() {
       // Out of memory while a flood arrives, most likely: drop what is being set up rather than end the process; the
       // links that were dialling are given up (their groups re-form).
       statInternalErrors_++;
-      log(std::string("handshake thread: ") + e.what() + "; connections being set up are dropped");
-      for (auto& h : hs)
-        if (h->outgoing()) giveUp(*h, std::string("internal error while connecting: ") + e.what(), ErrorCode::PeerLost);
+      logInternalError("the handshake thread (connections being set up are dropped)", e.what());
+      for (auto& h : hs) {
+        if (!h->outgoing()) continue;
+        try {
+          giveUp(*h, std::string("internal error while connecting: ") + e.what(), ErrorCode::PeerLost);
+        } catch (...) {
+          // No memory to say why: the link stays unconnected and its operations fail at their progress deadline.
+          h->sock.close();
+        }
+      }
       hs.clear();
       incoming = 0;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     } catch (...) {
       statInternalErrors_++;
+      logInternalError("the handshake thread (connections being set up are dropped)", nullptr);
       hs.clear();
       incoming = 0;
     }
