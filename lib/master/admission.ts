@@ -6,8 +6,10 @@
  * `updateTopology`, which accepts every peer pending when it completes.
  *
  * One announcement per round: no second commit is marked until a vote completes (or the group empties), so
- * every member votes exactly once for it. The announcement survives a re-form (a peer lost before the vote):
- * the members still owe their vote, and the round is the same.
+ * every member votes exactly once for it. The announcement survives a re-form that only loses a member (the
+ * survivors still owe their vote, and the round is the same); a re-form that accepts peers (a vote, or the last
+ * member left and the pending peers form the group) and a vote that times out end the round, so the next commit
+ * with peers pending announces again.
  */
 import type { Peer } from './context';
 
@@ -23,7 +25,7 @@ export class GroupAdmission {
     return true;
   }
 
-  /** A vote completed (it accepted whoever was pending) or the group emptied: the next pending peer is a new round. */
+  /** The round ended (peers accepted, the vote timed out, or the group emptied): the next pending peer is a new round. */
   reset(): void {
     this.announced = false;
   }

@@ -278,6 +278,9 @@ export class Group {
 
   private voteTimedOut(): void {
     this.voteDeadline = undefined;
+    // The round is over without a result: the next commit announces a new one (a member whose operations come
+    // further apart than the vote timeout must not end automatic admission for good).
+    this.admission.reset();
     if (this.votes.size === 0) return;
     const missing = this.members.filter((q) => !this.votes.has(q.id)).map((q) => q.id);
     const message = `updateTopology timed out after ${this.ctx.voteTimeoutMs} ms: ${missing.join(', ')} did not vote`;
@@ -316,6 +319,9 @@ export class Group {
    */
   private reform(accept: Peer[], reason: string): void {
     this.epoch += 1;
+    // Pending peers got in (a vote, or the last member left and they form the group): whoever waits after this is
+    // a new round. A re-form that only loses a member keeps the round: the survivors still owe their vote.
+    if (accept.length > 0) this.admission.reset();
     for (const q of accept) q.member = true;
     this.members.push(...accept);
     this.ticket = this.ctx.random(16);

@@ -13,7 +13,7 @@ import { TimeoutError } from '../errors';
 import { checkInt, checkOneOf } from '../validate';
 import type { Msg } from '../protocol';
 import type { PeerContext } from './context';
-import type { Membership, UpdateTopologyResult } from './membership';
+import type { Membership } from './membership';
 
 export interface AdmissionHost extends PeerContext {
   readonly membership: Membership;
@@ -40,7 +40,7 @@ export class Admission {
   private due = false;
   /** The announcements acted on in the current epoch (a reconnect says commits again). */
   private seen = new Set<string>();
-  private voting?: Promise<UpdateTopologyResult>;
+  private voting?: Promise<void>;
   private aloneSince?: number;
   private lastWarn = -Infinity;
   private readonly waiters = new Set<(err: Error) => void>();
@@ -69,14 +69,16 @@ export class Admission {
     this.warnIfAlone();
     if (this.due) {
       this.due = false;
-      const vote = this.host.membership.vote(0);
-      this.voting = vote;
-      vote.then(
+      // The library's own vote never fails the user's operation: a vote that times out (a member whose next
+      // operation came later than the master's vote timeout) ends the round, and the master announces a new
+      // one at a later commit (lib/master/admission.ts). A failed communicator fails the operation by itself.
+      const vote: Promise<void> = this.host.membership.vote(0).then(
         (r) => this.host.log().info('admission vote passed', { epoch: r.epoch, accepted: r.accepted }),
-        () => undefined,
+        (err: Error) => this.host.log().warn('admission vote did not complete; the master announces it again', { error: err.message }),
       ).finally(() => {
         if (this.voting === vote) this.voting = undefined;
       });
+      this.voting = vote;
     }
     if (this.voting) await this.voting;
   }
@@ -169,7 +171,7 @@ export class Admission {
       `running alone in group ${this.host.peerGroup} for ${Math.round((now - this.aloneSince) / 1000)} s while ${w.pending} peer(s) wait to join` +
         `${w.pendingPeers?.length ? ` (${w.pendingPeers.join(', ')})` : ''}: ` +
         (this.host.auto
-          ? 'they are voted in after this peer\'s next operation'
+          ? 'the master announces a vote at the next operation every member completes, and they join once every member has voted'
           : 'call comm.updateTopology() on every member at the same point of the loop, or connect with { admission: \'auto\' } (the default of init())'),
       { pending: w.pending },
     );

@@ -116,7 +116,7 @@ export class Communicator {
     );
     const membership = new Membership({
       ...ctx, reconnecting: () => this.control.reconnecting, masterAddress: () => this.control.address,
-      controlBehind: () => this.control.behind(), controlCaughtUp: () => this.control.caughtUp(),
+      controlBehind: () => this.control.behind(), controlCaughtUp: (signal) => this.control.caughtUp(signal),
     });
     this.membership = membership;
     this.collectives = new Collectives({ ...ctx, membership, reformWaitMs: () => 2 * this.control.heartbeat.timeoutMs });

@@ -42,6 +42,18 @@ export function busyAfterMs(timeoutMs: number): number {
   return Math.min(1000, Math.max(250, Math.floor(timeoutMs / 4)));
 }
 
+/**
+ * One worker's count of the master's messages: forwarded (the worker counts them in shared memory) and handled
+ * here. A worker of its own, so that a failed worker's messages still queued for this thread can never unbalance
+ * the counts of the worker started after it (which would leave this thread "behind" for good).
+ */
+interface Generation {
+  readonly forwarded: Int32Array;
+  delivered: number;
+  /** False once the worker failed: its late messages are dropped (its connections are already closed). */
+  live: boolean;
+}
+
 /** How long a closing worker may take to flush a goodbye before it is terminated, ms. */
 const EXIT_GRACE_MS = 3000;
 
@@ -117,10 +129,9 @@ export class ControlThread {
   private readonly links = new Map<number, RemoteConnection>();
   private nextId = 1;
   private exiting?: Promise<void>;
-  /** Messages the worker forwarded (it counts them in shared memory) and this thread has handled. */
-  private forwarded = new Int32Array(new SharedArrayBuffer(4));
-  private delivered = 0;
-  private catchUp: (() => void)[] = [];
+  /** The running worker's counts; none while no worker runs or once it is told to exit. */
+  private gen?: Generation;
+  private catchUp = new Set<() => void>();
 
   /** `stats`: the counters every heartbeat carries, read at each tick. */
   constructor(private readonly stats?: () => Partial<PeerStats>) {}
@@ -146,13 +157,26 @@ export class ControlThread {
    * believes of its group may be out of date, so no operation should start on it.
    */
   behind(): boolean {
-    return Atomics.load(this.forwarded, 0) !== this.delivered;
+    const g = this.gen;
+    return g !== undefined && Atomics.load(g.forwarded, 0) !== g.delivered;
   }
 
-  /** Resolves once every message the worker has forwarded so far was handled here. */
-  caughtUp(): Promise<void> {
+  /**
+   * Resolves once every message the worker has forwarded so far was handled here (or that worker is gone).
+   * `signal` withdraws the wait (it then never settles): the caller owns the deadline and the error.
+   */
+  caughtUp(signal?: AbortSignal): Promise<void> {
     if (!this.behind()) return Promise.resolve();
-    return new Promise((resolve) => this.catchUp.push(resolve));
+    return new Promise((resolve) => {
+      if (signal?.aborted) return;
+      const wake = () => {
+        signal?.removeEventListener('abort', withdraw);
+        resolve();
+      };
+      const withdraw = () => this.catchUp.delete(wake);
+      signal?.addEventListener('abort', withdraw, { once: true });
+      this.catchUp.add(wake);
+    });
   }
 
   /** @internal */
@@ -171,6 +195,9 @@ export class ControlThread {
     const worker = this.worker;
     this.stopTicking();
     this.worker = undefined;
+    // No operation starts after shutdown: nobody waits for the exiting worker's messages.
+    this.gen = undefined;
+    this.wakeCaughtUp();
     if (!worker) return (this.exiting = Promise.resolve());
     this.exiting = new Promise<void>((resolve) => {
       // Both stay referenced: a caller awaiting close() must see it settle, not have its process end first.
@@ -190,20 +217,21 @@ export class ControlThread {
     // TypeScript source (tests and benches run lib/ through tsx, whose loader a worker does not always inherit),
     // from a line that registers tsx's CommonJS hook first.
     const file = path.join(__dirname, `control-worker${path.extname(__filename)}`);
-    this.forwarded = new Int32Array(new SharedArrayBuffer(4));
-    this.delivered = 0;
-    const workerData = { tcclControl: true, forwarded: this.forwarded };
+    const gen: Generation = { forwarded: new Int32Array(new SharedArrayBuffer(4)), delivered: 0, live: true };
+    this.gen = gen;
+    const workerData = { tcclControl: true, forwarded: gen.forwarded };
     const worker = file.endsWith('.ts')
       ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(file)});`, { eval: true, workerData })
       : new Worker(file, { workerData });
     this.worker = worker;
-    worker.on('message', (m: ToMain) => this.onMessage(m));
+    worker.on('message', (m: ToMain) => this.onMessage(gen, m));
     const failed = (why: string) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
       this.stopTicking();
       const reason = new Error(`The control connection's worker thread ${why}`);
-      this.delivered = Atomics.load(this.forwarded, 0);
+      gen.live = false;
+      if (this.gen === gen) this.gen = undefined;
       this.wakeCaughtUp();
       for (const link of [...this.links.values()]) link.finish(reason);
     };
@@ -224,8 +252,9 @@ export class ControlThread {
     this.ticker = undefined;
   }
 
-  private onMessage(m: ToMain): void {
-    if (m.t === 'msg') this.delivered = (this.delivered + 1) | 0;
+  private onMessage(gen: Generation, m: ToMain): void {
+    if (!gen.live) return;
+    if (m.t === 'msg') gen.delivered = (gen.delivered + 1) | 0;
     const link = this.links.get(m.id);
     if (link) {
       if (m.t === 'connect') link.emit('connect');
@@ -236,10 +265,10 @@ export class ControlThread {
   }
 
   private wakeCaughtUp(): void {
-    if (this.behind() || this.catchUp.length === 0) return;
-    const waiting = this.catchUp;
-    this.catchUp = [];
-    for (const resolve of waiting) resolve();
+    if (this.behind() || this.catchUp.size === 0) return;
+    const waiting = [...this.catchUp];
+    this.catchUp.clear();
+    for (const wake of waiting) wake();
   }
 }
 

@@ -92,9 +92,9 @@ export class ControlClient {
     return this.thread.behind();
   }
 
-  /** Resolves once the messages of the master that waited for this thread were handled. */
-  caughtUp(): Promise<void> {
-    return this.thread.caughtUp();
+  /** Resolves once the messages of the master that waited for this thread were handled; `signal` withdraws the wait. */
+  caughtUp(signal?: AbortSignal): Promise<void> {
+    return this.thread.caughtUp(signal);
   }
 
   /** Sends a message to the master; quietly nothing while disconnected (what matters is said again on resume). */

@@ -18,8 +18,8 @@ export interface MembershipHost extends PeerContext {
   masterAddress(): string;
   /** Messages of the master wait to be handled (this thread was busy): what this peer knows may be stale. */
   controlBehind(): boolean;
-  /** Resolves once they were handled. */
-  controlCaughtUp(): Promise<void>;
+  /** Resolves once they were handled; `signal` withdraws the wait (it then never settles). */
+  controlCaughtUp(signal?: AbortSignal): Promise<void>;
 }
 
 interface ReadyWaiter {
@@ -147,7 +147,7 @@ export class Membership {
   waitReady(epoch: number, deadline: number, what: string, signal?: AbortSignal): Promise<void> {
     const failure = this.host.failure();
     if (failure) return Promise.reject(failure);
-    if (this.host.controlBehind()) return this.host.controlCaughtUp().then(() => this.waitReady(epoch, deadline, what, signal));
+    if (this.host.controlBehind()) return this.caughtUp(deadline, what, signal).then(() => this.waitReady(epoch, deadline, what, signal));
     if (this.readyEpoch >= epoch && this.isReady(this.epoch)) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -170,6 +170,34 @@ export class Membership {
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(w);
+    });
+  }
+
+  /**
+   * Resolves once the master's messages that waited for this thread were handled; rejects at `deadline` and on
+   * `signal` like waitReady, so an operation's timeout holds while this thread catches up.
+   */
+  private caughtUp(deadline: number, what: string, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const withdraw = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (err?: Error) => {
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        withdraw.abort();
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAbort = () => settle(new AbortError(`Aborted while ${what}`, { cause: signal?.reason }));
+      if (signal?.aborted) return onAbort();
+      if (deadline !== Infinity) {
+        timer = setTimeout(
+          () => settle(new TimeoutError(`Timed out ${what}: the master's messages still wait for this thread (group ${this.host.peerGroup}, master ${this.host.masterAddress()})`)),
+          Math.max(0, deadline - monotonicMs()),
+        );
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.host.controlCaughtUp(withdraw.signal).then(() => settle(), settle);
     });
   }
 

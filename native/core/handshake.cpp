@@ -65,9 +65,11 @@ void Transport::handshakeLoop() {
       bool closing = closing_.load();
       if (closing && closingSince == 0) closingSince = now;
       GroupView g = groupView();
+      size_t waiting = 0;
+      for (auto& h : hs) waiting += !h->outgoing() && h->in.waiting() ? 1 : 0;
       for (auto it = hs.begin(); it != hs.end();) {
         Handshake& h = **it;
-        bool keep = h.outgoing() ? stepDial(h, g, now, closing) : stepIncoming(h, g, now);
+        bool keep = h.outgoing() ? stepDial(h, g, now, closing) : stepIncoming(h, g, now, waiting);
         if (keep) {
           ++it;
           continue;
@@ -107,14 +109,22 @@ void Transport::handshakeLoop() {
       // Out of memory while a flood arrives, most likely: drop what is being set up rather than end the process; the
       // links that were dialling are given up (their groups re-form).
       statInternalErrors_++;
-      log(std::string("handshake thread: ") + e.what() + "; connections being set up are dropped");
-      for (auto& h : hs)
-        if (h->outgoing()) giveUp(*h, std::string("internal error while connecting: ") + e.what(), ErrorCode::PeerLost);
+      logInternalError("the handshake thread (connections being set up are dropped)", e.what());
+      for (auto& h : hs) {
+        if (!h->outgoing()) continue;
+        try {
+          giveUp(*h, std::string("internal error while connecting: ") + e.what(), ErrorCode::PeerLost);
+        } catch (...) {
+          // No memory to say why: the link stays unconnected and its operations fail at their progress deadline.
+          h->sock.close();
+        }
+      }
       hs.clear();
       incoming = 0;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     } catch (...) {
       statInternalErrors_++;
+      logInternalError("the handshake thread (connections being set up are dropped)", nullptr);
       hs.clear();
       incoming = 0;
     }
@@ -125,16 +135,24 @@ void Transport::handshakeLoop() {
 
 void Transport::acceptSome(std::list<std::unique_ptr<Handshake>>& hs, size_t& incoming, int64_t& pausedUntil) {
   static std::atomic<int64_t> lastLog{0};
+  // The oldest that is still reading its hello first: a dialler that said a valid hello may be waiting for our
+  // configure() of its epoch (normal at every re-form), and evicting it would break its link.
   auto evictOldest = [&] {
+    auto victim = hs.end();
     for (auto it = hs.begin(); it != hs.end(); ++it) {
       if ((*it)->outgoing()) continue;
-      (*it)->sock.abort();
-      hs.erase(it);
-      --incoming;
-      statEvicted_++;
-      return true;
+      if ((*it)->in.reading()) {
+        victim = it;
+        break;
+      }
+      if (victim == hs.end()) victim = it;
     }
-    return false;
+    if (victim == hs.end()) return false;
+    (*victim)->sock.abort();
+    hs.erase(victim);
+    --incoming;
+    statEvicted_++;
+    return true;
   };
   const size_t cap = static_cast<size_t>(std::max(1, options_.maxHandshakes));
   for (int n = 0; n < kAcceptBatch; ++n) {
@@ -170,7 +188,7 @@ void Transport::acceptSome(std::list<std::unique_ptr<Handshake>>& hs, size_t& in
   }
 }
 
-bool Transport::stepIncoming(Handshake& h, const GroupView& g, int64_t now) {
+bool Transport::stepIncoming(Handshake& h, const GroupView& g, int64_t now, size_t& waiting) {
   IncomingHello& in = h.in;
   if (h.ready) {
     h.ready = false;
@@ -180,7 +198,12 @@ bool Transport::stepIncoming(Handshake& h, const GroupView& g, int64_t now) {
       else if (r < 0) in.fail();
     }
   }
-  if (in.state() == IncomingHello::State::Judging) in.judge(g, now, now + 2 * static_cast<int64_t>(options_.connectTimeoutMs));
+  if (in.state() == IncomingHello::State::Judging) {
+    bool was = in.waiting();
+    size_t cap = static_cast<size_t>(std::max(1, options_.maxHandshakes / 2));
+    in.judge(g, now, now + 2 * static_cast<int64_t>(options_.connectTimeoutMs), was || waiting < cap);
+    if (in.waiting() != was) waiting = in.waiting() ? waiting + 1 : waiting - 1;
+  }
   if (in.replyLeft() > 0) {
     net::ConstBuffer b{in.replyPtr(), in.replyLeft()};
     long n = h.sock.writeSome(&b, 1);
@@ -292,8 +315,9 @@ bool Transport::stepDial(Handshake& h, const GroupView& g, int64_t now, bool clo
     net::ConstBuffer b{h.hello + h.helloSent, kHelloSize - h.helloSent};
     long n = h.sock.writeSome(&b, 1);
     if (n < 0) {
-      giveUp(h, "handshake with " + where + " failed: " + net::lastSocketError(), ErrorCode::PeerLost);
-      return false;
+      // Reset before any reply (the listener evicted us under a flood, or was restarting): try again.
+      dialFailed(h, "handshake with " + where + " failed: " + net::lastSocketError(), now);
+      return h.state == S::Backoff;
     }
     h.helloSent += static_cast<size_t>(n);
     if (h.helloSent == kHelloSize) h.state = S::AwaitReply;
@@ -302,8 +326,10 @@ bool Transport::stepDial(Handshake& h, const GroupView& g, int64_t now, bool clo
   if (h.state == S::AwaitReply && ready) {
     long r = h.sock.readSome(h.reply + h.replyGot, kReplySize - h.replyGot);
     if (r < 0) {
-      giveUp(h, "handshake with " + where + " failed (the connection closed before the reply)", ErrorCode::PeerLost);
-      return false;
+      // Reset or closed before the reply: a listener under a flood of strangers may have evicted us, or timed out
+      // our wait for its epoch. Try again within the retry window; a refusal is always a reply.
+      dialFailed(h, "handshake with " + where + " failed (the connection closed before the reply)", now);
+      return h.state == S::Backoff;
     }
     h.replyGot += static_cast<size_t>(r);
     if (h.replyGot == kReplySize) {

@@ -90,13 +90,15 @@ void IncomingHello::received(size_t n) {
   state_ = decodeHello(buf_, hello_) ? State::Judging : State::Refused;
 }
 
-void IncomingHello::judge(const GroupView& g, int64_t nowMs, int64_t waitUntilMs) {
+void IncomingHello::judge(const GroupView& g, int64_t nowMs, int64_t waitUntilMs, bool mayWait) {
   if (state_ != State::Judging) return;
   bool wait = false;
   uint32_t s = judgeHello(hello_, g, wait);
   if (wait) {
-    if (waitUntilMs_ == 0) waitUntilMs_ = waitUntilMs;
-    if (nowMs < waitUntilMs_) return;
+    // The wait counts against the hello's deadline: a stranger naming a future epoch is held no longer than one
+    // that says nothing.
+    if (waitUntilMs_ == 0 && mayWait) waitUntilMs_ = waitUntilMs < deadlineMs_ ? waitUntilMs : deadlineMs_;
+    if (waitUntilMs_ != 0 && nowMs < waitUntilMs_) return;
     s = kNotYet;
   }
   status_ = s;

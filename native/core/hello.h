@@ -79,8 +79,15 @@ class IncomingHello {
   void received(size_t n);
   const Hello& hello() const { return hello_; }
   // Judges the complete hello against the group; stays Judging while it must wait for a newer epoch (until
-  // `waitUntilMs`, then answers kNotYet). Replying afterwards.
-  void judge(const GroupView& g, int64_t nowMs, int64_t waitUntilMs);
+  // `waitUntilMs` or the hello's deadline, whichever is first, then answers kNotYet). `mayWait` false (too many
+  // connections already wait for a newer epoch) answers kNotYet at once: the ticket of an epoch the listener has
+  // not installed is unknown, so a stranger naming a future epoch cannot be told from a dialler a moment ahead,
+  // and the dialler tries again within its retry window. Replying afterwards.
+  void judge(const GroupView& g, int64_t nowMs, int64_t waitUntilMs, bool mayWait = true);
+  // Judging, waiting for a newer epoch.
+  bool waiting() const { return state_ == State::Judging && waitUntilMs_ != 0; }
+  // Still reading its hello (evicted first past the cap: a dialler that said its hello is not).
+  bool reading() const { return state_ == State::Reading; }
   uint32_t status() const { return status_; }
   // The reply bytes still to send.
   const uint8_t* replyPtr() const { return reply_ + replySent_; }

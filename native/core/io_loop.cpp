@@ -422,6 +422,18 @@ void Transport::ioLoop(IoThread& io) {
   std::vector<std::shared_ptr<Connection>> conns;
   std::vector<net::PollItem> items;
   size_t writeCursor = 0;
+  // After an exception on this thread every connection goes (its group re-forms). Without memory even for the
+  // reason, a connection is shut down as it is: its peer sees the reset, our operations fail at their deadline.
+  auto closeAfterInternalError = [this](std::vector<std::shared_ptr<Connection>>& all, const char* what) noexcept {
+    for (auto& c : all) {
+      try {
+        onConnectionLost(c, std::string("internal error on an I/O thread: ") + what, false);
+      } catch (...) {
+        c->dead = true;
+        c->sock.shutdownBoth();
+      }
+    }
+  };
   while (!io.stop.load()) {
     try {
     uint64_t seen = workGen_.load();
@@ -490,20 +502,24 @@ void Transport::ioLoop(IoThread& io) {
       } catch (const std::exception& e) {
         // Out of memory for a buffer, most likely: the connection goes (its group re-forms), the process stays.
         statInternalErrors_++;
-        why = std::string("internal error while reading: ") + e.what();
-        log(why);
+        logInternalError("an I/O thread while reading", e.what());
         internal = true;
+        try {
+          why = std::string("internal error while reading: ") + e.what();
+        } catch (...) {
+          why.clear();  // no memory for the reason: the connection still goes
+        }
       }
       if (!ok) onConnectionLost(c, why, !internal);
     }
     } catch (const std::exception& e) {
       statInternalErrors_++;
-      log(std::string("I/O thread: ") + e.what() + "; its connections are closed");
-      for (auto& c : conns) onConnectionLost(c, std::string("internal error on an I/O thread: ") + e.what(), false);
+      logInternalError("an I/O thread (its connections are closed)", e.what());
+      closeAfterInternalError(conns, e.what());
     } catch (...) {
       statInternalErrors_++;
-      log("I/O thread: unknown exception; its connections are closed");
-      for (auto& c : conns) onConnectionLost(c, "internal error on an I/O thread", false);
+      logInternalError("an I/O thread (its connections are closed)", nullptr);
+      closeAfterInternalError(conns, "unknown exception");
     }
   }
   for (auto& c : conns) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -405,7 +406,13 @@ void QuantizedAllReduce::schedule(Transport& t, uint32_t g, bool accumulate) {
             if (accumulate) me->accumulateOwned(t, g);
             else me->encodeContribution(t, g);
           } catch (const std::exception& e) {
-            t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
+            // Failing the operation allocates its message: under memory exhaustion that throws too, and nothing
+            // may escape a pool thread (std::terminate); the operation then fails at its progress deadline.
+            try {
+              t.fail(me, {ErrorCode::Protocol, std::string("quantized all-reduce failed: ") + e.what(), ""}, true);
+            } catch (...) {
+              std::fputs("tccl data plane: quantized all-reduce failed (out of memory to report it)\n", stderr);
+            }
           }
         }
         me->releaseTransfer();

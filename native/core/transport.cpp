@@ -639,10 +639,10 @@ void Transport::serviceLoop() {
         task();
       } catch (const std::exception& e) {
         statInternalErrors_++;
-        log(std::string("service thread: ") + e.what());
+        logInternalError("the service thread", e.what());
       } catch (...) {
         statInternalErrors_++;
-        log("service thread: unknown exception");
+        logInternalError("the service thread", nullptr);
       }
       lock.lock();
     }
@@ -683,7 +683,11 @@ void Transport::serviceLoop() {
       // Out of memory building a message, most likely: the deadlines are looked at again on the next pass.
       if (!lock.owns_lock()) lock.lock();
       statInternalErrors_++;
-      log(std::string("service thread: ") + e.what());
+      logInternalError("the service thread (deadlines are looked at again on the next pass)", e.what());
+    } catch (...) {
+      if (!lock.owns_lock()) lock.lock();
+      statInternalErrors_++;
+      logInternalError("the service thread (deadlines are looked at again on the next pass)", nullptr);
     }
   }
 }

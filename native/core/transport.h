@@ -103,7 +103,8 @@ struct TransportOptions {
   // Threads that drive the connections; 0 = min(2, K, hardware threads).
   int ioThreads = 0;
   // Accepted connections that have not finished a valid hello (within connectTimeoutMs): past this many, the
-  // oldest is dropped for each new one, so a flood of silent connections costs a bounded number of descriptors
+  // oldest still reading its hello is dropped for each new one (at most half may wait for an epoch not yet
+  // installed here), so a flood of silent connections costs a bounded number of descriptors
   // and a legitimate peer, whose hello follows its connect at once, still gets in.
   int maxHandshakes = 512;
   // Bytes a peer may make this one hold for operations it has not started yet (early frames, remembered aborts),
@@ -274,12 +275,14 @@ class Transport {
 
   // Connection set-up (handshake.cpp). All on the handshake thread unless said otherwise.
   void handshakeLoop();
-  // Accepts what is pending (up to a batch), evicting the oldest unauthenticated connection past maxHandshakes;
+  // Accepts what is pending (up to a batch), evicting past maxHandshakes the oldest unauthenticated connection
+  // still reading its hello (else the oldest of any state);
   // backs off when out of descriptors. No lock.
   void acceptSome(std::list<std::unique_ptr<Handshake>>& hs, size_t& incoming, int64_t& pausedUntil);
   // One step of a connection's hello: I/O when its socket is ready, timers, judging (takes mu_ briefly through
   // groupView and admit). False when the handshake is over (admitted, refused, given up).
-  bool stepIncoming(Handshake& h, const GroupView& g, int64_t now);
+  // `waiting`: incoming connections waiting for a newer epoch (capped at half of maxHandshakes), kept up to date.
+  bool stepIncoming(Handshake& h, const GroupView& g, int64_t now, size_t& waiting);
   bool stepDial(Handshake& h, const GroupView& g, int64_t now, bool closing);
   void dialFailed(Handshake& h, const std::string& why, int64_t now);
   void giveUp(Handshake& h, const std::string& err, ErrorCode code);

@@ -1,6 +1,7 @@
 // What the transport's own source files share (transport.cpp: operations, failure, control frames;
 // handshake.cpp: listening, dialling, hello; io_loop.cpp: the I/O threads). Nothing outside them includes this.
 #pragma once
+#include <cstdio>
 #include <cstring>
 
 #include "transport.h"
@@ -13,6 +14,17 @@ constexpr size_t kMaxControlMessage = 4096;
 // A goodbye lists how many ops per tag its sender ran (12 bytes a tag): up to 87,381 tags, e.g. one per tensor of
 // an allReduceMany over a large model.
 constexpr size_t kMaxGoodbyeBytes = size_t(1) << 20;
+
+// For the catch handlers that keep an exception from ending a thread (and the process): it allocates nothing, so
+// it still works when the exception was bad_alloc. A handler that built a std::string there would throw out of
+// the handler under real memory exhaustion, and std::terminate would end the process.
+inline void logInternalError(const char* where, const char* what) noexcept {
+  std::fputs("tccl data plane: internal error on ", stderr);
+  std::fputs(where, stderr);
+  std::fputs(": ", stderr);
+  std::fputs(what ? what : "unknown exception", stderr);
+  std::fputs("\n", stderr);
+}
 
 template <typename T>
 inline void put(uint8_t* p, T v) {

@@ -148,6 +148,28 @@ void testIncomingWaitsForEpoch() {
   CHECK(late.state() == IncomingHello::State::Replying && late.status() == kNotYet);
 }
 
+// A hello naming a future epoch (a dialler a moment ahead, or a stranger: the listener cannot tell, the future
+// ticket is unknown to it) waits no longer than the hello's own deadline, and not at all past the cap on waiters.
+void testEpochWaitBounded() {
+  GroupView g = group();
+  Hello h = helloFor(g);
+  h.epoch = 1000;
+  IncomingHello in(30);
+  encodeHello(h, in.readPtr());
+  in.received(kHelloSize);
+  in.judge(g, 0, 2000);
+  CHECK(in.waiting() && in.wakeAtMs() == 30);
+  in.judge(g, 30, 2000);
+  CHECK(in.state() == IncomingHello::State::Replying && in.status() == kNotYet);
+
+  IncomingHello capped(1000);
+  encodeHello(h, capped.readPtr());
+  capped.received(kHelloSize);
+  capped.judge(g, 0, 500, false);
+  CHECK(!capped.waiting());
+  CHECK(capped.state() == IncomingHello::State::Replying && capped.status() == kNotYet);
+}
+
 void testBudget() {
   Budget b(1000, 1500);
   const size_t o = Budget::kItemOverhead;
@@ -177,6 +199,7 @@ int main() {
   testIncomingByteByByte();
   testIncomingGarbageAndRefusal();
   testIncomingWaitsForEpoch();
+  testEpochWaitBounded();
   testBudget();
   return TEST_MAIN_RESULT();
 }

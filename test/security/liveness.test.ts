@@ -71,8 +71,10 @@ t.test('a SIGSTOPped peer is still dropped and the survivors re-form', async (t)
   await waitFor(() => master.groupsInfo()[0]?.members.length === 2, 30_000, 'the frozen peer dropped');
   const ms = Math.round(performance.now() - stoppedAt);
   t.comment(`SIGSTOP to drop: ${ms} ms (peer timeout 3000 ms, heartbeat 500 ms; bench/liveness measures it)`);
-  // Not a timing assertion: a loose bound that only a design waiting out a 30 s silence would miss.
-  t.ok(ms < 15_000, `dropped well before 15 s (${ms} ms)`);
+  // The requirement is peer timeout + one heartbeat (3.5 s); measured 3.34-3.50 s in runs on a loaded 2-core
+  // machine (npx tap --grep=SIGSTOP test/security/liveness.test.ts). 6 s leaves 2.5 s of slack for scheduling
+  // and the 20 ms polling of waitFor, and still fails a regression to, say, a 10 s or 30 s detection.
+  t.ok(ms < 6_000, `dropped within 6 s (${ms} ms; the goal is under 3.5 s)`);
   t.notOk(master.groupsInfo()[0].members.includes(ids[2]), 'the frozen peer is the one dropped');
   t.match(master.events().find((e) => e.what === 'peer dropped')?.fields.reason, /^no heartbeat/, 'dropped for its silence');
   const rs = await Promise.all([a, b].map((p) => p.request('allReduce', { n: 1024, tag: 1 }, 60_000)));

@@ -56,6 +56,36 @@ t.test('no announcement while a member is manual; a reconnecting member hears it
   t.same(s2.take(x, 'opCommit').map((m) => m.admit), [true], 'the resent commit still announces');
 });
 
+t.test('the last member leaving before the vote: the pending peer forms the group and a later newcomer is announced', async (t) => {
+  const s = new Sim();
+  const [a] = s.group(1, 0, true);
+  const b = s.join(0, 4001, true);
+  t.same(commitAll(s, [a], '0.0').flat().map((m) => m.admit), [true], 'b pending: announced');
+  s.lose(a); // a leaves before it votes: b becomes the group
+  s.ack(b);
+  t.same(s.core.groupsInfo()[0].members.length, 1);
+  const c = s.join(0, 4002, true);
+  t.same(commitAll(s, [b], '0.0').flat().map((m) => m.admit), [true], 'c is announced to b');
+  s.say(b, { t: 'vote', id: 1 });
+  s.ack(b, c);
+  t.same(s.core.groupsInfo()[0].members.length, 2, 'c admitted');
+});
+
+t.test('a vote that times out is announced again at the next commit', async (t) => {
+  const s = new Sim();
+  const [a, b] = s.group(2, 0, true);
+  const c = s.join(0, 4005, true);
+  t.same(commitAll(s, [a, b], '0.0').flat().map((m) => m.admit), [true, true]);
+  s.say(a, { t: 'vote', id: 1 }); // b's next operation comes later than the vote timeout
+  s.advance(6000);
+  t.same(s.take(a, 'voteResult').map((v) => v.code), ['TIMEOUT']);
+  t.same(commitAll(s, [a, b], '0.1').flat().map((m) => m.admit), [true, true], 'announced again');
+  s.say(a, { t: 'vote', id: 2 });
+  s.say(b, { t: 'vote', id: 1 });
+  s.ack(a, b, c);
+  t.same(s.core.groupsInfo()[0].members.length, 3, 'c admitted');
+});
+
 // The peer's half (lib/peer/admission.ts) with the master's messages played by the test.
 
 function peer(auto: boolean) {
@@ -97,4 +127,20 @@ t.test('peer: a manual communicator ignores announcements', async (t) => {
   admission.onCommit({ t: 'opCommit', epoch: 1, key: '0.0', admit: true });
   await admission.beforeOp();
   t.equal(votes().length, 0);
+});
+
+t.test('peer: an automatic vote that times out never fails the operation; the next announcement votes again', async (t) => {
+  const { membership, admission, votes } = peer(true);
+  admission.onCommit({ t: 'opCommit', epoch: 1, key: '0.1', admit: true });
+  const op = admission.beforeOp();
+  const id = (votes()[0] as { id: number }).id;
+  membership.onMessage({ t: 'voteResult', id, ok: false, epoch: 1, accepted: 0, code: 'TIMEOUT', message: 'updateTopology timed out after 60000 ms: p2 did not vote' });
+  await t.resolves(op, 'the operation goes on');
+  await admission.beforeOp();
+  t.equal(votes().length, 1, 'no vote until the master announces again');
+  admission.onCommit({ t: 'opCommit', epoch: 1, key: '0.2', admit: true });
+  const op2 = admission.beforeOp();
+  t.equal(votes().length, 2, 'the re-announced round gets its vote');
+  membership.onMessage({ t: 'voteResult', id: (votes()[1] as { id: number }).id, ok: true, epoch: 1, accepted: 0 });
+  await op2;
 });
