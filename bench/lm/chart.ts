@@ -10,7 +10,16 @@ export interface Row {
   /** Mean over the workers that finished (each evaluates its own weights), and the spread. */
   heldOutLoss: number;
   heldOutLossRange: [number, number];
+  /** Mean loss on the validation split (the one tuning used). */
+  validLoss?: number;
+  /** False for the rows not at equal tokens (churn, a slow worker). */
+  equalTokens?: boolean;
   tokens: number;
+  tokensPerSecond?: number;
+  /** Inner steps each finished worker did. */
+  stepsPerWorker?: number[];
+  /** The innerSeconds bound of the row, if any. */
+  innerSeconds?: number;
   /** Bytes each worker sent in all-reduces and state syncs (the library's count): mean of the workers that ran from the start. */
   bytesPerWorker: number;
   /** Largest number of bytes one worker sent in one sync. */

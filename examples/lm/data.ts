@@ -5,8 +5,9 @@
  * the package when it is missing and this process may (root with apt-get), extracts the plain text with the
  * package's `bible` program and caches it; `--text FILE` uses any other UTF-8 text instead.
  *
- * Character level: the vocabulary is the set of characters of the text (73 for the KJV). The held-out split is
- * every 20th block of 4,096 characters, so it spans the whole book rather than only its end.
+ * Character level: the vocabulary is the set of characters of the text (73 for the KJV). Blocks of 4,096
+ * characters: of every 20, the 10th is the validation split (for tuning: bench/lm/tune.ts) and the 20th the
+ * held-out split (for the reported loss only, never for tuning); both span the whole book rather than its end.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,7 +18,9 @@ import { mulberry32 } from '../../lib/random';
 export const CORPUS_SOURCE = 'King James Version of the Bible, Debian package bible-kjv-text (public domain text)';
 const CACHE = path.join(os.tmpdir(), 'tccl-lm-kjv.txt');
 const BLOCK = 4096;
-const HELD_OUT_EVERY = 20;
+const EVERY = 20;
+const HELD_OUT_AT = EVERY - 1;
+const VALIDATION_AT = EVERY / 2 - 1;
 
 function which(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
@@ -70,10 +73,13 @@ export interface Corpus {
   /** Characters of the vocabulary; token id i is chars[i]. */
   chars: string[];
   train: Uint8Array;
+  /** For choosing hyperparameters (bench/lm/tune.ts). */
+  validation: Uint8Array;
+  /** For the reported loss only. */
   heldOut: Uint8Array;
 }
 
-/** Reads a text file and encodes it; blocks of 4,096 characters, every 20th held out. */
+/** Reads a text file and encodes it; blocks of 4,096 characters, of every 20 one for validation and one held out. */
 export function loadCorpus(file: string): Corpus {
   const text = fs.readFileSync(file, 'utf8');
   const chars = [...new Set(text)].sort();
@@ -83,7 +89,8 @@ export function loadCorpus(file: string): Corpus {
   const blocks = Math.ceil(all.length / BLOCK);
   const train: number[] = [];
   const held: number[] = [];
-  for (let b = 0; b < blocks; b++) (b % HELD_OUT_EVERY === HELD_OUT_EVERY - 1 ? held : train).push(b);
+  const valid: number[] = [];
+  for (let b = 0; b < blocks; b++) (b % EVERY === HELD_OUT_AT ? held : b % EVERY === VALIDATION_AT ? valid : train).push(b);
   const pack = (list: number[]) => {
     const out = new Uint8Array(list.reduce((n, b) => n + Math.min(BLOCK, all.length - b * BLOCK), 0));
     let o = 0;
@@ -94,7 +101,7 @@ export function loadCorpus(file: string): Corpus {
     }
     return out;
   };
-  return { chars, train: pack(train), heldOut: pack(held) };
+  return { chars, train: pack(train), validation: pack(valid), heldOut: pack(held) };
 }
 
 /** A small deterministic PRNG (mulberry32), so every run draws the same batches. */
