@@ -25,8 +25,17 @@ const a = parseArgs(process.argv.slice(2));
 const quick = a.quick === true;
 const num = (k: string, d: number) => (a[k] === undefined ? d : Number(a[k]));
 const W = 4;
+/** The tuned settings (bench/lm/tune.ts chose them on the validation split), or the defaults without a tuning file. */
+function tunedSettings(): { ddp: { lr: number }; diloco: { lr: number; outerLr: number; outerMomentum: number; innerSteps?: number }; source: string } {
+  const file = path.join(RESULTS_DIR, 'lm-tune.json');
+  const d = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
+  const c = d?.chosen;
+  if (!c?.ddp || !c?.diloco) return { ddp: { lr: 3e-3 }, diloco: { lr: 3e-3, outerLr: 0.7, outerMomentum: 0.9 }, source: 'defaults (no bench/results/lm-tune.json)' };
+  return { ddp: { lr: c.ddp.lr }, diloco: { lr: c.diloco.lr, outerLr: c.diloco.outerLr, outerMomentum: c.diloco.outerMomentum, innerSteps: c.diloco.innerSteps }, source: 'bench/results/lm-tune.json' };
+}
+const TUNED = tunedSettings();
 const STEPS = num('steps', quick ? 48 : 1200);
-const H = num('inner-steps', quick ? 12 : 40);
+const H = num('inner-steps', quick ? 12 : (TUNED.diloco.innerSteps ?? 40));
 const P = num('fragments', 4);
 const TAU = num('overlap', 2);
 const MBPS = num('mbps', 100);
@@ -36,15 +45,6 @@ if (STEPS % H !== 0) throw new Error(`--steps (${STEPS}) must be a multiple of -
 const only = typeof a.only === 'string' ? a.only.split(',') : [];
 const SLOW = 3;
 
-/** The tuned settings (bench/lm/tune.ts chose them on the validation split), or the defaults without a tuning file. */
-function tunedSettings(): { ddp: { lr: number }; diloco: { lr: number; outerLr: number; outerMomentum: number }; source: string } {
-  const file = path.join(RESULTS_DIR, 'lm-tune.json');
-  const d = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
-  const c = d?.chosen;
-  if (!c?.ddp || !c?.diloco) return { ddp: { lr: 3e-3 }, diloco: { lr: 3e-3, outerLr: 0.7, outerMomentum: 0.9 }, source: 'defaults (no bench/results/lm-tune.json)' };
-  return { ddp: { lr: c.ddp.lr }, diloco: { lr: c.diloco.lr, outerLr: c.diloco.outerLr, outerMomentum: c.diloco.outerMomentum }, source: 'bench/results/lm-tune.json' };
-}
-const TUNED = tunedSettings();
 const DP_ARGS = ['--lr', String(TUNED.ddp.lr)];
 const DILOCO_ARGS = ['--lr', String(TUNED.diloco.lr), '--outer-lr', String(TUNED.diloco.outerLr), '--outer-momentum', String(TUNED.diloco.outerMomentum)];
 const verbose = a.verbose === true;
@@ -127,7 +127,7 @@ async function runRow(spec: RowSpec, common: string[], innerSeconds?: number): P
 }
 
 function summarize(spec: RowSpec, o: RunOutcome, wire: number): Row {
-  const rs = o.results;
+  const rs = [...o.results].sort((x, y) => x.shard - y.shard || x.first - y.first);
   if (rs.length === 0) throw new Error(`${spec.name}: no worker finished (exit codes ${JSON.stringify(o.exitCodes)})`);
   const full = rs.filter((r) => r.first === 0);
   const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;

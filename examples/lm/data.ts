@@ -109,15 +109,24 @@ export const rng = mulberry32;
 
 /**
  * Fills x and y ([batch * context] token ids; y is x shifted by one) with random windows of this worker's shard
- * of `data` (shard i of n: the i-th of n equal contiguous slices). Deterministic in (seed, shard, step).
+ * of `data`. Shard i of n is every n-th block of 4,096 characters starting at block i: a partition spread over
+ * the whole text, as a shuffled data set gives each data-parallel worker (contiguous quarters of one book would
+ * give each worker its own style: the Old Testament's books against the New's). Windows stay inside one block.
+ * Deterministic in (seed, shard, step).
  */
 export function sampleBatch(data: Uint8Array, shard: number, shards: number, step: number, seed: number, x: Int32Array, y: Int32Array, context: number): void {
-  const len = Math.floor(data.length / shards);
-  const start = shard * len;
+  const blocks = Math.floor(data.length / BLOCK);
+  const mine = Math.floor((blocks - 1 - shard) / shards) + 1; // blocks b < blocks with b % shards === shard
+  if (blocks < shards || mine < 1 || context + 1 >= BLOCK) {
+    throw new RangeError(
+      `The training text (${data.length} characters) is too short for ${shards} shards of ${BLOCK}-character blocks with context ${context}: use a longer text or fewer workers`,
+    );
+  }
   const r = rng(seed * 1_000_003 + shard * 7919 + step * 104_729);
   const batch = x.length / context;
   for (let b = 0; b < batch; b++) {
-    const o = start + Math.floor(r() * (len - context - 1));
+    const block = Math.floor(r() * mine) * shards + shard;
+    const o = block * BLOCK + Math.floor(r() * (BLOCK - context - 1));
     for (let t = 0; t < context; t++) {
       x[b * context + t] = data[o + t];
       y[b * context + t] = data[o + t + 1];
