@@ -30,8 +30,12 @@ function tunedSettings(): { ddp: { lr: number }; diloco: { lr: number; outerLr: 
   const file = path.join(RESULTS_DIR, 'lm-tune.json');
   const d = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
   const c = d?.chosen;
-  if (!c?.ddp || !c?.diloco) return { ddp: { lr: 3e-3 }, diloco: { lr: 3e-3, outerLr: 0.7, outerMomentum: 0.9 }, source: 'defaults (no bench/results/lm-tune.json)' };
-  return { ddp: { lr: c.ddp.lr }, diloco: { lr: c.diloco.lr, outerLr: c.diloco.outerLr, outerMomentum: c.diloco.outerMomentum, innerSteps: c.diloco.innerSteps }, source: 'bench/results/lm-tune.json' };
+  const dl = c?.diloco;
+  return {
+    ddp: { lr: c?.ddp?.lr ?? 3e-3 },
+    diloco: dl ? { lr: dl.lr, outerLr: dl.outerLr, outerMomentum: dl.outerMomentum, innerSteps: dl.innerSteps } : { lr: 3e-3, outerLr: 0.7, outerMomentum: 0.9 },
+    source: c?.ddp && dl ? 'bench/results/lm-tune.json' : `bench/results/lm-tune.json where it has a choice, defaults elsewhere`,
+  };
 }
 const TUNED = tunedSettings();
 const STEPS = num('steps', quick ? 48 : 1200);
@@ -74,13 +78,13 @@ const ROWS: RowSpec[] = [
     slow: true,
     innerSeconds: true,
   },
-  { name: 'slow-lockstep', label: `DiLoCo, worker 3 at 1/${SLOW} speed, lockstep (H steps each)`, args: ['--mode', 'diloco', ...DILOCO_ARGS], slow: true },
   {
     name: 'streaming-churn',
     label: `Streaming (as above), worker 3 killed at 1/3, a new one started at 1/2`,
     args: ['--mode', 'streaming', '--quant', 'uint8', ...DILOCO_ARGS],
     churn: true,
   },
+  { name: 'slow-lockstep', label: `DiLoCo, worker 3 at 1/${SLOW} speed, lockstep (H steps each)`, args: ['--mode', 'diloco', ...DILOCO_ARGS], slow: true },
 ];
 
 async function runRow(spec: RowSpec, common: string[], innerSeconds?: number): Promise<Row> {
@@ -216,7 +220,12 @@ async function main() {
   ];
   const suffix = quick ? '-quick' : '';
   const resultFile = path.join(RESULTS_DIR, `lm${suffix}.json`);
-  const previous: Row[] = only.length && fs.existsSync(resultFile) ? JSON.parse(fs.readFileSync(resultFile, 'utf8')).rows : [];
+  // rows of an earlier run with other steps, H or learning rates are not comparable: dropped
+  let last = only.length && fs.existsSync(resultFile) ? JSON.parse(fs.readFileSync(resultFile, 'utf8')) : undefined;
+  if (last && (last.config?.steps !== STEPS || last.config?.innerSteps !== H)) last = undefined;
+  const same = (k: 'ddp' | 'diloco') => JSON.stringify(last?.config?.tuned?.[k]) === JSON.stringify(TUNED[k]);
+  const previous: Row[] = (last?.rows ?? []).filter((r: Row) => same(r.name === 'ddp' ? 'ddp' : 'diloco'));
+  backends ??= last?.backends;
   // with --only, the other rows of the last results stay (in the usual order)
   const rows: Row[] = previous.filter((r) => !only.includes(r.name));
   const failed: string[] = [];
@@ -231,14 +240,16 @@ async function main() {
     fs.writeFileSync(path.join(RESULTS_DIR, `lm${suffix}.svg`), lmChart(rows, config));
     return file;
   };
-  for (const spec of ROWS) {
-    if (only.length && !only.includes(spec.name)) continue;
+  const unknown = only.filter((n) => !ROWS.some((r) => r.name === n));
+  if (unknown.length) throw new Error(`--only: no row named ${unknown.join(', ')} (rows: ${ROWS.map((r) => r.name).join(', ')})`);
+  // --only runs its rows in the order given
+  for (const spec of only.length ? only.map((n) => ROWS.find((r) => r.name === n)!) : ROWS) {
     process.stderr.write(`running ${spec.name} ...\n`);
     try {
-      // innerSeconds: the time of H inner steps of a worker at full speed, as the diloco row measured it
-      const ref = rows.find((r) => r.name === 'diloco');
+      // innerSeconds: the time of H inner steps of a worker at full speed, as the diloco (or ddp) row measured it
+      const ref = rows.find((r) => r.name === 'diloco') ?? rows.find((r) => r.name === 'ddp');
       const innerSeconds = !spec.innerSeconds ? undefined : a['inner-seconds'] !== undefined ? num('inner-seconds', 0) : ref ? (ref.computeSeconds / STEPS) * H : undefined;
-      if (spec.innerSeconds && innerSeconds === undefined) throw new Error('needs the diloco row first (or --inner-seconds S)');
+      if (spec.innerSeconds && innerSeconds === undefined) throw new Error('needs the diloco or ddp row first (or --inner-seconds S)');
       const row = await runRow(spec, common, innerSeconds);
       const at = rows.findIndex((r) => r.name === row.name);
       if (at >= 0) rows.splice(at, 1);
