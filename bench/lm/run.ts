@@ -72,19 +72,19 @@ const ROWS: RowSpec[] = [
   // no communication, at DiLoCo's inner settings (a single worker's batch): what data parallel must beat clearly
   { name: 'local', label: 'each worker alone (no communication)', args: ['--mode', 'local', '--lr', String(TUNED.diloco.lr)] },
   {
-    name: 'slow-innerseconds',
-    label: `DiLoCo, worker 3 at 1/${SLOW} speed, innerSeconds (weighted by steps)`,
-    args: ['--mode', 'diloco', ...DILOCO_ARGS],
-    slow: true,
-    innerSeconds: true,
-  },
-  {
     name: 'streaming-churn',
     label: `Streaming (as above), worker 3 killed at 1/3, a new one started at 1/2`,
     args: ['--mode', 'streaming', '--quant', 'uint8', ...DILOCO_ARGS],
     churn: true,
   },
   { name: 'slow-lockstep', label: `DiLoCo, worker 3 at 1/${SLOW} speed, lockstep (H steps each)`, args: ['--mode', 'diloco', ...DILOCO_ARGS], slow: true },
+  {
+    name: 'slow-innerseconds',
+    label: `DiLoCo, worker 3 at 1/${SLOW} speed, innerSeconds (weighted by steps)`,
+    args: ['--mode', 'diloco', ...DILOCO_ARGS],
+    slow: true,
+    innerSeconds: true,
+  },
 ];
 
 async function runRow(spec: RowSpec, common: string[], innerSeconds?: number): Promise<Row> {
@@ -246,10 +246,11 @@ async function main() {
   for (const spec of only.length ? only.map((n) => ROWS.find((r) => r.name === n)!) : ROWS) {
     process.stderr.write(`running ${spec.name} ...\n`);
     try {
-      // innerSeconds: the time of H inner steps of a worker at full speed, as the diloco (or ddp) row measured it
-      const ref = rows.find((r) => r.name === 'diloco') ?? rows.find((r) => r.name === 'ddp');
+      // innerSeconds: the compute time of H inner steps, as the lockstep row just before measured it (same load;
+      // the slow worker's sleep is not compute), else the diloco or ddp row
+      const ref = ['slow-lockstep', 'diloco', 'ddp'].map((n) => rows.find((r) => r.name === n)).find((r) => r !== undefined);
       const innerSeconds = !spec.innerSeconds ? undefined : a['inner-seconds'] !== undefined ? num('inner-seconds', 0) : ref ? (ref.computeSeconds / STEPS) * H : undefined;
-      if (spec.innerSeconds && innerSeconds === undefined) throw new Error('needs the diloco or ddp row first (or --inner-seconds S)');
+      if (spec.innerSeconds && innerSeconds === undefined) throw new Error('needs the slow-lockstep, diloco or ddp row first (or --inner-seconds S)');
       const row = await runRow(spec, common, innerSeconds);
       const at = rows.findIndex((r) => r.name === row.name);
       if (at >= 0) rows.splice(at, 1);

@@ -225,8 +225,12 @@ function report(): void {
   const best = choose(d.trials);
   const rows = [...d.trials].sort((x, y) => (x.method === y.method ? x.validLoss - y.validLoss : x.method.localeCompare(y.method)));
   console.log('| method | inner lr (peak) | outer lr / momentum | H | validation loss |\n|---|---|---|---|---|');
-  for (const t of rows) {
-    const chosen = best[t.method] === t ? ' (chosen)' : '';
+  for (const t of [...rows, ...(d.superseded?.trials ?? [])]) {
+    const chosen =
+      best[t.method] === t ? ' (chosen)'
+      : t.sharding !== SHARDING ? ' (superseded: contiguous shards)'
+      : t.method === 'diloco' && t.innerSteps < MIN_H ? ` (H < ${MIN_H}: more bytes, not eligible)`
+      : '';
     const outer = t.method === 'diloco' ? `${t.outerLr} / ${t.outerMomentum}` : '';
     console.log(`| ${t.method} | ${t.lr} | ${outer} | ${t.method === 'diloco' ? t.innerSteps : ''} | ${t.validLoss.toFixed(4)}${chosen} |`);
   }
