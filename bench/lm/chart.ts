@@ -10,7 +10,16 @@ export interface Row {
   /** Mean over the workers that finished (each evaluates its own weights), and the spread. */
   heldOutLoss: number;
   heldOutLossRange: [number, number];
+  /** Mean loss on the validation split (the one tuning used). */
+  validLoss?: number;
+  /** False for the rows not at equal tokens (churn, a slow worker). */
+  equalTokens?: boolean;
   tokens: number;
+  tokensPerSecond?: number;
+  /** Inner steps each finished worker did. */
+  stepsPerWorker?: number[];
+  /** The innerSeconds bound of the row, if any. */
+  innerSeconds?: number;
   /** Bytes each worker sent in all-reduces and state syncs (the library's count): mean of the workers that ran from the start. */
   bytesPerWorker: number;
   /** Largest number of bytes one worker sent in one sync. */
@@ -35,7 +44,7 @@ export interface Row {
   retries: number;
 }
 
-const COLORS = ['#000000', '#1f77b4', '#2ca02c', '#d62728', '#ff7f0e', '#7f7f7f', '#9467bd'];
+const COLORS = ['#000000', '#1f77b4', '#2ca02c', '#d62728', '#7f7f7f', '#ff7f0e', '#9467bd', '#8c564b'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
@@ -64,11 +73,13 @@ export function lmChart(rows: Row[], c: { steps: number; linkMbps: number; rttMs
     out.push(`<text x="${x(s)}" y="${L.y + L.h + 16}" text-anchor="middle">${Math.round(s)}</text>`);
   }
   out.push(`<rect x="${L.x}" y="${L.y}" width="${L.w}" height="${L.h}" fill="none" stroke="#999"/>`);
-  out.push(`<text x="${L.x + L.w / 2}" y="${L.y + L.h + 34}" text-anchor="middle">inner step (same tokens per step in every row)</text>`);
+  out.push(`<text x="${L.x + L.w / 2}" y="${L.y + L.h + 34}" text-anchor="middle">inner step (same tokens per step; dashed: rows not at equal tokens)</text>`);
   out.push(`<text transform="translate(18 ${L.y + L.h / 2}) rotate(-90)" text-anchor="middle">training loss, nats/char (mean of workers)</text>`);
   rows.forEach((r, i) => {
     const pts = r.curve.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
-    out.push(`<polyline fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.6" points="${pts}"/>`);
+    // dashed: rows not at equal tokens (a slow worker, churn)
+    const dash = r.equalTokens === false ? ' stroke-dasharray="5 3"' : '';
+    out.push(`<polyline fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.6"${dash} points="${pts}"/>`);
     out.push(`<rect x="${L.x + L.w - 205}" y="${L.y + 8 + 16 * i}" width="10" height="3" fill="${COLORS[i % COLORS.length]}"/>`);
     out.push(`<text x="${L.x + L.w - 190}" y="${L.y + 13 + 16 * i}" font-size="11">${esc(r.name)}: held-out ${r.heldOutLoss.toFixed(3)}</text>`);
   });

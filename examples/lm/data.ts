@@ -5,8 +5,9 @@
  * the package when it is missing and this process may (root with apt-get), extracts the plain text with the
  * package's `bible` program and caches it; `--text FILE` uses any other UTF-8 text instead.
  *
- * Character level: the vocabulary is the set of characters of the text (73 for the KJV). The held-out split is
- * every 20th block of 4,096 characters, so it spans the whole book rather than only its end.
+ * Character level: the vocabulary is the set of characters of the text (73 for the KJV). Blocks of 4,096
+ * characters: of every 20, the 10th is the validation split (for tuning: bench/lm/tune.ts) and the 20th the
+ * held-out split (for the reported loss only, never for tuning); both span the whole book rather than its end.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,7 +18,9 @@ import { mulberry32 } from '../../lib/random';
 export const CORPUS_SOURCE = 'King James Version of the Bible, Debian package bible-kjv-text (public domain text)';
 const CACHE = path.join(os.tmpdir(), 'tccl-lm-kjv.txt');
 const BLOCK = 4096;
-const HELD_OUT_EVERY = 20;
+const EVERY = 20;
+const HELD_OUT_AT = EVERY - 1;
+const VALIDATION_AT = EVERY / 2 - 1;
 
 function which(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
@@ -70,10 +73,13 @@ export interface Corpus {
   /** Characters of the vocabulary; token id i is chars[i]. */
   chars: string[];
   train: Uint8Array;
+  /** For choosing hyperparameters (bench/lm/tune.ts). */
+  validation: Uint8Array;
+  /** For the reported loss only. */
   heldOut: Uint8Array;
 }
 
-/** Reads a text file and encodes it; blocks of 4,096 characters, every 20th held out. */
+/** Reads a text file and encodes it; blocks of 4,096 characters, of every 20 one for validation and one held out. */
 export function loadCorpus(file: string): Corpus {
   const text = fs.readFileSync(file, 'utf8');
   const chars = [...new Set(text)].sort();
@@ -83,7 +89,8 @@ export function loadCorpus(file: string): Corpus {
   const blocks = Math.ceil(all.length / BLOCK);
   const train: number[] = [];
   const held: number[] = [];
-  for (let b = 0; b < blocks; b++) (b % HELD_OUT_EVERY === HELD_OUT_EVERY - 1 ? held : train).push(b);
+  const valid: number[] = [];
+  for (let b = 0; b < blocks; b++) (b % EVERY === HELD_OUT_AT ? held : b % EVERY === VALIDATION_AT ? valid : train).push(b);
   const pack = (list: number[]) => {
     const out = new Uint8Array(list.reduce((n, b) => n + Math.min(BLOCK, all.length - b * BLOCK), 0));
     let o = 0;
@@ -94,7 +101,7 @@ export function loadCorpus(file: string): Corpus {
     }
     return out;
   };
-  return { chars, train: pack(train), heldOut: pack(held) };
+  return { chars, train: pack(train), validation: pack(valid), heldOut: pack(held) };
 }
 
 /** A small deterministic PRNG (mulberry32), so every run draws the same batches. */
@@ -102,15 +109,24 @@ export const rng = mulberry32;
 
 /**
  * Fills x and y ([batch * context] token ids; y is x shifted by one) with random windows of this worker's shard
- * of `data` (shard i of n: the i-th of n equal contiguous slices). Deterministic in (seed, shard, step).
+ * of `data`. Shard i of n is every n-th block of 4,096 characters starting at block i: a partition spread over
+ * the whole text, as a shuffled data set gives each data-parallel worker (contiguous quarters of one book would
+ * give each worker its own style: the Old Testament's books against the New's). Windows stay inside one block.
+ * Deterministic in (seed, shard, step).
  */
 export function sampleBatch(data: Uint8Array, shard: number, shards: number, step: number, seed: number, x: Int32Array, y: Int32Array, context: number): void {
-  const len = Math.floor(data.length / shards);
-  const start = shard * len;
+  const blocks = Math.floor(data.length / BLOCK);
+  const mine = Math.floor((blocks - 1 - shard) / shards) + 1; // blocks b < blocks with b % shards === shard
+  if (blocks < shards || mine < 1 || context + 1 >= BLOCK) {
+    throw new RangeError(
+      `The training text (${data.length} characters) is too short for ${shards} shards of ${BLOCK}-character blocks with context ${context}: use a longer text or fewer workers`,
+    );
+  }
   const r = rng(seed * 1_000_003 + shard * 7919 + step * 104_729);
   const batch = x.length / context;
   for (let b = 0; b < batch; b++) {
-    const o = start + Math.floor(r() * (len - context - 1));
+    const block = Math.floor(r() * mine) * shards + shard;
+    const o = block * BLOCK + Math.floor(r() * (BLOCK - context - 1));
     for (let t = 0; t < context; t++) {
       x[b * context + t] = data[o + t];
       y[b * context + t] = data[o + t + 1];

@@ -20,6 +20,8 @@ export interface WorkerResult {
   /** Inner step this worker started from (> 0 for a worker that joined late). */
   first: number;
   tokens: number;
+  /** Loss on the validation split (for tuning) and on the held-out split (reported). */
+  validLoss: number;
   heldOutLoss: number;
   curve: [number, number][];
   parameters: number;

@@ -13,7 +13,8 @@ import { Communicator, type QuantizationOptions } from '../../lib/index';
 import { allReduceGradients, TfjsDiLoCo, TfjsStreamingDiLoCo } from '../../lib/tfjs/index';
 import { backendInfo, useBackend, type BackendName } from './backend';
 import { CharTransformer } from './model';
-import { loadCorpus, prepareCorpus, rng, sampleBatch } from './data';
+import { loadCorpus, prepareCorpus, sampleBatch } from './data';
+import { evaluate, lrAt, type LrSchedule } from './schedule';
 import { choiceFlag, numberFlag, parseFlags, shardFlag } from '../flags';
 
 const USAGE = `Options:
@@ -25,7 +26,10 @@ const USAGE = `Options:
   --batch B               sequences per step (default 8)
   --context T             characters per sequence (default 32)
   --d-model D             width (default 64)   --layers L  blocks (default 2)   --heads H (default 4)
-  --lr X                  inner Adam learning rate (default 0.003)
+  --lr X                  inner Adam learning rate, the peak with a schedule (default 0.003)
+  --lr-schedule S         constant | cosine: linear warm-up, then cosine decay to --min-lr-ratio x lr at --steps (default constant)
+  --warmup N              warm-up steps of the cosine schedule (default 50)
+  --min-lr-ratio F        final learning rate of the cosine schedule, as a fraction of --lr (default 0.1)
   --inner-steps H         DiLoCo / Streaming DiLoCo H (default 40)
   --inner-seconds S       DiLoCo: also end each inner phase after S seconds (slow workers do fewer steps, weighted)
   --outer-lr X            outer Nesterov learning rate (default 0.7)
@@ -35,7 +39,8 @@ const USAGE = `Options:
   --quant C               uint8 | uint4 | float16 | bfloat16 (default: none)
   --backend B             wasm | cpu (default wasm; see README)
   --text FILE             train on this UTF-8 text instead of the KJV
-  --eval-seqs N           held-out sequences for the final loss (default 128)
+  --eval-seqs N           validation and held-out sequences for the final losses (default 512)
+  --slowdown F            run F times slower than the machine allows (sleep after each step), to emulate a slow worker
   --wait-peers N          before training, wait until the group has N workers (default 1)
   --join                  join a run in progress (receive the state from the group)
   --seed S                model init and data seed, the same on every worker (default 1)
@@ -65,7 +70,13 @@ async function main() {
     { vocab: corpus.chars.length, context, dModel: num('d-model', 64), layers: num('layers', 2), heads: num('heads', 4) },
     seed,
   );
-  const optimizer = tf.train.adam(num('lr', 3e-3));
+  const schedule: LrSchedule = {
+    lr: num('lr', 3e-3), kind: choiceFlag(a, 'lr-schedule', ['constant', 'cosine'] as const, 'constant', USAGE),
+    warmup: num('warmup', 50), minRatio: num('min-lr-ratio', 0.1), total: steps,
+  };
+  const optimizer = tf.train.adam(schedule.lr);
+  const slowdown = num('slowdown', 1);
+  if (!(slowdown >= 1)) throw new Error(`--slowdown must be a number >= 1, got ${a.get('slowdown')}`);
 
   let comm: Communicator | undefined;
   if (mode !== 'local') {
@@ -110,10 +121,18 @@ async function main() {
   let computeMs = 0;
   let trained = 0;
   const first = diloco?.innerStep ?? 0;
+  let roundOf = 0;
+  let roundStep = 0;
   const tTrain = performance.now();
   for (let step = first + 1; innerSeconds !== undefined && diloco instanceof TfjsDiLoCo ? diloco.outerStep < outerSteps : step <= steps; step++) {
     sampleBatch(corpus.train, shard, shards, step, seed, xb, yb, context);
     const c0 = performance.now();
+    // tfjs's Adam reads its learning rate at every step. With --inner-seconds workers do different numbers of
+    // steps: the schedule follows the group's progress (outer steps times H, plus this round's steps).
+    if (diloco instanceof TfjsDiLoCo && diloco.outerStep !== roundOf) [roundOf, roundStep] = [diloco.outerStep, 0];
+    roundStep++;
+    const at = innerSeconds !== undefined ? roundOf * num('inner-steps', 40) + roundStep : step;
+    (optimizer as unknown as { learningRate: number }).learningRate = lrAt(schedule, Math.min(at, steps));
     const x = tf.tensor2d(xb, [batch, context], 'int32');
     const y = tf.tensor2d(yb, [batch, context], 'int32');
     let loss: number;
@@ -137,6 +156,7 @@ async function main() {
       computeMs += performance.now() - c0;
     }
     tf.dispose([x, y]);
+    if (slowdown > 1) await new Promise((r) => setTimeout(r, (slowdown - 1) * (performance.now() - c0)));
     trained += batch * context;
     lossAcc += loss;
     lossN++;
@@ -153,12 +173,13 @@ async function main() {
   }
   if (diloco) await diloco.finish();
   const trainSeconds = (performance.now() - tTrain) / 1000;
-  const heldOutLoss = evaluate(model, corpus.heldOut, num('eval-seqs', 128), context);
+  const validLoss = evaluate(model, corpus.validation, num('eval-seqs', 512), context);
+  const heldOutLoss = evaluate(model, corpus.heldOut, num('eval-seqs', 512), context);
   const hash = createHash('sha256');
   for (const v of model.variables) hash.update(Buffer.from((v.dataSync() as Float32Array).slice().buffer));
   const stats = diloco?.stats;
   const result = {
-    shard, mode, steps, first, tokens: trained, heldOutLoss, curve, parameters: model.parameterCount,
+    shard, mode, steps, first, tokens: trained, validLoss, heldOutLoss, curve, parameters: model.parameterCount,
     bytesSent: stats ? stats.bytesSent : bytesSent,
     peakBytesPerSync: stats ? stats.peakBytesPerSync : peak,
     retries: stats?.retries ?? 0,
@@ -171,32 +192,9 @@ async function main() {
     tensorsAtEnd: tf.memory().numTensors,
     backend: backendInfo(),
   };
-  console.log(`done: held-out loss ${heldOutLoss.toFixed(4)} nats/char  sent ${(result.bytesSent / 1e6).toFixed(2)} MB  ${result.wallSeconds.toFixed(0)} s`);
+  console.log(`done: validation loss ${validLoss.toFixed(4)}, held-out loss ${heldOutLoss.toFixed(4)} nats/char  sent ${(result.bytesSent / 1e6).toFixed(2)} MB  ${result.wallSeconds.toFixed(0)} s`);
   console.log(`RESULT ${JSON.stringify(result)}`);
   await comm?.close();
-}
-
-/** Mean cross-entropy over `count` fixed windows of the held-out text (the same windows on every worker). */
-function evaluate(model: CharTransformer, data: Uint8Array, count: number, context: number): number {
-  const r = rng(424242);
-  const per = 16;
-  let total = 0;
-  let n = 0;
-  for (let done = 0; done < count; done += per) {
-    const b = Math.min(per, count - done);
-    const x = new Int32Array(b * context);
-    const y = new Int32Array(b * context);
-    for (let i = 0; i < b; i++) {
-      const o = Math.floor(r() * (data.length - context - 1));
-      for (let t = 0; t < context; t++) {
-        x[i * context + t] = data[o + t];
-        y[i * context + t] = data[o + t + 1];
-      }
-    }
-    total += tf.tidy(() => model.loss(tf.tensor2d(x, [b, context], 'int32'), tf.tensor2d(y, [b, context], 'int32')).dataSync()[0]) * b;
-    n += b;
-  }
-  return total / n;
 }
 
 main().catch((err) => {

@@ -11,7 +11,7 @@ t.test('two LM worker processes through a real master end with bit-identical wei
     workers: 2,
     args: [
       '--mode', 'diloco', '--steps', '6', '--inner-steps', '3', '--wait-peers', '2', '--log-every', '3',
-      '--d-model', '16', '--heads', '2', '--layers', '1', '--context', '16', '--batch', '2', '--eval-seqs', '4',
+      '--d-model', '16', '--heads', '2', '--layers', '1', '--context', '16', '--batch', '2', '--eval-seqs', '4', '--lr-schedule', 'cosine', '--warmup', '2',
       '--text', path.join(root, 'README.md'), '--backend', 'cpu', '--connections', '1',
     ],
     timeoutMs: 90_000,
@@ -20,6 +20,7 @@ t.test('two LM worker processes through a real master end with bit-identical wei
   t.equal(results.length, 2);
   t.equal(results[0].paramsHash, results[1].paramsHash, 'bit-identical weights after the last outer step');
   t.ok(results.every((r) => Number.isFinite(r.heldOutLoss) && r.heldOutLoss > 0));
+  t.ok(results.every((r) => Number.isFinite(r.validLoss) && r.validLoss > 0), 'validation loss reported too');
   t.ok(results.every((r) => r.bytesSent > 0), 'the outer steps went over the network');
   t.equal(results[0].curve.length, 2);
   t.equal(results[0].tensorsAtEnd, results[1].tensorsAtEnd);
