@@ -37,10 +37,8 @@ import { monotonicMs } from '../clock';
 export type {
   AllGatherOptions, AllGatherResult, BroadcastOptions, BroadcastResult, ReduceScatterOptions, ReduceScatterResult,
   AllReduceManyOptions, CommunicatorAllReduceResult, ManyItem, OptimizeTopologyOptions, OptimizeTopologyResult, SyncSharedStateOptions,
-  SyncSharedStateResult, UpdateTopologyResult,
+  SyncSharedStateResult, UpdateTopologyResult, CommunicatorOptions,
 };
-
-export type { CommunicatorOptions };
 
 /**
  * A plain state object also accepted by {@link Communicator.syncSharedState} (e.g. DiLoCo's default state): every

@@ -108,6 +108,31 @@ static bool setBlocking(NativeSocket s, bool blocking) {
 #endif
 }
 
+// A non-blocking socket for one address of a dial, bound to `source` when one is given; kInvalid (and `error`) if
+// either step fails.
+static NativeSocket openForDial(const addrinfo* ai, const std::string& source, const std::string& target, std::string& error) {
+  NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+  if (s == kInvalid) {
+    error = "socket(): " + lastSocketError();
+    return kInvalid;
+  }
+  setBlocking(s, false);
+  if (source.empty()) return s;
+  addrinfo shints{};
+  shints.ai_family = ai->ai_family;
+  shints.ai_socktype = SOCK_STREAM;
+  shints.ai_flags = AI_NUMERICHOST;
+  addrinfo* src = nullptr;
+  bool bound = getaddrinfo(source.c_str(), "0", &shints, &src) == 0 && src && ::bind(s, src->ai_addr, static_cast<int>(src->ai_addrlen)) == 0;
+  if (src) freeaddrinfo(src);
+  if (!bound) {
+    error = "cannot bind source address " + source + " to dial " + target + ": " + lastSocketError();
+    closeNative(s);
+    return kInvalid;
+  }
+  return s;
+}
+
 Socket Socket::startConnect(const std::string& host, uint16_t port, std::string& error, const std::string& source) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -122,27 +147,8 @@ Socket Socket::startConnect(const std::string& host, uint16_t port, std::string&
   }
   Socket out;
   for (addrinfo* ai = res; ai && !out.valid(); ai = ai->ai_next) {
-    NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (s == kInvalid) {
-      error = "socket(): " + lastSocketError();
-      continue;
-    }
-    setBlocking(s, false);
-    if (!source.empty()) {
-      addrinfo shints{};
-      shints.ai_family = ai->ai_family;
-      shints.ai_socktype = SOCK_STREAM;
-      shints.ai_flags = AI_NUMERICHOST;
-      addrinfo* src = nullptr;
-      bool bound = getaddrinfo(source.c_str(), "0", &shints, &src) == 0 && src &&
-                   ::bind(s, src->ai_addr, static_cast<int>(src->ai_addrlen)) == 0;
-      if (src) freeaddrinfo(src);
-      if (!bound) {
-        error = "cannot bind source address " + source + " to dial " + host + ":" + service + ": " + lastSocketError();
-        closeNative(s);
-        continue;
-      }
-    }
+    NativeSocket s = openForDial(ai, source, host + ":" + service, error);
+    if (s == kInvalid) continue;
     int r = ::connect(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen));
 #ifdef _WIN32
     bool started = r == 0 || WSAGetLastError() == WSAEWOULDBLOCK;
@@ -200,27 +206,8 @@ Socket Socket::connectTo(const std::string& host, uint16_t port, int timeoutMs, 
   }
   Socket out;
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    NativeSocket s = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (s == kInvalid) {
-      error = "socket(): " + lastSocketError();
-      continue;
-    }
-    setBlocking(s, false);
-    if (!source.empty()) {
-      addrinfo shints{};
-      shints.ai_family = ai->ai_family;
-      shints.ai_socktype = SOCK_STREAM;
-      shints.ai_flags = AI_NUMERICHOST;
-      addrinfo* src = nullptr;
-      bool bound = getaddrinfo(source.c_str(), "0", &shints, &src) == 0 && src &&
-                   ::bind(s, src->ai_addr, static_cast<int>(src->ai_addrlen)) == 0;
-      if (src) freeaddrinfo(src);
-      if (!bound) {
-        error = "cannot bind source address " + source + " to dial " + host + ":" + service + ": " + lastSocketError();
-        closeNative(s);
-        continue;
-      }
-    }
+    NativeSocket s = openForDial(ai, source, host + ":" + service, error);
+    if (s == kInvalid) continue;
     int r = ::connect(s, ai->ai_addr, static_cast<int>(ai->ai_addrlen));
     bool ok = r == 0;
     if (!ok) {
