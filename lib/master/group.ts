@@ -38,7 +38,7 @@ export class Group {
   pending: Peer[] = [];
   private ticket: Uint8Array;
   /** The epoch being installed: members that have not acknowledged it yet. */
-  private installing?: { epoch: number; waiting: Set<string>; deadline: number };
+  private installing?: { epoch: number; waiting: Set<string>; deadline: number; started: number };
   /** Member id -> request ids of its updateTopology calls in the open vote. */
   private readonly votes = new Map<string, number[]>();
   private voteDeadline?: number;
@@ -237,11 +237,18 @@ export class Group {
     const r = this.installing;
     if (r && now >= r.deadline) {
       const late = this.members.filter((q) => r.waiting.has(q.id));
-      // A member whose heartbeats say its JavaScript thread is busy installs the ring once it is free: it waits
-      // (the coordinator drops it past jsHangTimeoutMs), and so does the rest of the group.
-      const busy = late.filter((q) => q.busy && now - q.busy.seen < this.ctx.ackTimeoutMs);
-      for (const q of late) if (!busy.includes(q)) this.ctx.drop(q, `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
-      if (busy.length > 0 && this.installing === r) r.deadline = Math.min(...busy.map((q) => q.busy!.seen + this.ctx.ackTimeoutMs));
+      // A member whose heartbeats say its JavaScript thread is busy installs the ring once it is free: the rest of
+      // the group waits for it, but for at most voteTimeoutMs (not jsHangTimeoutMs, minutes: a member that keeps
+      // saying "busy" must not hold every re-form that long; docs/master.md, "Liveness").
+      const patient = now - r.started < this.ctx.voteTimeoutMs;
+      const busy = patient ? late.filter((q) => q.busy && now - q.busy.seen < this.ctx.ackTimeoutMs) : [];
+      for (const q of late) {
+        if (busy.includes(q)) continue;
+        this.ctx.drop(q, q.busy && !patient
+          ? `did not install epoch ${r.epoch} within ${this.ctx.voteTimeoutMs} ms (voteTimeoutMs): its JavaScript thread stayed busy`
+          : `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
+      }
+      if (busy.length > 0 && this.installing === r) r.deadline = Math.min(r.started + this.ctx.voteTimeoutMs, ...busy.map((q) => q.busy!.seen + this.ctx.ackTimeoutMs));
     }
     if (this.voteDeadline !== undefined && now >= this.voteDeadline) this.voteTimedOut();
     this.sync.tick(now);
@@ -330,7 +337,7 @@ export class Group {
     for (const q of this.members) this.sendRing(q, reason);
     this.sync.onReform(reason);
     this.topology.onReform();
-    this.installing = { epoch: this.epoch, waiting: new Set(this.members.map((q) => q.id)), deadline: this.ctx.now() + this.ctx.ackTimeoutMs };
+    this.installing = { epoch: this.epoch, waiting: new Set(this.members.map((q) => q.id)), deadline: this.ctx.now() + this.ctx.ackTimeoutMs, started: this.ctx.now() };
     this.ctx.worldChanged();
   }
 
