@@ -27,6 +27,13 @@ export const MAX_EPOCH = 2 ** 32;
  * members one epoch ahead of the others (two, if it was the second of two quick re-forms); far more is a forgery.
  */
 export const MAX_EPOCH_LEAD = 4;
+/**
+ * Largest peer number a report may name (`p4294967296`): the master numbers its new peers above every reported
+ * one, and a number past 15 digits would make session ids it cannot parse (lib/protocol/resume.ts).
+ */
+export const MAX_PEER_NUMBER = 2 ** 32;
+/** How far a reported peer number may be above every number the other reporters name. */
+export const MAX_PEER_LEAD = 1 << 16;
 /** Reporters of a newer ring that must agree a member was left out before the rebuild leaves it out. */
 export const EXCLUSION_QUORUM = 2;
 
@@ -74,6 +81,11 @@ export function checkReport(r: RejoinReport): string | undefined {
     if (report.epoch === 0) return `${r.peer} reports it is a member at epoch 0 (epochs start at 1)`;
     if (!report.ring.some((q) => masterIdOf(q.id) === r.peer)) return `${r.peer} reports it is a member of epoch ${report.epoch} but is not in that ring`;
   }
+  for (const id of [r.peer, ...report.ring.map((q) => masterIdOf(q.id))]) {
+    if (!/^p[1-9][0-9]{0,9}$/.test(id) || peerNumber(id) > MAX_PEER_NUMBER) {
+      return `${r.peer} reports peer id ${JSON.stringify(id.slice(0, 40))}, not one this run could have given (p1 to p${MAX_PEER_NUMBER}): refused`;
+    }
+  }
   if (report.committedSync > report.lastSync) return `${r.peer} reports sync ${report.committedSync} committed but only ${report.lastSync} seen`;
   return undefined;
 }
@@ -104,6 +116,12 @@ export function checkAgainstReports(r: RejoinReport, others: Iterable<RejoinRepo
   const top = maxEpoch([...others].filter((o) => o.peer !== r.peer && !sameRing(o, r)));
   if (top !== undefined && r.report.epoch > top + MAX_EPOCH_LEAD) {
     return `${r.peer} reports epoch ${r.report.epoch}, but the other members of group ${r.group} report at most ${top}: an epoch that far ahead is refused`;
+  }
+  const named = (x: RejoinReport) => [x.peer, ...x.report.ring.map((q) => masterIdOf(q.id))].map(peerNumber);
+  const rest = [...others].filter((o) => o.peer !== r.peer).flatMap(named);
+  const high = Math.max(...named(r));
+  if (rest.length > 0 && high > Math.max(...rest) + MAX_PEER_LEAD) {
+    return `${r.peer} reports peer p${high}, but the other members of group ${r.group} name none above p${Math.max(...rest)}: a peer number that far ahead is refused`;
   }
   return undefined;
 }

@@ -68,6 +68,19 @@ t.test('planRebuild: ids minted by one token holder neither witness nor lead the
     /report at most 10/);
 });
 
+t.test('reports naming peer ids past the id format, or far above the others, are refused', async (t) => {
+  // Review of issue 21: the master numbered its next peers above any reported id, without bound.
+  t.match(checkReport(rj('p1', rep({ ring: ring('p1', 'p2', 'p1234567890123456') }))), /reports peer id "p1234567890123456", not one this run could have given/);
+  t.match(checkReport(rj('p1', rep({ ring: ring('p1', `p${2 ** 32 + 1}`) }))), /not one this run could have given/);
+  t.equal(checkReport(rj('p1', rep())), undefined);
+  const others = [rj('p2', rep()), rj('p3', rep())];
+  t.match(checkAgainstReports(rj('p1', rep({ ring: ring('p1', 'p2', 'p3', 'p999999') })), others), /peer p999999, but the other members of group 0 name none above p3/);
+  t.equal(checkAgainstReports(rj('p1', rep({ epoch: 4, ring: ring('p1', 'p2', 'p3', 'p9') })), others), undefined, 'a peer accepted just before the crash');
+  const s = new Sim();
+  const bad = rj('p1', rep({ ring: ring('p1', 'p999999999999999') }));
+  t.ok(s.core.checkRejoin(bad), 'the coordinator refuses it before it raises its peer numbers');
+});
+
 t.test('coordinator: a forged one-member ring reported last does not evict the others', async (t) => {
   const sim = new Sim({ resumeWindowMs: 2000 });
   sim.rejoin('p2', rep());
