@@ -1,6 +1,7 @@
 /**
  * Evidence before eviction: what the master does with a member's `lost` report (a ring neighbour it cannot
  * reach). One report is an accusation, not a verdict: the accuser may be the one whose network is broken.
+ * Reports that arrive after their epoch ended count as evidence too ({@link Evidence.record}).
  * Pure logic over the accusations of one group, on the coordinator's clock (no sockets); the group carries out
  * the verdict and the feed records it with its evidence (docs/security.md, "Evidence before eviction").
  *
@@ -55,6 +56,17 @@ export class Evidence {
 
   constructor(private readonly options: EvidenceOptions) {
     this.windowMs = options.windowMs ?? 600_000;
+  }
+
+  /**
+   * Records a report that arrived after its epoch ended (the group re-formed on another report of the same
+   * failure): too late to act on, but evidence for the rules (when a link breaks every member that used it
+   * reports it at once, and only the first is judged). Both must still be members.
+   */
+  record(r: { accuser: string; accused: string; members: readonly string[]; now: number }): void {
+    if (!r.members.includes(r.accuser) || !r.members.includes(r.accused) || r.accuser === r.accused) return;
+    this.reports.push({ accuser: r.accuser, accused: r.accused, at: r.now });
+    if (this.reports.length > MAX_REPORTS) this.reports.shift();
   }
 
   /**

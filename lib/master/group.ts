@@ -186,7 +186,9 @@ export class Group {
   onLost(p: Peer, m: Msg<'lost'>): void {
     const lost = this.members.find((q) => q.id === masterIdOf(m.peer));
     if (m.epoch !== this.epoch || !lost || !p.member) {
-      this.ctx.feed.emit('debug', 'stale loss report ignored', { peer: p.id, lost: m.peer, epoch: m.epoch, current: this.epoch });
+      // Too late to act on, but the same failure seen by another member: evidence for the next report.
+      if (m.epoch < this.epoch && lost && p.member) this.evidence.record({ accuser: p.id, accused: lost.id, members: this.members.map((q) => q.id), now: this.ctx.now() });
+      this.ctx.feed.emit('debug', 'stale loss report recorded', { peer: p.id, lost: m.peer, epoch: m.epoch, current: this.epoch });
       return;
     }
     const lastSeen = this.ctx.lastSeen;

@@ -110,6 +110,21 @@ t.test('the group: a report re-forms without dropping; history decides; each dec
   t.match(s.core.feed.recent().filter((x) => x.what === 'loss report weighed').at(-1)!.fields, { decision: `drop ${b}` });
 });
 
+t.test('the group: a peer that reaches nobody is dropped, not the healthy member that reports it second', async (t) => {
+  // The one-way partition as the master saw it (test/security/one-way-partition.test.ts): d reports a first,
+  // which re-forms; the others' reports of d for that epoch arrive after the re-form; then a reports d again.
+  const s: Sim = new Sim({ lastSeen: (): number => s.now });
+  const [a, b, c, d] = s.group(4);
+  const e = s.epoch();
+  s.say(d, { t: 'lost', epoch: e, peer: `${a}@127.0.0.1:4001`, message: 'connect timed out' });
+  t.ok(s.epoch() > e, 're-formed on the first report');
+  for (const x of [b, c, a]) s.say(x, { t: 'lost', epoch: e, peer: `${d}@127.0.0.1:4004`, message: 'connect timed out' });
+  s.ack(a, b, c, d);
+  s.say(a, { t: 'lost', epoch: s.epoch(), peer: `${d}@127.0.0.1:4004`, message: 'connect timed out' });
+  t.match(s.dropped.get(d), /reported lost by [34] members/, 'd, reported by every other member, is the one dropped');
+  t.same([...s.dropped.keys()], [d], 'nobody else');
+});
+
 t.test('the group: a silent accused is dropped on the first report', async (t) => {
   const s: Sim = new Sim({ lastSeen: (p): number => (p === 'p2' ? s.now - 60_000 : s.now) });
   const ids = s.group(3);
