@@ -45,6 +45,11 @@ interface Report {
   at: number;
   /** Other evidence (rule 1 or 2) bore the report out: it does not count against its accuser under rule 3. */
   confirmed?: boolean;
+  /**
+   * It arrived after its epoch ended: evidence for rules 2 and 3, not for rule 4 (otherwise a member could plant
+   * late reports about a peer and then make that peer's own, honest report the "repeat").
+   */
+  late?: boolean;
 }
 
 /** At most this many reports are remembered per group. */
@@ -65,7 +70,7 @@ export class Evidence {
    */
   record(r: { accuser: string; accused: string; members: readonly string[]; now: number }): void {
     if (!r.members.includes(r.accuser) || !r.members.includes(r.accused) || r.accuser === r.accused) return;
-    this.reports.push({ accuser: r.accuser, accused: r.accused, at: r.now });
+    this.reports.push({ accuser: r.accuser, accused: r.accused, at: r.now, late: true });
     if (this.reports.length > MAX_REPORTS) this.reports.shift();
   }
 
@@ -92,7 +97,7 @@ export class Evidence {
     if (targets.size >= 2) {
       return { kind: 'drop', peer: accuser, why: `it reported ${targets.size} different members lost (${[...targets].join(', ')}) that are alive: its own links are at fault` };
     }
-    const pair = this.reports.filter((x) => (x.accuser === accuser && x.accused === accused) || (x.accuser === accused && x.accused === accuser));
+    const pair = this.reports.filter((x) => !x.late && ((x.accuser === accuser && x.accused === accused) || (x.accuser === accused && x.accused === accuser)));
     if (pair.length >= 2) {
       return { kind: 'drop', peer: accuser, why: `the link between ${accuser} and ${accused} failed ${pair.length} times with both alive; the member reporting it again goes` };
     }

@@ -123,6 +123,12 @@ t.test('the group: a peer that reaches nobody is dropped, not the healthy member
   s.say(a, { t: 'lost', epoch: s.epoch(), peer: `${d}@127.0.0.1:4004`, message: 'connect timed out' });
   t.match(s.dropped.get(d), /reported lost by [34] members/, 'd, reported by every other member, is the one dropped');
   t.same([...s.dropped.keys()], [d], 'nobody else');
+
+  const ev = new Evidence({ silentMs: 1500 });
+  const m = ['p1', 'p2', 'p3', 'p4'];
+  ev.record({ accuser: 'p1', accused: 'p2', members: m, now: 1000 });
+  t.match(ev.judge({ accuser: 'p2', accused: 'p1', members: m, now: 1100, lastSeen: alive(1100) }), { kind: 'reform' },
+    "a late report planted by p1 does not make p2's own first report a repeat");
 });
 
 t.test('the group: a silent accused is dropped on the first report', async (t) => {
