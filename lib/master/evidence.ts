@@ -1,16 +1,21 @@
 /**
  * Evidence before eviction: what the master does with a member's `lost` report (a ring neighbour it cannot
  * reach). One report is an accusation, not a verdict: the accuser may be the one whose network is broken.
+ * Reports that arrive after their epoch ended count as evidence too ({@link Evidence.record}).
  * Pure logic over the accusations of one group, on the coordinator's clock (no sockets); the group carries out
  * the verdict and the feed records it with its evidence (docs/security.md, "Evidence before eviction").
  *
  * The rules, in order, for "A reports B lost":
  * 1. B's control connection is silent too (no heartbeat for `silentMs`): B is dropped.
  * 2. B was reported by two or more different members (within `windowMs`): B is dropped.
- * 3. A reported two or more different members, all alive on their control connections: A is dropped (a member
- *    that cannot reach successive neighbours is the one at fault).
+ * 3. A reported two or more different members, all alive on their control connections when reported: A is dropped
+ *    (a member that cannot reach successive neighbours is the one at fault). Reports about members dropped since
+ *    still count unless other evidence (rules 1 and 2) confirmed them, so an accuser cannot reset its count by
+ *    getting its first target dropped.
  * 4. A second report between the same two members (either way), with nothing else against either: the master
- *    cannot tell the two ends of one broken link apart; it keeps the member that joined first and drops the other.
+ *    cannot tell the two ends of one broken link apart, and the group re-formed after the first report (with the
+ *    two apart from four members on): the member making the repeated report is dropped. The tie is broken by who
+ *    reports, never by whom: an accuser can only ever evict itself this way.
  * 5. Otherwise (a first report, both alive): nobody is dropped; the group re-forms (a new epoch re-dials every
  *    link, which is all a NAT's dropped idle connection needs), in an order where A and B are not neighbours when
  *    the group has four members or more (the run goes on without the suspect link, and the next report, if any,
@@ -22,8 +27,6 @@
  * ev.judge({ accuser: 'p1', accused: 'p2', members: ['p1', 'p2', 'p3'], now, lastSeen }); // { kind: 'reform', ... }
  * ```
  */
-import { peerNumber } from './resume';
-
 export interface EvidenceOptions {
   /** A member with no heartbeat for this long is silent on its control connection (ms). */
   silentMs: number;
@@ -36,7 +39,18 @@ export type Verdict =
   | { kind: 'drop'; peer: string; why: string }
   | { kind: 'reform'; order: readonly string[]; why: string };
 
-interface Report { accuser: string; accused: string; at: number }
+interface Report {
+  accuser: string;
+  accused: string;
+  at: number;
+  /** Other evidence (rule 1 or 2) bore the report out: it does not count against its accuser under rule 3. */
+  confirmed?: boolean;
+  /**
+   * It arrived after its epoch ended: evidence for rules 2 and 3, not for rule 4 (otherwise a member could plant
+   * late reports about a peer and then make that peer's own, honest report the "repeat").
+   */
+  late?: boolean;
+}
 
 /** At most this many reports are remembered per group. */
 const MAX_REPORTS = 1024;
@@ -50,12 +64,24 @@ export class Evidence {
   }
 
   /**
+   * Records a report that arrived after its epoch ended (the group re-formed on another report of the same
+   * failure): too late to act on, but evidence for the rules (when a link breaks every member that used it
+   * reports it at once, and only the first is judged). Both must still be members.
+   */
+  record(r: { accuser: string; accused: string; members: readonly string[]; now: number }): void {
+    if (!r.members.includes(r.accuser) || !r.members.includes(r.accused) || r.accuser === r.accused) return;
+    this.reports.push({ accuser: r.accuser, accused: r.accused, at: r.now, late: true });
+    if (this.reports.length > MAX_REPORTS) this.reports.shift();
+  }
+
+  /**
    * Judges "accuser reports accused lost". `members`: the ring order; `lastSeen`: when a member's control
    * connection last carried a heartbeat (undefined: unknown, taken as silent).
    */
   judge(r: { accuser: string; accused: string; members: readonly string[]; now: number; lastSeen: (peer: string) => number | undefined }): Verdict {
     const { accuser, accused, members, now } = r;
-    this.reports = this.reports.filter((x) => now - x.at < this.windowMs && members.includes(x.accuser) && members.includes(x.accused));
+    // Reports about members gone since are kept: they are the accuser's history under rule 3.
+    this.reports = this.reports.filter((x) => now - x.at < this.windowMs && members.includes(x.accuser));
     const seen = r.lastSeen(accused);
     if (seen === undefined || now - seen > this.options.silentMs) {
       return { kind: 'drop', peer: accused, why: seen === undefined ? 'its control connection is not known to be alive' : `its control connection is silent too (${Math.round(now - seen)} ms)` };
@@ -63,15 +89,17 @@ export class Evidence {
     this.reports.push({ accuser, accused, at: now });
     if (this.reports.length > MAX_REPORTS) this.reports.shift();
     const accusers = new Set(this.reports.filter((x) => x.accused === accused).map((x) => x.accuser));
-    if (accusers.size >= 2) return { kind: 'drop', peer: accused, why: `reported lost by ${accusers.size} members (${[...accusers].join(', ')})` };
-    const targets = new Set(this.reports.filter((x) => x.accuser === accuser).map((x) => x.accused));
+    if (accusers.size >= 2) {
+      for (const x of this.reports) if (x.accused === accused) x.confirmed = true;
+      return { kind: 'drop', peer: accused, why: `reported lost by ${accusers.size} members (${[...accusers].join(', ')})` };
+    }
+    const targets = new Set(this.reports.filter((x) => x.accuser === accuser && !x.confirmed).map((x) => x.accused));
     if (targets.size >= 2) {
       return { kind: 'drop', peer: accuser, why: `it reported ${targets.size} different members lost (${[...targets].join(', ')}) that are alive: its own links are at fault` };
     }
-    const pair = this.reports.filter((x) => (x.accuser === accuser && x.accused === accused) || (x.accuser === accused && x.accused === accuser));
+    const pair = this.reports.filter((x) => !x.late && ((x.accuser === accuser && x.accused === accused) || (x.accuser === accused && x.accused === accuser)));
     if (pair.length >= 2) {
-      const younger = peerNumber(accuser) > peerNumber(accused) ? accuser : accused;
-      return { kind: 'drop', peer: younger, why: `the link between ${accuser} and ${accused} failed ${pair.length} times with both alive; the one that joined later goes` };
+      return { kind: 'drop', peer: accuser, why: `the link between ${accuser} and ${accused} failed ${pair.length} times with both alive; the member reporting it again goes` };
     }
     const order = separate(members, accuser, accused);
     return { kind: 'reform', order, why: order === members ? 'a first report with both alive: re-forming to re-dial the links' : `a first report with both alive: re-forming with ${accuser} and ${accused} apart` };

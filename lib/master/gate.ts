@@ -31,6 +31,14 @@ export class HandshakeGate {
   private readonly fresh = new Set<Connection>();
   /** Connections that said hello and have not authenticated, oldest first. */
   private readonly greeted = new Set<Connection>();
+  /**
+   * Connections refused before they authenticated, until their socket closes: the refusal is sent and the socket
+   * ended gracefully (so an honest peer reads why), but a stranger that never reads keeps its descriptor until
+   * Connection's linger ends; counted here, they are the first evicted (with an RST) when the cap is full.
+   */
+  private readonly refused = new Set<Connection>();
+  /** Refusal log lines, per message: the count since the last line written (at most one per ERROR_LOG_MS). */
+  private readonly refusals = new Map<string, { count: number; last: number }>();
   private evicted = 0;
   private errors = 0;
   private lastErrorLog = -Infinity;
@@ -45,7 +53,7 @@ export class HandshakeGate {
 
   /** How many connections have not authenticated. */
   get size(): number {
-    return this.fresh.size + this.greeted.size;
+    return this.fresh.size + this.greeted.size + this.refused.size;
   }
 
   /** Connections closed to make room since the master started. */
@@ -56,7 +64,7 @@ export class HandshakeGate {
   /** A new connection: makes room if the cap is reached (closing the oldest that has not said hello, else the oldest). */
   enter(conn: Connection): void {
     conn.limitFrames(HELLO_MAX_FRAME_BYTES);
-    while (this.size >= this.max) if (!this.evictOldest(this.fresh.size > 0 ? this.fresh : this.greeted)) break;
+    while (this.size >= this.max) if (!this.evictOldest(this.refused.size > 0 ? this.refused : this.fresh.size > 0 ? this.fresh : this.greeted)) break;
     this.fresh.add(conn);
   }
 
@@ -68,10 +76,39 @@ export class HandshakeGate {
     conn.limitFrames(REGISTER_MAX_FRAME_BYTES);
   }
 
+  /**
+   * Refuses a connection that has not authenticated: sends `message` and closes, keeping the connection counted
+   * until its socket is gone. `log` and `fields`: the refusal's log line (rate-limited, see {@link logRefusal}).
+   */
+  refuse(conn: Connection, message: Parameters<Connection['sendAndClose']>[0], log: string, fields: Record<string, unknown>): void {
+    this.logRefusal(log, fields);
+    this.leave(conn);
+    if (conn.socket.destroyed) return conn.close();
+    this.refused.add(conn);
+    conn.socket.once('close', () => this.refused.delete(conn));
+    conn.sendAndClose(message);
+  }
+
+  /**
+   * A refused stranger's log line (a bad hello or frame, a failed proof, a handshake timeout): the first is written,
+   * then at most one per ERROR_LOG_MS with the count since, so a flood of refusals cannot flood the log.
+   */
+  logRefusal(msg: string, fields: Record<string, unknown>): void {
+    const now = monotonicMs();
+    const r = this.refusals.get(msg) ?? { count: 0, last: -Infinity };
+    r.count++;
+    this.refusals.set(msg, r);
+    if (now - r.last < ERROR_LOG_MS) return;
+    this.log.warn(msg, r.count > 1 ? { ...fields, count: r.count } : fields);
+    r.count = 0;
+    r.last = now;
+  }
+
   private evictOldest(from: Set<Connection>): boolean {
     const victim = from.values().next().value;
     if (!victim) return false;
     this.leave(victim);
+    this.refused.delete(victim);
     this.evicted++;
     if (this.evicted === 1 || this.evicted % 1000 === 0) {
       this.log.warn('too many unauthenticated connections: closing the oldest', { max: this.max, evicted: this.evicted });

@@ -38,7 +38,7 @@ export class Group {
   pending: Peer[] = [];
   private ticket: Uint8Array;
   /** The epoch being installed: members that have not acknowledged it yet. */
-  private installing?: { epoch: number; waiting: Set<string>; deadline: number };
+  private installing?: { epoch: number; waiting: Set<string>; deadline: number; started: number };
   /** Member id -> request ids of its updateTopology calls in the open vote. */
   private readonly votes = new Map<string, number[]>();
   private voteDeadline?: number;
@@ -186,7 +186,9 @@ export class Group {
   onLost(p: Peer, m: Msg<'lost'>): void {
     const lost = this.members.find((q) => q.id === masterIdOf(m.peer));
     if (m.epoch !== this.epoch || !lost || !p.member) {
-      this.ctx.feed.emit('debug', 'stale loss report ignored', { peer: p.id, lost: m.peer, epoch: m.epoch, current: this.epoch });
+      // Too late to act on, but the same failure seen by another member: evidence for the next report.
+      if (m.epoch < this.epoch && lost && p.member) this.evidence.record({ accuser: p.id, accused: lost.id, members: this.members.map((q) => q.id), now: this.ctx.now() });
+      this.ctx.feed.emit('debug', 'stale loss report recorded', { peer: p.id, lost: m.peer, epoch: m.epoch, current: this.epoch });
       return;
     }
     const lastSeen = this.ctx.lastSeen;
@@ -237,11 +239,18 @@ export class Group {
     const r = this.installing;
     if (r && now >= r.deadline) {
       const late = this.members.filter((q) => r.waiting.has(q.id));
-      // A member whose heartbeats say its JavaScript thread is busy installs the ring once it is free: it waits
-      // (the coordinator drops it past jsHangTimeoutMs), and so does the rest of the group.
-      const busy = late.filter((q) => q.busy && now - q.busy.seen < this.ctx.ackTimeoutMs);
-      for (const q of late) if (!busy.includes(q)) this.ctx.drop(q, `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
-      if (busy.length > 0 && this.installing === r) r.deadline = Math.min(...busy.map((q) => q.busy!.seen + this.ctx.ackTimeoutMs));
+      // A member whose heartbeats say its JavaScript thread is busy installs the ring once it is free: the rest of
+      // the group waits for it, but for at most voteTimeoutMs (not jsHangTimeoutMs, minutes: a member that keeps
+      // saying "busy" must not hold every re-form that long; docs/master.md, "Liveness").
+      const patient = now - r.started < this.ctx.voteTimeoutMs;
+      const busy = patient ? late.filter((q) => q.busy && now - q.busy.seen < this.ctx.ackTimeoutMs) : [];
+      for (const q of late) {
+        if (busy.includes(q)) continue;
+        this.ctx.drop(q, q.busy && !patient
+          ? `did not install epoch ${r.epoch} within ${this.ctx.voteTimeoutMs} ms (voteTimeoutMs): its JavaScript thread stayed busy`
+          : `did not install epoch ${r.epoch} within ${this.ctx.ackTimeoutMs} ms`);
+      }
+      if (busy.length > 0 && this.installing === r) r.deadline = Math.min(r.started + this.ctx.voteTimeoutMs, ...busy.map((q) => q.busy!.seen + this.ctx.ackTimeoutMs));
     }
     if (this.voteDeadline !== undefined && now >= this.voteDeadline) this.voteTimedOut();
     this.sync.tick(now);
@@ -338,7 +347,7 @@ export class Group {
     for (const q of this.members) this.sendRing(q, reason);
     this.sync.onReform(reason);
     this.topology.onReform();
-    this.installing = { epoch: this.epoch, waiting: new Set(this.members.map((q) => q.id)), deadline: this.ctx.now() + this.ctx.ackTimeoutMs };
+    this.installing = { epoch: this.epoch, waiting: new Set(this.members.map((q) => q.id)), deadline: this.ctx.now() + this.ctx.ackTimeoutMs, started: this.ctx.now() };
     this.ctx.worldChanged();
   }
 

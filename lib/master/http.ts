@@ -10,7 +10,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log';
@@ -46,8 +46,10 @@ const MAX_EVENTS = 500;
 /** A client must send its request headers within this long, and the whole request within REQUEST_TIMEOUT_MS. */
 export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
-/** Open HTTP connections at most (a dashboard holds one or two, Prometheus one); more are closed at once. */
+/** Open HTTP connections at most (a dashboard holds one or two, Prometheus one); see the eviction below. */
 export const MAX_HTTP_CONNECTIONS = 64;
+/** How often Node enforces the header and request timeouts on open connections (ms). */
+const CONNECTIONS_CHECK_MS = 1000;
 
 /** The cookie value for a token: proves the browser was given the token without holding it. */
 function cookieValue(token: string): string {
@@ -137,7 +139,9 @@ export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
     }
   };
 
-  const server = http.createServer((req, res) => {
+  // Node checks the header and request timeouts only every connectionsCheckingInterval (30 s by default).
+  const server = http.createServer({ connectionsCheckingInterval: CONNECTIONS_CHECK_MS }, (req, res) => {
+    silent.delete(req.socket);
     handle(req, res).catch((err: Error) => {
       log.error('HTTP request failed', { path: req.url, err });
       if (!res.headersSent) send(res, 500, 'text/plain', `${err.message}\n`);
@@ -146,7 +150,31 @@ export async function startHttp(options: HttpOptions): Promise<HttpEndpoint> {
   });
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
-  server.maxConnections = MAX_HTTP_CONNECTIONS;
+  // At the cap a new connection evicts the oldest one that has not sent a request yet (a stranger's idle socket),
+  // rather than being refused: idle sockets cannot lock /metrics out. Only when every connection is busy with a
+  // request is the new one refused.
+  const open = new Set<Socket>();
+  const silent = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    if (open.size >= MAX_HTTP_CONNECTIONS) {
+      const oldest = silent.values().next().value as Socket | undefined;
+      if (!oldest) return socket.destroy();
+      silent.delete(oldest);
+      open.delete(oldest);
+      oldest.resetAndDestroy();
+    }
+    open.add(socket);
+    silent.add(socket);
+    // Our own deadline for the first request: Node's headersTimeout is not enforced on a connection that has
+    // sent nothing, nor (Node 20) on any other while such a connection is open.
+    const timer = setTimeout(() => { if (silent.has(socket)) socket.resetAndDestroy(); }, HEADERS_TIMEOUT_MS);
+    timer.unref();
+    socket.once('close', () => {
+      clearTimeout(timer);
+      open.delete(socket);
+      silent.delete(socket);
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

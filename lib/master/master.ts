@@ -276,14 +276,14 @@ export class Master {
     let nonce: Buffer | undefined;
     let session: Session | undefined;
     const handshakeTimer = setTimeout(() => {
-      this.log.warn('handshake timed out; closing connection', { from, timeoutMs: this.handshakeTimeoutMs });
+      this.gate.logRefusal('handshake timed out; closing connection', { from, timeoutMs: this.handshakeTimeoutMs });
+      conn.socket.resetAndDestroy();
       conn.close(new Error('handshake timeout'));
     }, this.handshakeTimeoutMs);
     handshakeTimer.unref();
-    const reject = (code: string, message: string) => {
+    const reject = (code: string, message: string, log: string, fields: Record<string, unknown> = {}) => {
       clearTimeout(handshakeTimer);
-      this.gate.leave(conn);
-      conn.sendAndClose({ t: 'error', code, message });
+      this.gate.refuse(conn, { t: 'error', code, message }, log, { from, ...fields });
     };
 
     conn.on('close', (reason) => {
@@ -298,7 +298,7 @@ export class Master {
           : reason ? `control connection lost: ${reason.message}` : 'control connection closed';
         this.apply({ type: 'lost', peer: session.peer, reason: why });
       } else if (reason instanceof ProtocolError) {
-        this.log.warn('rejected connection: protocol error', { from, err: reason });
+        this.gate.logRefusal('rejected connection: protocol error', { from, err: reason });
       } else if (stage !== 'peer') {
         this.log.debug('connection closed during handshake', { from, reason });
       }
@@ -310,8 +310,8 @@ export class Master {
           const m = validateMessage(raw, ['hello']);
           if (m.proto !== PROTOCOL_NAME) throw new ProtocolError(`Unknown protocol ${JSON.stringify(m.proto)}; expected "${PROTOCOL_NAME}"`);
           if (m.version !== PROTOCOL_VERSION) {
-            this.log.warn('rejected peer: protocol version mismatch', { from, version: m.version, expected: PROTOCOL_VERSION });
-            reject('PROTOCOL', `protocol version ${m.version} is not supported: this master speaks version ${PROTOCOL_VERSION}`);
+            reject('PROTOCOL', `protocol version ${m.version} is not supported: this master speaks version ${PROTOCOL_VERSION}`,
+              'rejected peer: protocol version mismatch', { version: m.version, expected: PROTOCOL_VERSION });
             return;
           }
           hello = m;
@@ -321,14 +321,11 @@ export class Master {
           conn.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce, auth: this.token !== undefined });
         } else if (stage === 'kx') {
           const why = keyExchange(conn, this.token!, hello!.nonce, nonce!, raw);
-          if (why) {
-            this.log.warn('rejected peer: authentication failed', { from, why });
-            return reject('AUTH', `authentication failed: ${why} (the master requires the run token)`);
-          }
+          if (why) return reject('AUTH', `authentication failed: ${why} (the master requires the run token)`, 'rejected peer: authentication failed', { why });
           stage = 'register';
         } else if (stage === 'register') {
           const m = validateMessage(raw, ['register', 'check']);
-          if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`);
+          if (this.standby) return reject('NOT_LEADER', `this master is ${this.standby}`, 'refused a peer: this master is a standby');
           clearTimeout(handshakeTimer);
           this.gate.leave(conn, this.maxFrameBytes);
           if (m.t === 'check') return void (stage = 'check', this.checks.start(conn, m as Check));
@@ -345,8 +342,7 @@ export class Master {
           this.log.warn('protocol error from peer; dropping it', { from, peer: session.peer, err: e });
           this.apply({ type: 'lost', peer: session.peer, reason: `protocol error: ${e.message}` });
         } else {
-          this.log.warn('rejected connection: protocol error', { from, err: e });
-          reject('PROTOCOL', e.message);
+          reject('PROTOCOL', e.message, 'rejected connection: protocol error', { err: e });
         }
       }
     });

@@ -11,9 +11,11 @@
  *
  * Reports come from token holders, not from a trusted source, so no single report decides for the others
  * (docs/security.md, "Resume reports"): an epoch above {@link MAX_EPOCH}, or more than {@link MAX_EPOCH_LEAD}
- * above every other reporter's, is refused; a member that reports is left out of the rebuilt ring only when at
- * least two reporters of a newer ring agree it was gone (one reporter cannot evict the others); and a rebuild
- * does not complete before its window on a one-member ring alone.
+ * above every other reporter's, is refused; a member that reports is left out of the rebuilt ring only when a
+ * majority of its own reported ring (at least two) report a newer ring without it (one reporter cannot evict the
+ * others, and ids that ring does not name are no witnesses); a ring no other reporter's ring shares an id with is
+ * refused unless more reporters back it than any other; and a rebuild does not complete before its window on a
+ * one-member ring alone.
  */
 import type { ResumeReport } from '../protocol';
 import { masterIdOf } from './context';
@@ -25,6 +27,13 @@ export const MAX_EPOCH = 2 ** 32;
  * members one epoch ahead of the others (two, if it was the second of two quick re-forms); far more is a forgery.
  */
 export const MAX_EPOCH_LEAD = 4;
+/**
+ * Largest peer number a report may name (`p4294967296`): the master numbers its new peers above every reported
+ * one, and a number past 15 digits would make session ids it cannot parse (lib/protocol/resume.ts).
+ */
+export const MAX_PEER_NUMBER = 2 ** 32;
+/** How far a reported peer number may be above every number the other reporters name. */
+export const MAX_PEER_LEAD = 1 << 16;
 /** Reporters of a newer ring that must agree a member was left out before the rebuild leaves it out. */
 export const EXCLUSION_QUORUM = 2;
 
@@ -74,6 +83,11 @@ export function checkReport(r: RejoinReport): string | undefined {
     if (report.epoch === 0) return `${r.peer} reports it is a member at epoch 0 (epochs start at 1)`;
     if (!report.ring.some((q) => masterIdOf(q.id) === r.peer)) return `${r.peer} reports it is a member of epoch ${report.epoch} but is not in that ring`;
   }
+  for (const id of [r.peer, ...report.ring.map((q) => masterIdOf(q.id))]) {
+    if (!/^p[1-9][0-9]{0,9}$/.test(id) || peerNumber(id) > MAX_PEER_NUMBER) {
+      return `${r.peer} reports peer id ${JSON.stringify(id.slice(0, 40))}, not one this run could have given (p1 to p${MAX_PEER_NUMBER}): refused`;
+    }
+  }
   if (report.committedSync > report.lastSync) return `${r.peer} reports sync ${report.committedSync} committed but only ${report.lastSync} seen`;
   return undefined;
 }
@@ -100,9 +114,16 @@ export function checkAgainstLive(r: RejoinReport, epoch: number, lastRevision: (
  * (the other order, a forged report first, is caught by {@link planRebuild}).
  */
 export function checkAgainstReports(r: RejoinReport, others: Iterable<RejoinReport>): string | undefined {
-  const top = maxEpoch([...others].filter((o) => o.peer !== r.peer));
+  // Measured against reporters that do not co-sign r's ring and epoch: minted ids cannot vouch for each other.
+  const top = maxEpoch([...others].filter((o) => o.peer !== r.peer && !sameRing(o, r)));
   if (top !== undefined && r.report.epoch > top + MAX_EPOCH_LEAD) {
     return `${r.peer} reports epoch ${r.report.epoch}, but the other members of group ${r.group} report at most ${top}: an epoch that far ahead is refused`;
+  }
+  const named = (x: RejoinReport) => [x.peer, ...x.report.ring.map((q) => masterIdOf(q.id))].map(peerNumber);
+  const rest = [...others].filter((o) => o.peer !== r.peer).flatMap(named);
+  const high = Math.max(...named(r));
+  if (rest.length > 0 && high > Math.max(...rest) + MAX_PEER_LEAD) {
+    return `${r.peer} reports peer p${high}, but the other members of group ${r.group} name none above p${Math.max(...rest)}: a peer number that far ahead is refused`;
   }
   return undefined;
 }
@@ -112,18 +133,53 @@ function maxEpoch(reports: RejoinReport[]): number | undefined {
   return members.length ? Math.max(...members.map((x) => x.report.epoch)) : undefined;
 }
 
-/** Member reports whose epoch is more than MAX_EPOCH_LEAD above every other member report's (forged or confused). */
+/**
+ * Member reports whose epoch is more than MAX_EPOCH_LEAD above every other member report's (forged or confused),
+ * not counting reports of the same ring and epoch.
+ */
 export function outliers(reports: RejoinReport[]): RejoinReport[] {
   return reports.filter((r) => {
-    const top = maxEpoch(reports.filter((o) => o !== r));
+    const top = maxEpoch(reports.filter((o) => o !== r && !sameRing(o, r)));
     return r.report.member && top !== undefined && r.report.epoch > top + MAX_EPOCH_LEAD;
   });
+}
+
+/** Both report membership of the same epoch with the same ring. */
+function sameRing(a: RejoinReport, b: RejoinReport): boolean {
+  if (!a.report.member || !b.report.member || a.report.epoch !== b.report.epoch) return false;
+  const x = ringIds(a);
+  const y = ringIds(b);
+  return x.size === y.size && [...x].every((id) => y.has(id));
+}
+
+function ringIds(r: RejoinReport): Set<string> {
+  return new Set(r.report.member ? r.report.ring.map((q) => masterIdOf(q.id)) : [r.peer]);
+}
+
+/**
+ * Member reports whose ring no other reporter vouches for: some member reporter stands outside the ring, and none
+ * of them names any of its ids in its own ring. Peer ids are minted by whoever holds the token, so a ring made
+ * only of ids nobody else has seen is believed only when it has more reporters behind it than any other ring (ties
+ * go to the other ring: a forger can always claim a newer epoch, never more real reporters).
+ */
+export function unvouched(reports: RejoinReport[]): RejoinReport[] {
+  const members = reports.filter((r) => r.report.member);
+  const alone = (r: RejoinReport): boolean => {
+    const own = ringIds(r);
+    const outside = members.filter((o) => !own.has(o.peer));
+    return outside.length > 0 && !outside.some((o) => [...ringIds(o)].some((id) => own.has(id)));
+  };
+  const backers = (r: RejoinReport): number => members.filter((o) => ringIds(r).has(o.peer)).length;
+  return members.filter((r) => alone(r) && members.some((o) => !ringIds(r).has(o.peer) && backers(o) >= backers(r)));
 }
 
 /** The member ids of the newest ring the reports name, and its epoch. */
 export function newestRing(reports: Iterable<RejoinReport>): { epoch: number; ids: string[] } {
   let best: { epoch: number; ids: string[] } = { epoch: 0, ids: [] };
-  for (const r of reports) {
+  const all = [...reports];
+  const doubtful = unvouched(all);
+  for (const r of all) {
+    if (doubtful.includes(r)) continue;
     if (r.report.member && r.report.epoch > best.epoch) best = { epoch: r.report.epoch, ids: r.report.ring.map((q) => masterIdOf(q.id)) };
   }
   return best;
@@ -147,7 +203,9 @@ export function planRebuild(all: RejoinReport[]): RebuildPlan {
   const excluded: { peer: string; reason: string }[] = [];
   const far = outliers(all);
   for (const r of far) excluded.push({ peer: r.peer, reason: `its resume report claims epoch ${r.report.epoch}, far ahead of every other member's (refused)` });
-  const reports = all.filter((r) => !far.includes(r));
+  const lone = unvouched(all.filter((r) => !far.includes(r)));
+  for (const r of lone) excluded.push({ peer: r.peer, reason: `its resume report names ring ${[...ringIds(r)].join(',')}, which no other member's ring shares and fewer members back (refused)` });
+  const reports = all.filter((r) => !far.includes(r) && !lone.includes(r));
   const ring = newestRing(reports);
   const byId = new Map(reports.map((r) => [r.peer, r]));
   const members: string[] = [];
@@ -159,9 +217,11 @@ export function planRebuild(all: RejoinReport[]): RebuildPlan {
       pending.push(r.peer);
       continue;
     }
-    // Left out of a newer ring: believed only when EXCLUSION_QUORUM reporters of newer rings without it agree.
-    const witnesses = reports.filter((w) => w.report.member && w.report.epoch > r.report.epoch && !w.report.ring.some((q) => masterIdOf(q.id) === r.peer));
-    if (witnesses.length >= EXCLUSION_QUORUM) {
+    // Left out of a newer ring: believed only when a majority of r's own ring (and at least EXCLUSION_QUORUM)
+    // report newer rings without it. Only members of r's ring count: anyone else's word is a minted id's.
+    const own = ringIds(r);
+    const witnesses = reports.filter((w) => own.has(w.peer) && w.report.member && w.report.epoch > r.report.epoch && !ringIds(w).has(r.peer));
+    if (witnesses.length >= Math.max(EXCLUSION_QUORUM, Math.floor(own.size / 2) + 1)) {
       excluded.push({ peer: r.peer, reason: `it was a member of epoch ${r.report.epoch}, but the group had re-formed without it by epoch ${ring.epoch} (as ${witnesses.map((w) => w.peer).sort((a, b) => peerNumber(a) - peerNumber(b)).join(', ')} report)` });
     } else {
       members.push(r.peer); // one reporter's word does not evict a member that is alive and reporting

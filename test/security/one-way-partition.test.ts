@@ -29,7 +29,7 @@ function available(): string | undefined {
   return undefined;
 }
 
-t.test('a member whose packets to the others are dropped is the one dropped; the others go on', { timeout: 300_000 }, async (t) => {
+t.test('a member whose packets to the others are dropped is the one dropped; the others go on', { timeout: 480_000 }, async (t) => {
   const why = available();
   if (why) return t.pass(`skipped: ${why}`);
   const ids = [1, 2, 3, 4, 5];
@@ -81,13 +81,17 @@ t.test('a member whose packets to the others are dropped is the one dropped; the
 
   // All four try; d's links fail; the master weighs the reports.
   void d.request('allReduce', { n: 1024, timeoutMs: 120_000 }, 150_000);
-  const deadline = Date.now() + 180_000;
+  const deadline = Date.now() + 330_000; // up to three 30 s dial-retry rounds, then 60 s operations, on a loaded machine
   let last: unknown;
   for (;;) {
     const rs = await Promise.all([a, b, c].map((p) => p.request('allReduce', { n: 1024, timeoutMs: 60_000 }, 90_000)));
     if (rs.every((r) => r.ok && r.worldSize === 3)) break;
     last = rs;
-    if (Date.now() > deadline) throw new Error(`the three did not get back to all-reducing: ${JSON.stringify(last)}`);
+    if (Date.now() > deadline) {
+      const ev = (await master.request('events', {}, 10_000)).events as { what: string; fields: Record<string, unknown> }[];
+      const seen = ev.filter((e) => /loss report|dropped|re-?form/i.test(e.what)).map((e) => ({ what: e.what, ...e.fields }));
+      throw new Error(`the three did not get back to all-reducing: ${JSON.stringify(last)}; master: ${JSON.stringify(seen)}`);
+    }
   }
   const events = (await master.request('events', {}, 10_000)).events as { what: string; fields: Record<string, unknown> }[];
   const dropped = events.filter((e) => e.what === 'peer dropped').map((e) => String(e.fields.peer));

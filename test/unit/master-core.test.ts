@@ -220,7 +220,7 @@ t.test('frozen peers: one that never installs a ring is dropped at its deadline,
 });
 
 t.test('a busy member (its JavaScript thread blocked, its heartbeats going on) is waited for, up to jsHangTimeoutMs', async (t) => {
-  const s = new Sim({ ackTimeoutMs: 1000, jsHangTimeoutMs: 20_000 });
+  const s = new Sim({ ackTimeoutMs: 1000, jsHangTimeoutMs: 20_000, voteTimeoutMs: 60_000 });
   const [a, b, c] = s.group(3);
   const e = s.epoch();
   s.busy(c, 500);
@@ -249,6 +249,26 @@ t.test('a busy member (its JavaScript thread blocked, its heartbeats going on) i
   s.busy(c, 20_300);
   t.match(s.dropped.get(c), /^JavaScript thread blocked for 20300 ms \(jsHangTimeoutMs 20000\)/);
   t.equal(s.take(a, 'ring').at(-1)?.epoch, e + 2, 'the others re-form without it');
+});
+
+t.test('a ring install waits on a busy member for at most voteTimeoutMs, not jsHangTimeoutMs', async (t) => {
+  // Review of issue 21: heartbeats that keep saying "busy" stretched every re-form for up to jsHangTimeoutMs.
+  const s = new Sim({ ackTimeoutMs: 1000, jsHangTimeoutMs: 300_000, voteTimeoutMs: 5000 });
+  const [a, b, c] = s.group(3);
+  const e = s.epoch();
+  s.busy(c, 500);
+  s.lose(b);
+  s.ack(a);
+  for (let ms = 0; ms < 4500; ms += 500) {
+    s.advance(500);
+    s.busy(c, 1000 + ms);
+  }
+  t.notOk(s.dropped.has(c), 'waited for while under voteTimeoutMs');
+  s.advance(500);
+  s.busy(c, 5500);
+  s.advance(100);
+  t.match(s.dropped.get(c), new RegExp(`did not install epoch ${e + 1} within 5000 ms \\(voteTimeoutMs\\): its JavaScript thread stayed busy`));
+  t.same(s.core.groupsInfo()[0].members, [a], 'the others go on without it');
 });
 
 t.test('a member that stops saying it is busy has the peer timeout to acknowledge, as any other', async (t) => {

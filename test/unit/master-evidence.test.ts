@@ -30,11 +30,52 @@ t.test('rules: silent accused, two accusers, an accuser of two, a repeated pair,
   const two = ['p1', 'p2'];
   t.match(pair.judge({ accuser: 'p2', accused: 'p1', members: two, now, lastSeen: alive(now) }), { kind: 'reform' }, 'two members: the first report re-forms');
   t.match(pair.judge({ accuser: 'p1', accused: 'p2', members: two, now: now + 10, lastSeen: alive(now) }),
-    { kind: 'drop', peer: 'p2', why: /failed 2 times with both alive; the one that joined later goes/ }, 'a one-way link between two: one of them, never both');
+    { kind: 'drop', peer: 'p1', why: /failed 2 times with both alive; the member reporting it again goes/ }, 'a one-way link between two: one of them, never both');
 
   const old = new Evidence({ silentMs: 1500, windowMs: 60_000 });
   old.judge({ accuser: 'p1', accused: 'p2', members, now, lastSeen: alive(now) });
   t.match(old.judge({ accuser: 'p1', accused: 'p3', members, now: now + 61_000, lastSeen: alive(now + 61_000) }), { kind: 'reform' }, 'reports age out');
+});
+
+t.test('one accuser cannot evict the others: repeated or successive reports drop the accuser', async (t) => {
+  // Review of issue 21: p1 sending `lost` twice about each of the others used to drop p2, p3, p4, p5 in turn.
+  const run = (accuser: string, n: number, reportsEach: number) => {
+    let members = Array.from({ length: n }, (_, i) => `p${i + 1}`);
+    const ev = new Evidence({ silentMs: 1500 });
+    const dropped: string[] = [];
+    let now = 10_000;
+    for (const target of members.filter((m) => m !== accuser)) {
+      for (let k = 0; k < reportsEach && members.includes(accuser) && members.includes(target); k++) {
+        now += 100;
+        const v = ev.judge({ accuser, accused: target, members, now, lastSeen: alive(now) });
+        if (v.kind === 'drop') {
+          dropped.push(v.peer);
+          members = members.filter((m) => m !== v.peer);
+        } else members = [...v.order];
+      }
+    }
+    return { dropped, members };
+  };
+  for (const n of [2, 3, 5]) {
+    for (const accuser of ['p1', `p${n}`]) {
+      const { dropped } = run(accuser, n, 2);
+      t.same(dropped, [accuser], `${n} members, ${accuser} accusing each of the others twice: only ${accuser} goes`);
+    }
+  }
+  t.same(run('p1', 5, 1).dropped, ['p1'], 'once each: the accuser goes on its second target');
+
+  // An accuser whose first target was dropped on its word alone still has that target on its record.
+  const ev = new Evidence({ silentMs: 1500 });
+  let m = ['p1', 'p2', 'p3'];
+  ev.judge({ accuser: 'p2', accused: 'p3', members: m, now: 1000, lastSeen: alive(1000) });
+  t.match(ev.judge({ accuser: 'p2', accused: 'p3', members: m, now: 1100, lastSeen: alive(1100) }), { kind: 'drop', peer: 'p2' });
+  const confirmed = new Evidence({ silentMs: 1500 });
+  m = ['p1', 'p2', 'p3', 'p4', 'p5'];
+  confirmed.judge({ accuser: 'p1', accused: 'p2', members: m, now: 1000, lastSeen: alive(1000) });
+  t.match(confirmed.judge({ accuser: 'p3', accused: 'p2', members: m, now: 1100, lastSeen: alive(1100) }), { kind: 'drop', peer: 'p2' });
+  m = ['p1', 'p3', 'p4', 'p5'];
+  t.match(confirmed.judge({ accuser: 'p1', accused: 'p4', members: m, now: 1200, lastSeen: alive(1200) }), { kind: 'reform' },
+    'a report that a second accuser bore out does not count against the first');
 });
 
 t.test('separate: b is moved away from a when the ring allows it', async (t) => {
@@ -67,6 +108,27 @@ t.test('the group: a report re-forms without dropping; history decides; each dec
   s.say(c, { t: 'lost', epoch: e, peer: `${b}@127.0.0.1:4001`, message: 'connection reset' });
   t.match(s.dropped.get(b), /reported lost by 2 members/, 'a second member reports it: dropped');
   t.match(s.core.feed.recent().filter((x) => x.what === 'loss report weighed').at(-1)!.fields, { decision: `drop ${b}` });
+});
+
+t.test('the group: a peer that reaches nobody is dropped, not the healthy member that reports it second', async (t) => {
+  // The one-way partition as the master saw it (test/security/one-way-partition.test.ts): d reports a first,
+  // which re-forms; the others' reports of d for that epoch arrive after the re-form; then a reports d again.
+  const s: Sim = new Sim({ lastSeen: (): number => s.now });
+  const [a, b, c, d] = s.group(4);
+  const e = s.epoch();
+  s.say(d, { t: 'lost', epoch: e, peer: `${a}@127.0.0.1:4001`, message: 'connect timed out' });
+  t.ok(s.epoch() > e, 're-formed on the first report');
+  for (const x of [b, c, a]) s.say(x, { t: 'lost', epoch: e, peer: `${d}@127.0.0.1:4004`, message: 'connect timed out' });
+  s.ack(a, b, c, d);
+  s.say(a, { t: 'lost', epoch: s.epoch(), peer: `${d}@127.0.0.1:4004`, message: 'connect timed out' });
+  t.match(s.dropped.get(d), /reported lost by [34] members/, 'd, reported by every other member, is the one dropped');
+  t.same([...s.dropped.keys()], [d], 'nobody else');
+
+  const ev = new Evidence({ silentMs: 1500 });
+  const m = ['p1', 'p2', 'p3', 'p4'];
+  ev.record({ accuser: 'p1', accused: 'p2', members: m, now: 1000 });
+  t.match(ev.judge({ accuser: 'p2', accused: 'p1', members: m, now: 1100, lastSeen: alive(1100) }), { kind: 'reform' },
+    "a late report planted by p1 does not make p2's own first report a repeat");
 });
 
 t.test('the group: a silent accused is dropped on the first report', async (t) => {

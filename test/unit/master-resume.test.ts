@@ -49,6 +49,38 @@ t.test('planRebuild and checks: forged reports (epoch 2^53-1, far ahead, a one-m
   t.equal(allReported(m), false, 'p3, named by p2, may still report');
 });
 
+t.test('planRebuild: ids minted by one token holder neither witness nor lead the rebuilt ring', async (t) => {
+  // Review of issue 21: two made-up peers reporting a newer ring of their own evicted the three real members.
+  const honest = ['p1', 'p2', 'p3'].map((p) => rj(p, rep({ epoch: 10 })));
+  const forged = ['p98', 'p99'].map((p) => rj(p, rep({ epoch: 14, ring: ring('p98', 'p99') })));
+  for (const order of [[...honest, ...forged], [...forged, ...honest]]) {
+    const plan = planRebuild(order);
+    t.same(plan.members, ['p1', 'p2', 'p3'], 'the real reporters agree on their ring');
+    t.equal(plan.fromEpoch, 10);
+    t.same(plan.excluded.map((x) => x.peer).sort(), ['p98', 'p99'], 'a ring no one else names, with fewer reporters, is refused');
+  }
+  // Minted ids that claim to be in the real ring: they may join it, never evict those that report it.
+  const inside = planRebuild([...honest, ...['p98', 'p99'].map((p) => rj(p, rep({ epoch: 12, ring: ring('p1', 'p98', 'p99') })))]);
+  t.same(inside.excluded, [], 'witnesses against p2 and p3 must come from their own ring');
+  t.ok(['p1', 'p2', 'p3'].every((p) => inside.members.includes(p)), 'every real member stays');
+  // The epoch lead is measured against reporters outside the suspect ring (the minted ones cannot vouch for it).
+  t.match(checkAgainstReports(rj('p99', rep({ epoch: 10 + MAX_EPOCH_LEAD + 1, ring: ring('p98', 'p99') })), [...honest, rj('p98', rep({ epoch: 15, ring: ring('p98', 'p99') }))]),
+    /report at most 10/);
+});
+
+t.test('reports naming peer ids past the id format, or far above the others, are refused', async (t) => {
+  // Review of issue 21: the master numbered its next peers above any reported id, without bound.
+  t.match(checkReport(rj('p1', rep({ ring: ring('p1', 'p2', 'p1234567890123456') }))), /reports peer id "p1234567890123456", not one this run could have given/);
+  t.match(checkReport(rj('p1', rep({ ring: ring('p1', `p${2 ** 32 + 1}`) }))), /not one this run could have given/);
+  t.equal(checkReport(rj('p1', rep())), undefined);
+  const others = [rj('p2', rep()), rj('p3', rep())];
+  t.match(checkAgainstReports(rj('p1', rep({ ring: ring('p1', 'p2', 'p3', 'p999999') })), others), /peer p999999, but the other members of group 0 name none above p3/);
+  t.equal(checkAgainstReports(rj('p1', rep({ epoch: 4, ring: ring('p1', 'p2', 'p3', 'p9') })), others), undefined, 'a peer accepted just before the crash');
+  const s = new Sim();
+  const bad = rj('p1', rep({ ring: ring('p1', 'p999999999999999') }));
+  t.ok(s.core.checkRejoin(bad), 'the coordinator refuses it before it raises its peer numbers');
+});
+
 t.test('coordinator: a forged one-member ring reported last does not evict the others', async (t) => {
   const sim = new Sim({ resumeWindowMs: 2000 });
   sim.rejoin('p2', rep());
