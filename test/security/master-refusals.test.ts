@@ -47,12 +47,8 @@ t.test('strangers refused for a bad frame never hold more sockets than the cap',
   // An honest peer with the wrong token still reads why it was refused.
   const c = new RawClient(port);
   t.teardown(() => c.conn.close());
-  await c.connected();
-  c.send({ t: 'hello', proto: 'tccl', version: (await import('../../lib/protocol')).PROTOCOL_VERSION, nonce: c.nonce });
-  const challenge = await c.next('challenge');
-  t.equal(challenge?.t, 'challenge');
-  c.send({ t: 'register', proof: Buffer.alloc(32), peerGroup: 0, dataPort: 9 });
-  t.match(await c.next('welcome'), { t: 'error', code: 'AUTH', message: /authentication failed: wrong run token/ });
+  const masterNonce = await c.hello();
+  t.match(await c.keyExchange('not-the-token', masterNonce), { t: 'error', code: 'AUTH', message: /authentication failed/ });
 });
 
 t.test('refusal log lines are rate-limited, with a count', async (t) => {
