@@ -94,7 +94,7 @@ void testExchangeAndClose() {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   g.members[0]->close();
   OpError e = fp.get();
-  CHECK(e.code == ErrorCode::Closed);
+  CHECK_MSG(e.code == ErrorCode::Closed, "a pending op settles with Closed, got code %d: %s", static_cast<int>(e.code), e.message.c_str());
   for (auto& m : g.members) m->close();
 }
 
