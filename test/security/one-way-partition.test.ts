@@ -81,7 +81,7 @@ t.test('a member whose packets to the others are dropped is the one dropped; the
 
   // All four try; d's links fail; the master weighs the reports.
   void d.request('allReduce', { n: 1024, timeoutMs: 120_000 }, 150_000);
-  const deadline = Date.now() + 330_000; // up to three 30 s dial-retry rounds, then 60 s operations, on a loaded machine
+  const deadline = Date.now() + 230_000; // dial-retry rounds of 30 s and 60 s operations; ends before the 300 s per-file limit, with the master's decisions
   let last: unknown;
   for (;;) {
     const rs = await Promise.all([a, b, c].map((p) => p.request('allReduce', { n: 1024, timeoutMs: 60_000 }, 90_000)));
