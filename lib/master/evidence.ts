@@ -10,8 +10,8 @@
  * 2. B was reported by two or more different members (within `windowMs`): B is dropped.
  * 3. A reported two or more different members, all alive on their control connections when reported: A is dropped
  *    (a member that cannot reach successive neighbours is the one at fault). Reports about members dropped since
- *    still count unless other evidence (rules 1 and 2) confirmed them, so an accuser cannot reset its count by
- *    getting its first target dropped.
+ *    still count unless other evidence confirmed them (rules 1 and 2, or the accused leaving for a reason of its
+ *    own: {@link Evidence.vindicate}), so an accuser cannot reset its count by getting its first target dropped.
  * 4. A second report between the same two members (either way), with nothing else against either: the master
  *    cannot tell the two ends of one broken link apart, and the group re-formed after the first report (with the
  *    two apart from four members on): the member making the repeated report is dropped. The tie is broken by who
@@ -72,6 +72,15 @@ export class Evidence {
     if (!r.members.includes(r.accuser) || !r.members.includes(r.accused) || r.accuser === r.accused) return;
     this.reports.push({ accuser: r.accuser, accused: r.accused, at: r.now, late: true });
     if (this.reports.length > MAX_REPORTS) this.reports.shift();
+  }
+
+  /**
+   * `peer` left the group for a reason of its own (its control connection closed or went silent, it left, its
+   * JavaScript thread hung): every report that named it was right, and none counts against its accuser under rule 3
+   * (under churn, a member reports a killed neighbour before the master sees the neighbour's connection close).
+   */
+  vindicate(peer: string): void {
+    for (const x of this.reports) if (x.accused === peer) x.confirmed = true;
   }
 
   /**

@@ -60,6 +60,8 @@ export class Group {
   readonly admission = new GroupAdmission();
   /** Loss reports weighed before anyone is dropped (evidence.ts). */
   private readonly evidence: Evidence;
+  /** Members being dropped on an evidence verdict (not vindicating their accusers). */
+  private readonly judged = new Set<string>();
 
   constructor(readonly id: number, private readonly ctx: GroupContext) {
     this.ticket = ctx.random(16);
@@ -197,7 +199,10 @@ export class Group {
     this.ctx.feed.emit('warn', 'loss report weighed', {
       group: this.id, epoch: this.epoch, accuser: p.id, accused: lost.id, report: m.message, decision: v.kind === 'drop' ? `drop ${v.peer}` : 're-form', why: v.why,
     });
-    if (v.kind === 'drop') return this.ctx.drop(v.peer === p.id ? p : lost, `${v.why} (${p.id} reported ${lost.id} lost: ${m.message})`);
+    if (v.kind === 'drop') {
+      this.judged.add(v.peer);
+      return this.ctx.drop(v.peer === p.id ? p : lost, `${v.why} (${p.id} reported ${lost.id} lost: ${m.message})`);
+    }
     this.members = v.order.map((id) => this.members.find((q) => q.id === id)!);
     this.reform([], `${p.id} reported ${lost.id} lost; both are alive: ${v.why}`);
   }
@@ -211,6 +216,7 @@ export class Group {
       return;
     }
     this.members = this.members.filter((q) => q !== p);
+    if (!this.judged.delete(p.id)) this.evidence.vindicate(p.id); // gone for a reason of its own: its accusers were right
     this.votes.delete(p.id);
     this.sync.forget(p.id);
     this.topology.forget(p.id);

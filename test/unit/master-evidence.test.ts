@@ -137,3 +137,23 @@ t.test('the group: a silent accused is dropped on the first report', async (t) =
   s.say(ids[0], { t: 'lost', epoch: s.epoch(), peer: `${ids[1]}@127.0.0.1:4001`, message: 'reset' });
   t.match(s.dropped.get(ids[1]), /silent too/);
 });
+
+t.test('churn: a report about a peer that then died on its own does not count against its accuser', async (t) => {
+  // The stress run's case: p1's neighbour p2 is SIGKILLed; p1 reports it before the master sees p2's control
+  // connection close, so p2 still looks alive and the report only re-forms. p2's drop for its own reason vindicates
+  // p1; when p1 then reports another neighbour killed the same way, it is not taken for the member at fault.
+  const members = ['p1', 'p2', 'p3', 'p4', 'p5'];
+  const now = 10_000;
+  const ev = new Evidence({ silentMs: 1500 });
+  t.match(ev.judge({ accuser: 'p1', accused: 'p2', members, now, lastSeen: alive(now) }), { kind: 'reform' });
+  ev.vindicate('p2');
+  const rest = members.filter((p) => p !== 'p2');
+  t.match(ev.judge({ accuser: 'p1', accused: 'p3', members: rest, now: now + 10, lastSeen: alive(now) }), { kind: 'reform' },
+    'the second report re-forms; p1 is not dropped');
+
+  // Without the vindication (p2 was dropped on an evidence verdict), the count stands: one member cannot evict.
+  const strict = new Evidence({ silentMs: 1500 });
+  strict.judge({ accuser: 'p1', accused: 'p2', members, now, lastSeen: alive(now) });
+  t.match(strict.judge({ accuser: 'p1', accused: 'p3', members: rest, now: now + 10, lastSeen: alive(now) }), { kind: 'drop', peer: 'p1' },
+    'an accuser of two live members, neither vindicated, is the one dropped');
+});
